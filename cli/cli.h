@@ -1,0 +1,37 @@
+/* cli.h: the mfaserve program's subcommands and their shared flag parser.
+ * Every flag may also come from an environment variable (its "env twin");
+ * the command line wins over the environment. */
+#ifndef MFS_CLI_H
+#define MFS_CLI_H
+
+#include <stdint.h>
+
+typedef enum { CLI_STR, CLI_INT, CLI_DOUBLE, CLI_BOOL, CLI_BYTES } cli_flag_type;
+
+typedef struct cli_flag {
+  const char *name;  /* "model" for --model */
+  const char *env;   /* "MFASERVE_MODEL", or NULL */
+  cli_flag_type type;
+  void *ptr;         /* const char **, int *, double *, int * (bool), uint64_t * */
+  const char *help;  /* one line; the default is printed from *ptr */
+} cli_flag;
+
+/* Parses env twins then argv (argv[0] is the subcommand). "--x v" and
+ * "--x=v"; a CLI_BOOL flag takes no value ("--x") or "--x=true|false|1|0".
+ * Returns 0, CLI_HELP after printing usage for --help/-h, or CLI_USAGE
+ * after printing the error (the caller exits with status 2). Positional
+ * arguments are errors unless npos is not NULL, which then receives them. */
+#define CLI_HELP 1
+#define CLI_USAGE 2
+int cli_parse(const char *cmd, const char *summary, cli_flag *flags, int nflags, int argc,
+              char **argv, char ***pos, int *npos);
+
+/* Parses "5,17,99" into a malloc'd array. 0 or -1 (message printed). */
+int cli_parse_ids(const char *s, int32_t **ids, int *n);
+
+int cmd_generate(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+int cmd_logits(int argc, char **argv);
+int cmd_info(int argc, char **argv);
+
+#endif

@@ -1,0 +1,35 @@
+/* main.c: the mfaserve program: dispatches to a subcommand. Exit status:
+ * 0 success, 1 runtime failure, 2 bad usage or bad input (model files). */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+static const struct {
+  const char *name;
+  int (*fn)(int, char **);
+  const char *what;
+} commands[] = {
+    {"generate", cmd_generate, "generate tokens from a prompt"},
+    {"bench", cmd_bench, "measure engine speed against this machine's ceilings"},
+    {"info", cmd_info, "print a model's shape and KV-cache geometry"},
+    {"logits", cmd_logits, "write the logits of every prompt position (for testing)"},
+};
+
+static void usage(FILE *f) {
+  fprintf(f, "usage: mfaserve <command> [flags]   (mfaserve <command> --help for its flags)\n\ncommands:\n");
+  for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+    fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].what);
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+    usage(argc < 2 ? stderr : stdout);
+    return argc < 2 ? 2 : 0;
+  }
+  for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+    if (!strcmp(argv[1], commands[i].name)) return commands[i].fn(argc - 1, argv + 1);
+  fprintf(stderr, "mfaserve: unknown command '%s'\n", argv[1]);
+  usage(stderr);
+  return 2;
+}

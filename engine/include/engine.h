@@ -1,0 +1,104 @@
+/* engine.h: model loading and the forward pass.
+ *
+ * eng_model_load reads an HF-style model directory (config.json, safetensors
+ * single or sharded, F32/F16/BF16) as model-format.md specifies; F32 tensors
+ * are used in place from a read-only mmap, others are converted to F32 once.
+ * MFA-KR's value path is folded into o_proj at load, so its KV cache holds
+ * only the pre-RoPE key.
+ *
+ * eng_forward runs one step over a batch: the new tokens of several
+ * sequences concatenated (decodes of 1 token, prefill chunks of many), with
+ * each sequence's past read from, and its new keys/values written into, the
+ * paged pool through its block table. The context (eng_ctx) owns a
+ * persistent worker pool and every scratch buffer, sized at creation, so a
+ * step allocates nothing.
+ *
+ * Threads: a model is read-only after load and may be shared. A context is
+ * used by one thread at a time (the scheduler's).
+ */
+#ifndef MFS_ENGINE_H
+#define MFS_ENGINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kvcache.h"
+
+typedef enum { ENG_ATTN_MHA = 0, ENG_ATTN_GQA, ENG_ATTN_MQA, ENG_ATTN_MFA, ENG_ATTN_MFA_KR } eng_attn_kind;
+
+typedef struct eng_model_info {
+  char arch[64];       /* architectures[0] */
+  eng_attn_kind attn;
+  int d, n_layers, n_heads, n_kv_heads, head_dim, inter, vocab, q_rank /* C, MFA only */;
+  int max_pos;
+  float rms_eps, rope_theta;
+  int tie_embeddings;
+  int bos_id;              /* -1 if none */
+  int eos_ids[8], n_eos;   /* from config.json */
+  char weight_dtype[8];    /* storage dtype of most weights: F32/F16/BF16 */
+  int64_t n_params;        /* parameters as stored (lm_head counted once if tied) */
+  int64_t weight_bytes_per_token; /* bytes of weights a batch-1 decode step reads (F32 compute copies) */
+  int kv_k_elems, kv_v_elems;     /* per token per layer, see kvcache.h */
+} eng_model_info;
+
+const char *eng_attn_name(eng_attn_kind k); /* "mha", "gqa", "mqa", "mfa", "mfa-kr" */
+
+typedef struct eng_model eng_model;
+
+/* Loads dir. Returns 0, or a negative error with a message naming the file,
+ * key or tensor and what was expected written to err (errlen > 0). Nothing
+ * is left allocated or mapped on failure. progress, if not NULL, is called
+ * with a fraction 0..1 as tensors are prepared. */
+int eng_model_load(eng_model **out, const char *dir, void (*progress)(double frac, void *u),
+                   void *u, char *err, size_t errlen);
+void eng_model_free(eng_model *m); /* NULL: no-op */
+const eng_model_info *eng_model_get_info(const eng_model *m);
+
+/* The KV geometry this model needs, for kvc_pool_new. */
+void eng_model_kv_geom(const eng_model *m, int block_size, kvc_dtype dtype, kvc_geom *out);
+
+typedef struct eng_ctx_opts {
+  int n_threads;      /* workers including the caller; <= 0: number of CPUs */
+  int max_tokens;     /* most new tokens in one step (all sequences) */
+  int max_seqs;       /* most sequences in one step */
+  int max_ctx;        /* longest sequence (past + new); <= 0: model's max_pos */
+} eng_ctx_opts;
+
+typedef struct eng_ctx eng_ctx;
+
+/* Creates the worker pool and reserves every buffer a step needs. 0,
+ * MFS_EINVAL or MFS_ENOMEM. */
+int eng_ctx_new(eng_ctx **out, const eng_model *m, const eng_ctx_opts *opts);
+void eng_ctx_free(eng_ctx *c); /* NULL: no-op; joins the workers */
+int eng_ctx_threads(const eng_ctx *c);
+
+typedef enum { ENG_LOGITS_NONE = 0, ENG_LOGITS_LAST, ENG_LOGITS_ALL } eng_logits_mode;
+
+typedef struct eng_seq_step {
+  int n_past;                 /* tokens already in the cache for this sequence */
+  int n_new;                  /* tokens of this sequence in this step, >= 1 */
+  const int32_t *block_table; /* covers n_past + n_new tokens */
+  eng_logits_mode logits;
+} eng_seq_step;
+
+typedef struct eng_batch {
+  int n_seqs;
+  const eng_seq_step *seqs;
+  const int32_t *tokens; /* [sum n_new] the new token ids, sequence by sequence */
+  kvc_pool *kv;
+  float *logits;         /* out: [rows][vocab], rows in sequence order: 1 per
+                            LAST, n_new per ALL */
+} eng_batch;
+
+/* Runs one step. Writes the new tokens' KV into the pool and the requested
+ * logits. Returns 0, or MFS_EINVAL (batch beyond the context's limits, token
+ * id out of range, position beyond max_ctx) with nothing written. */
+int eng_forward(eng_ctx *c, const eng_batch *b);
+
+/* Low-level pieces that benches and tests measure against. */
+/* Seconds for one sgemm of m x n x k on all of the context's threads. */
+double eng_bench_sgemm(eng_ctx *c, int m, int n, int k, int reps);
+/* Read bandwidth in bytes/s over `bytes` using the context's threads. */
+double eng_bench_bandwidth(eng_ctx *c, size_t bytes, int reps);
+
+#endif
