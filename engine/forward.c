@@ -1,1 +1,513 @@
-/* in progress */
+/* forward.c: one engine step over a mixed batch (model-format.md's math).
+ *
+ * Rows are the step's new tokens, sequence by sequence. Projections are one
+ * matrix product over all rows, split across the worker pool by output
+ * column (each worker calls single-threaded OpenBLAS on its slice; BLAS
+ * never starts threads of its own). Attention is split into work items
+ * (sequence, token tile, head range); each item gathers the keys and values
+ * it needs from the paged pool into the worker's scratch (rotating MFA-KR's
+ * pre-RoPE keys on the way, so one rotation per key per item serves all of
+ * its heads), then runs scores and the weighted sum as two small GEMMs.
+ *
+ * Invariants: every buffer is reserved in eng_ctx_new; a step allocates
+ * nothing. The KV of a step's new tokens is written to the pool before any
+ * attention reads it, so a prompt fed at once or token by token reads the
+ * same stored values. */
+#include <cblas.h>
+#include <immintrin.h>
+#include <unistd.h>
+#include <math.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine_int.h"
+
+extern void openblas_set_num_threads(int);
+
+#define SCORE_BUDGET (128 * 1024) /* floats of scores per item tile */
+
+typedef struct {
+  int seq, t0, t1; /* rows [t0, t1) of the step, all in seq */
+  int u0, u1;      /* head units: KV heads if KV > 1, else single heads */
+} att_item;
+
+struct eng_ctx {
+  const eng_model *m;
+  tp_pool *tp;
+  int nth, max_tokens, max_seqs, max_ctx;
+  float *rope;                 /* [max_ctx][hd]: cos(hd/2) then sin(hd/2) */
+  float *x, *xn, *qa, *q, *k, *v, *att, *g, *u, *hrows; /* activations, see eng_ctx_new */
+  int32_t *row_seq, *row_pos;  /* [max_tokens] */
+  int32_t *lrows;              /* [max_tokens] rows needing logits */
+  int *seq_row0;               /* [max_seqs] */
+  att_item *items;             /* [max_items] */
+  int max_items;
+  float **kbuf, **vbuf;        /* per thread [max_ctx][KV*hd] */
+  float **sbuf;                /* per thread [sbuf_elems] scores */
+  float **qbuf, **obuf;        /* per thread [max rows per item][hd] */
+  size_t sbuf_elems;
+  int item_rows_max;
+  /* the step being run */
+  const eng_batch *b;
+  int layer, n_rows, n_items, n_lrows;
+  _Atomic int next_item;
+};
+
+/* ---------------------------------------------------------------- matmul */
+
+typedef struct {
+  const float *w; /* [n][k] */
+  float *out;     /* [rows][n] */
+  int n;
+} mm_part;
+
+typedef struct {
+  const float *in; /* [rows][k] */
+  int rows, k;
+  float beta;      /* 0: out = in W^T; 1: out += in W^T */
+  int n_parts;
+  mm_part parts[3];
+} mm_job;
+
+static void mm_worker(void *arg, int ith, int nth) {
+  const mm_job *j = arg;
+  int total = 0;
+  for (int p = 0; p < j->n_parts; p++) total += j->parts[p].n;
+  /* contiguous slice of the concatenated output columns, 16-aligned */
+  int per = (total + nth - 1) / nth;
+  per = (per + 15) & ~15;
+  int c0 = ith * per, c1 = MFS_MIN(total, c0 + per);
+  int base = 0;
+  for (int p = 0; p < j->n_parts && c0 < c1; p++) {
+    const mm_part *pt = &j->parts[p];
+    int a = MFS_MAX(c0, base) - base, e = MFS_MIN(c1, base + pt->n) - base;
+    base += pt->n;
+    if (a >= e) continue;
+    const float *w = pt->w + (size_t)a * j->k;
+    if (j->rows == 1)
+      cblas_sgemv(CblasRowMajor, CblasNoTrans, e - a, j->k, 1.0f, w, j->k, j->in, 1, j->beta, pt->out + a, 1);
+    else
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, j->rows, e - a, j->k, 1.0f, j->in, j->k, w, j->k,
+                  j->beta, pt->out + a, pt->n);
+  }
+}
+
+static void mm_run(eng_ctx *c, mm_job *j) { tp_pool_run(c->tp, mm_worker, j); }
+
+static void mm1(eng_ctx *c, float *out, const float *in, const float *w, int rows, int k, int n, float beta) {
+  mm_job j = {in, rows, k, beta, 1, {{w, out, n}}};
+  mm_run(c, &j);
+}
+
+/* ------------------------------------------------------- row-wise phases */
+
+typedef enum { PH_ATTN_NORM, PH_QNORM, PH_ROPE_STORE, PH_FFN_NORM, PH_SWIGLU, PH_FINAL_NORM } phase_kind;
+
+typedef struct {
+  eng_ctx *c;
+  phase_kind kind;
+} phase_job;
+
+static void store_kv(eng_ctx *c, int r) {
+  const eng_model_info *in = &c->m->info;
+  const eng_batch *b = c->b;
+  const kvc_geom *g = kvc_pool_geom(b->kv);
+  const eng_seq_step *s = &b->seqs[c->row_seq[r]];
+  int pos = c->row_pos[r];
+  int32_t blk = s->block_table[pos / g->block_size];
+  int off = pos % g->block_size;
+  int ke = in->kv_k_elems, ve = in->kv_v_elems;
+  const float *k = c->k + (size_t)r * ke, *v = c->v + (size_t)r * ve;
+  uint8_t *kd = kvc_block_k(b->kv, blk, c->layer);
+  uint8_t *vd = ve ? kvc_block_v(b->kv, blk, c->layer) : NULL;
+  if (g->dtype == KVC_F32) {
+    memcpy(kd + (size_t)off * ke * 4, k, (size_t)ke * 4);
+    if (ve) memcpy(vd + (size_t)off * ve * 4, v, (size_t)ve * 4);
+  } else {
+    k_f32_to_f16((uint16_t *)kd + (size_t)off * ke, k, (size_t)ke);
+    if (ve) k_f32_to_f16((uint16_t *)vd + (size_t)off * ve, v, (size_t)ve);
+  }
+}
+
+static void phase_worker(void *arg, int ith, int nth) {
+  phase_job *pj = arg;
+  eng_ctx *c = pj->c;
+  const eng_model *m = c->m;
+  const eng_model_info *in = &m->info;
+  const eng_layer *ly = &m->layers[c->layer < in->n_layers ? c->layer : 0];
+  int n = pj->kind == PH_FINAL_NORM ? c->n_lrows : c->n_rows;
+  int r0 = (int)((long)n * ith / nth), r1 = (int)((long)n * (ith + 1) / nth);
+  int d = in->d, hd = in->head_dim, H = in->n_heads, KV = in->n_kv_heads;
+  for (int r = r0; r < r1; r++) {
+    switch (pj->kind) {
+    case PH_ATTN_NORM:
+      k_rmsnorm(c->xn + (size_t)r * d, c->x + (size_t)r * d, ly->attn_norm, d, in->rms_eps);
+      break;
+    case PH_FFN_NORM:
+      k_rmsnorm(c->xn + (size_t)r * d, c->x + (size_t)r * d, ly->ffn_norm, d, in->rms_eps);
+      break;
+    case PH_QNORM: {
+      float *qa = c->qa + (size_t)r * in->q_rank;
+      k_rmsnorm(qa, qa, ly->q_norm, in->q_rank, in->rms_eps);
+      break;
+    }
+    case PH_ROPE_STORE: {
+      const float *cs = c->rope + (size_t)c->row_pos[r] * hd;
+      float *q = c->q + (size_t)r * H * hd;
+      for (int h = 0; h < H; h++) k_rope(q + (size_t)h * hd, cs, hd);
+      if (in->attn != ENG_ATTN_MFA_KR) {
+        float *k = c->k + (size_t)r * KV * hd;
+        for (int h = 0; h < KV; h++) k_rope(k + (size_t)h * hd, cs, hd);
+      }
+      store_kv(c, r);
+      break;
+    }
+    case PH_SWIGLU:
+      k_swiglu(c->g + (size_t)r * in->inter, c->u + (size_t)r * in->inter, in->inter);
+      break;
+    case PH_FINAL_NORM:
+      k_rmsnorm(c->hrows + (size_t)r * d, c->x + (size_t)c->lrows[r] * d, m->final_norm, d, in->rms_eps);
+      break;
+    }
+  }
+}
+
+static void phase(eng_ctx *c, phase_kind k) {
+  phase_job j = {c, k};
+  tp_pool_run(c->tp, phase_worker, &j);
+}
+
+/* ------------------------------------------------------------- attention */
+
+/* Gathers positions [0, n) of the sequence's KV heads [g0, g1) into the
+ * worker's K and V buffers ([n][ng*hd], F32), rotating MFA-KR keys. */
+static void gather_kv(eng_ctx *c, int ith, const eng_seq_step *s, int n, int g0, int g1) {
+  const eng_model_info *in = &c->m->info;
+  const kvc_geom *geo = kvc_pool_geom(c->b->kv);
+  int hd = in->head_dim, ke = in->kv_k_elems, ve = in->kv_v_elems, ng = g1 - g0, w = ng * hd;
+  int kr = in->attn == ENG_ATTN_MFA_KR, bs = geo->block_size;
+  float *K = c->kbuf[ith], *V = c->vbuf[ith];
+  for (int j0 = 0; j0 < n; j0 += bs) {
+    int32_t blk = s->block_table[j0 / bs];
+    int cnt = MFS_MIN(bs, n - j0);
+    const uint8_t *kb = kvc_block_k(c->b->kv, blk, c->layer);
+    const uint8_t *vb = ve ? kvc_block_v(c->b->kv, blk, c->layer) : NULL;
+    for (int i = 0; i < cnt; i++) {
+      int j = j0 + i;
+      float *kd = K + (size_t)j * w, *vd = V + (size_t)j * w;
+      size_t ko = (size_t)i * ke + (size_t)g0 * hd, vo = (size_t)i * ve + (size_t)g0 * hd;
+      if (kr) {
+        /* value = the stored pre-RoPE key; key = its rotation */
+        if (geo->dtype == KVC_F32) memcpy(vd, (const float *)kb + ko, (size_t)hd * 4);
+        else k_f16_to_f32(vd, (const uint16_t *)kb + ko, (size_t)hd);
+        k_rope_to(kd, vd, c->rope + (size_t)j * hd, hd);
+      } else if (geo->dtype == KVC_F32) {
+        memcpy(kd, (const float *)kb + ko, (size_t)w * 4);
+        memcpy(vd, (const float *)vb + vo, (size_t)w * 4);
+      } else {
+        k_f16_to_f32(kd, (const uint16_t *)kb + ko, (size_t)w);
+        k_f16_to_f32(vd, (const uint16_t *)vb + vo, (size_t)w);
+      }
+    }
+  }
+}
+
+static void attn_item_run(eng_ctx *c, int ith, const att_item *it) {
+  const eng_model_info *in = &c->m->info;
+  const eng_seq_step *s = &c->b->seqs[it->seq];
+  int H = in->n_heads, KV = in->n_kv_heads, hd = in->head_dim, G = H / KV;
+  int row0 = c->seq_row0[it->seq];
+  int n_ctx = s->n_past + (it->t1 - row0); /* keys visible to the tile's last row */
+  /* head units -> heads and KV heads */
+  int h0, h1, g0, g1;
+  if (KV > 1) {
+    g0 = it->u0, g1 = it->u1, h0 = g0 * G, h1 = g1 * G;
+  } else {
+    h0 = it->u0, h1 = it->u1, g0 = 0, g1 = 1;
+  }
+  gather_kv(c, ith, s, n_ctx, g0, g1);
+  int ng = g1 - g0, ldk = ng * hd;
+  float *S = c->sbuf[ith], *Q = c->qbuf[ith], *O = c->obuf[ith];
+  float scale = 1.0f / sqrtf((float)hd);
+  for (int g = g0; g < g1; g++) {
+    int a = MFS_MAX(h0, g * G), e = MFS_MIN(h1, (g + 1) * G), nh = e - a;
+    int rows = (it->t1 - it->t0) * nh;
+    for (int t = it->t0; t < it->t1; t++)
+      memcpy(Q + (size_t)(t - it->t0) * nh * hd, c->q + (size_t)t * H * hd + (size_t)a * hd,
+             (size_t)nh * hd * 4);
+    const float *Kg = c->kbuf[ith] + (size_t)(g - g0) * hd, *Vg = c->vbuf[ith] + (size_t)(g - g0) * hd;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, n_ctx, hd, scale, Q, hd, Kg, ldk, 0.0f, S, n_ctx);
+    for (int r = 0; r < rows; r++) {
+      int t = it->t0 + r / nh;
+      int valid = s->n_past + (t - row0) + 1;
+      float *sr = S + (size_t)r * n_ctx;
+      k_softmax(sr, valid);
+      if (valid < n_ctx) memset(sr + valid, 0, (size_t)(n_ctx - valid) * 4);
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, n_ctx, 1.0f, S, n_ctx, Vg, ldk, 0.0f, O, hd);
+    for (int t = it->t0; t < it->t1; t++)
+      memcpy(c->att + (size_t)t * H * hd + (size_t)a * hd, O + (size_t)(t - it->t0) * nh * hd,
+             (size_t)nh * hd * 4);
+  }
+}
+
+static void attn_worker(void *arg, int ith, int nth) {
+  (void)nth;
+  eng_ctx *c = arg;
+  for (;;) {
+    int i = atomic_fetch_add(&c->next_item, 1);
+    if (i >= c->n_items) break;
+    attn_item_run(c, ith, &c->items[i]);
+  }
+}
+
+/* Splits the step into attention items: token tiles that keep the score
+ * tile within budget, and head ranges when there are fewer sequences than
+ * workers (so a single decode still uses every core). */
+static void plan_items(eng_ctx *c) {
+  const eng_model_info *in = &c->m->info;
+  const eng_batch *b = c->b;
+  int H = in->n_heads, KV = in->n_kv_heads;
+  int units = KV > 1 ? KV : H, heads_per_unit = KV > 1 ? H / KV : 1;
+  int hsplit = b->n_seqs < c->nth ? MFS_MIN(units, c->nth) : 1;
+  int n = 0;
+  for (int s = 0; s < b->n_seqs; s++) {
+    const eng_seq_step *st = &b->seqs[s];
+    int row0 = c->seq_row0[s];
+    for (int hs = 0; hs < hsplit; hs++) {
+      int u0 = units * hs / hsplit, u1 = units * (hs + 1) / hsplit;
+      int nh_max = heads_per_unit; /* rows per token in one GEMM (per KV head) */
+      if (KV == 1) nh_max = u1 - u0;
+      int t = 0;
+      while (t < st->n_new) {
+        int ctx_end = st->n_past + t + 1;
+        int tile = (int)(SCORE_BUDGET / ((size_t)nh_max * (size_t)(ctx_end + 64)));
+        tile = MFS_MAX(1, MFS_MIN(tile, c->item_rows_max / nh_max));
+        /* the tile's last row sees more context: shrink until it fits */
+        while (tile > 1 && (size_t)tile * nh_max * (st->n_past + t + tile) > c->sbuf_elems) tile /= 2;
+        tile = MFS_MIN(tile, st->n_new - t);
+        c->items[n++] = (att_item){s, row0 + t, row0 + t + tile, u0, u1};
+        t += tile;
+      }
+    }
+  }
+  c->n_items = n;
+  atomic_store(&c->next_item, 0);
+}
+
+/* ---------------------------------------------------------------- a step */
+
+int eng_forward(eng_ctx *c, const eng_batch *b) {
+  const eng_model *m = c->m;
+  const eng_model_info *in = &m->info;
+  if (!b || !b->kv || !b->seqs || !b->tokens || b->n_seqs < 1 || b->n_seqs > c->max_seqs) return MFS_EINVAL;
+  const kvc_geom *geo = kvc_pool_geom(b->kv);
+  if (geo->n_layers != in->n_layers || geo->k_elems != in->kv_k_elems || geo->v_elems != in->kv_v_elems)
+    return MFS_EINVAL;
+  kvc_stats ks;
+  kvc_pool_stats(b->kv, &ks);
+  int rows = 0, lrows = 0;
+  for (int s = 0; s < b->n_seqs; s++) {
+    const eng_seq_step *st = &b->seqs[s];
+    if (st->n_new < 1 || st->n_past < 0 || !st->block_table || st->n_past + st->n_new > c->max_ctx ||
+        rows + st->n_new > c->max_tokens)
+      return MFS_EINVAL;
+    int nb = (st->n_past + st->n_new + geo->block_size - 1) / geo->block_size;
+    for (int i = 0; i < nb; i++)
+      if (st->block_table[i] < 0 || st->block_table[i] >= ks.blocks_total) return MFS_EINVAL;
+    c->seq_row0[s] = rows;
+    for (int i = 0; i < st->n_new; i++) {
+      int32_t tok = b->tokens[rows];
+      if (tok < 0 || tok >= in->vocab) return MFS_EINVAL;
+      c->row_seq[rows] = s;
+      c->row_pos[rows] = st->n_past + i;
+      if (st->logits == ENG_LOGITS_ALL || (st->logits == ENG_LOGITS_LAST && i == st->n_new - 1))
+        c->lrows[lrows++] = rows;
+      rows++;
+    }
+  }
+  if (lrows && !b->logits) return MFS_EINVAL;
+  c->b = b;
+  c->n_rows = rows;
+  int d = in->d, hd = in->head_dim, H = in->n_heads, KV = in->n_kv_heads;
+  for (int r = 0; r < rows; r++)
+    memcpy(c->x + (size_t)r * d, m->embed + (size_t)b->tokens[r] * d, (size_t)d * 4);
+  for (int l = 0; l < in->n_layers; l++) {
+    const eng_layer *ly = &m->layers[l];
+    c->layer = l;
+    phase(c, PH_ATTN_NORM);
+    if (in->attn == ENG_ATTN_MFA || in->attn == ENG_ATTN_MFA_KR) {
+      mm_job j = {c->xn, rows, d, 0.0f, 2, {{ly->wq, c->qa, in->q_rank}, {ly->wk, c->k, hd}}};
+      if (ly->wv) j.parts[j.n_parts++] = (mm_part){ly->wv, c->v, hd};
+      mm_run(c, &j);
+      phase(c, PH_QNORM);
+      mm1(c, c->q, c->qa, ly->wq_up, rows, in->q_rank, H * hd, 0.0f);
+    } else {
+      mm_job j = {c->xn, rows, d, 0.0f, 3, {{ly->wq, c->q, H * hd}, {ly->wk, c->k, KV * hd}, {ly->wv, c->v, KV * hd}}};
+      mm_run(c, &j);
+    }
+    phase(c, PH_ROPE_STORE);
+    plan_items(c);
+    tp_pool_run(c->tp, attn_worker, c);
+    mm1(c, c->x, c->att, ly->wo, rows, H * hd, d, 1.0f); /* x += o_proj(att) */
+    phase(c, PH_FFN_NORM);
+    mm_job j = {c->xn, rows, d, 0.0f, 2, {{ly->w_gate, c->g, in->inter}, {ly->w_up, c->u, in->inter}}};
+    mm_run(c, &j);
+    phase(c, PH_SWIGLU);
+    mm1(c, c->x, c->g, ly->w_down, rows, in->inter, d, 1.0f); /* x += down(...) */
+  }
+  if (lrows) {
+    c->n_lrows = lrows;
+    phase(c, PH_FINAL_NORM);
+    mm1(c, b->logits, c->hrows, m->lm_head, lrows, d, in->vocab, 0.0f);
+  }
+  c->b = NULL;
+  return 0;
+}
+
+/* ------------------------------------------------------------ lifecycle */
+
+static float *falloc(size_t n) {
+  void *p = NULL;
+  if (posix_memalign(&p, 64, MFS_MAX(n, 1) * sizeof(float))) return NULL;
+  return p;
+}
+
+void eng_ctx_free(eng_ctx *c) {
+  if (!c) return;
+  tp_pool_free(c->tp);
+  float **bufs[] = {c->kbuf, c->vbuf, c->sbuf, c->qbuf, c->obuf};
+  for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
+    if (!bufs[i]) continue;
+    for (int t = 0; t < c->nth; t++) free(bufs[i][t]);
+    free(bufs[i]);
+  }
+  float *acts[] = {c->rope, c->x, c->xn, c->qa, c->q, c->k, c->v, c->att, c->g, c->u, c->hrows};
+  for (size_t i = 0; i < sizeof acts / sizeof acts[0]; i++) free(acts[i]);
+  free(c->row_seq);
+  free(c->row_pos);
+  free(c->lrows);
+  free(c->seq_row0);
+  free(c->items);
+  free(c);
+}
+
+int eng_ctx_threads(const eng_ctx *c) { return c->nth; }
+
+int eng_ctx_new(eng_ctx **out, const eng_model *m, const eng_ctx_opts *o) {
+  const eng_model_info *in = &m->info;
+  if (!o || o->max_tokens < 1 || o->max_seqs < 1) return MFS_EINVAL;
+  eng_ctx *c = calloc(1, sizeof *c);
+  if (!c) return MFS_ENOMEM;
+  c->m = m;
+  c->nth = o->n_threads > 0 ? o->n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+  if (c->nth < 1) c->nth = 1;
+  c->max_tokens = o->max_tokens;
+  c->max_seqs = o->max_seqs;
+  c->max_ctx = o->max_ctx > 0 ? MFS_MIN(o->max_ctx, in->max_pos) : in->max_pos;
+  /* one owner of the cores: our pool; OpenBLAS runs single-threaded inside it */
+  openblas_set_num_threads(1);
+  if (tp_pool_new(&c->tp, c->nth)) goto fail;
+  size_t T = (size_t)c->max_tokens, d = in->d, hd = in->head_dim, H = in->n_heads, KV = in->n_kv_heads;
+  size_t C = in->q_rank > 0 ? (size_t)in->q_rank : 1;
+  if (!(c->rope = falloc((size_t)c->max_ctx * hd)) || !(c->x = falloc(T * d)) || !(c->xn = falloc(T * d)) ||
+      !(c->qa = falloc(T * C)) || !(c->q = falloc(T * H * hd)) || !(c->k = falloc(T * KV * hd)) ||
+      !(c->v = falloc(T * KV * hd)) || !(c->att = falloc(T * H * hd)) || !(c->g = falloc(T * in->inter)) ||
+      !(c->u = falloc(T * in->inter)) || !(c->hrows = falloc(T * d)))
+    goto fail;
+  for (int p = 0; p < c->max_ctx; p++)
+    for (size_t i = 0; i < hd / 2; i++) {
+      double inv = pow((double)in->rope_theta, -2.0 * (double)i / (double)hd);
+      c->rope[(size_t)p * hd + i] = (float)cos(p * inv);
+      c->rope[(size_t)p * hd + hd / 2 + i] = (float)sin(p * inv);
+    }
+  c->row_seq = malloc(T * sizeof(int32_t));
+  c->row_pos = malloc(T * sizeof(int32_t));
+  c->lrows = malloc(T * sizeof(int32_t));
+  c->seq_row0 = malloc((size_t)c->max_seqs * sizeof(int));
+  /* items: per sequence at most nth head ranges x token tiles (<= tokens) */
+  c->max_items = (int)T * MFS_MIN(c->nth, (int)H) + c->max_seqs * MFS_MIN(c->nth, (int)H);
+  c->items = malloc((size_t)c->max_items * sizeof *c->items);
+  if (!c->row_seq || !c->row_pos || !c->lrows || !c->seq_row0 || !c->items) goto fail;
+  c->sbuf_elems = MFS_MAX((size_t)SCORE_BUDGET, H * (size_t)c->max_ctx);
+  c->item_rows_max = (int)MFS_MAX((size_t)H, c->sbuf_elems / 64);
+  c->item_rows_max = MFS_MIN(c->item_rows_max, (int)(T * H));
+  c->kbuf = calloc((size_t)c->nth, sizeof(float *));
+  c->vbuf = calloc((size_t)c->nth, sizeof(float *));
+  c->sbuf = calloc((size_t)c->nth, sizeof(float *));
+  c->qbuf = calloc((size_t)c->nth, sizeof(float *));
+  c->obuf = calloc((size_t)c->nth, sizeof(float *));
+  if (!c->kbuf || !c->vbuf || !c->sbuf || !c->qbuf || !c->obuf) goto fail;
+  for (int t = 0; t < c->nth; t++)
+    if (!(c->kbuf[t] = falloc((size_t)c->max_ctx * KV * hd)) || !(c->vbuf[t] = falloc((size_t)c->max_ctx * KV * hd)) ||
+        !(c->sbuf[t] = falloc(c->sbuf_elems)) || !(c->qbuf[t] = falloc((size_t)c->item_rows_max * hd)) ||
+        !(c->obuf[t] = falloc((size_t)c->item_rows_max * hd)))
+      goto fail;
+  *out = c;
+  return 0;
+fail:
+  eng_ctx_free(c);
+  return MFS_ENOMEM;
+}
+
+/* ---------------------------------------------------------- ceilings */
+
+double eng_bench_sgemm(eng_ctx *c, int m, int n, int k, int reps) {
+  float *a = falloc((size_t)m * k), *w = falloc((size_t)n * k), *o = falloc((size_t)m * n);
+  double best = 1e30;
+  if (a && w && o) {
+    for (size_t i = 0; i < (size_t)m * k; i++) a[i] = (float)((i * 2654435761u) % 1000) * 1e-3f - 0.5f;
+    for (size_t i = 0; i < (size_t)n * k; i++) w[i] = (float)((i * 40503u) % 1000) * 1e-3f - 0.5f;
+    for (int r = 0; r < reps + 1; r++) {
+      double t0 = mfs_now();
+      mm1(c, o, a, w, m, k, n, 0.0f);
+      double dt = mfs_now() - t0;
+      if (r > 0 && dt < best) best = dt; /* first run warms up */
+    }
+  }
+  free(a);
+  free(w);
+  free(o);
+  return best;
+}
+
+typedef struct {
+  const float *buf;
+  size_t n;
+  double sink[64];
+} bw_job;
+
+static void bw_worker(void *arg, int ith, int nth) {
+  bw_job *j = arg;
+  size_t per = (j->n / (size_t)nth) & ~(size_t)31;
+  const float *p = j->buf + per * (size_t)ith;
+  __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+  for (size_t i = 0; i < per; i += 32) {
+    s0 = _mm256_add_ps(s0, _mm256_load_ps(p + i));
+    s1 = _mm256_add_ps(s1, _mm256_load_ps(p + i + 8));
+    s2 = _mm256_add_ps(s2, _mm256_load_ps(p + i + 16));
+    s3 = _mm256_add_ps(s3, _mm256_load_ps(p + i + 24));
+  }
+  float t[8];
+  _mm256_storeu_ps(t, _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+  j->sink[ith & 63] = t[0] + t[7];
+}
+
+double eng_bench_bandwidth(eng_ctx *c, size_t bytes, int reps) {
+  size_t n = bytes / 4;
+  float *buf = falloc(n);
+  if (!buf) return 0;
+  memset(buf, 0, n * 4);
+  bw_job j = {buf, n, {0}};
+  double best = 1e30;
+  for (int r = 0; r < reps + 1; r++) {
+    double t0 = mfs_now();
+    tp_pool_run(c->tp, bw_worker, &j);
+    double dt = mfs_now() - t0;
+    if (r > 0 && dt < best) best = dt;
+  }
+  free(buf);
+  size_t per = (n / (size_t)c->nth) & ~(size_t)31;
+  return (double)(per * (size_t)c->nth * 4) / best;
+}

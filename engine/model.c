@@ -1,1 +1,222 @@
-/* in progress */
+/* model.c: builds an eng_model from a directory: config, tensors by name
+ * and shape, F32 views or F32 copies, and MFA-KR's value-path fold.
+ *
+ * Ownership: F32 tensors whose data is 4-byte aligned are used in place
+ * from the read-only mapping; everything converted or folded is an owned
+ * buffer listed in m->owned and freed with the model. */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine_int.h"
+
+static int mfail(char *err, size_t errlen, int code, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(err, errlen, fmt, ap);
+  va_end(ap);
+  return code;
+}
+
+static float *own_alloc(eng_model *m, size_t n) {
+  if (m->n_owned == m->cap_owned) {
+    int cap = m->cap_owned ? 2 * m->cap_owned : 64;
+    void **o = realloc(m->owned, (size_t)cap * sizeof *o);
+    if (!o) return NULL;
+    m->owned = o;
+    m->cap_owned = cap;
+  }
+  void *p = NULL;
+  if (posix_memalign(&p, 64, MFS_MAX(n, 1) * sizeof(float))) return NULL;
+  m->owned[m->n_owned++] = p;
+  return p;
+}
+
+static void fmt_shape(char *buf, size_t len, const int64_t *shape, int nd) {
+  int k = snprintf(buf, len, "[");
+  for (int i = 0; i < nd && (size_t)k < len; i++)
+    k += snprintf(buf + k, len - (size_t)k, "%s%lld", i ? ", " : "", (long long)shape[i]);
+  if ((size_t)k < len) snprintf(buf + k, len - (size_t)k, "]");
+}
+
+/* Finds name with shape [r] (c == 0) or [r, c] and returns F32 data. */
+static int get_w(eng_model *m, const char *name, int64_t r, int64_t c, const float **out, char *err,
+                 size_t errlen) {
+  const char *file;
+  const st_tensor *t = st_set_find(&m->st, name, &file);
+  int64_t want[2] = {r, c};
+  int nd = c ? 2 : 1;
+  char ws[64], hs[64];
+  fmt_shape(ws, sizeof ws, want, nd);
+  if (!t) return mfail(err, errlen, MFS_EFORMAT, "%s: tensor '%s' is missing (expected shape %s)", file, name, ws);
+  if (t->ndim != nd || t->shape[0] != r || (c && t->shape[1] != c)) {
+    fmt_shape(hs, sizeof hs, t->shape, t->ndim);
+    return mfail(err, errlen, MFS_EFORMAT, "%s: tensor '%s' has shape %s, expected %s (from config.json)", file,
+                 name, hs, ws);
+  }
+  size_t n = (size_t)r * (size_t)(c ? c : 1);
+  m->info.n_params += (int64_t)n;
+  if (t->dtype == ST_F32 && ((uintptr_t)t->data & 3) == 0) {
+    *out = t->data;
+    return 0;
+  }
+  float *buf = own_alloc(m, n);
+  if (!buf) return mfail(err, errlen, MFS_ENOMEM, "out of memory converting tensor '%s'", name);
+  if (t->dtype == ST_F32) memcpy(buf, t->data, n * sizeof(float));
+  else if (t->dtype == ST_F16) {
+    /* the mapping may be unaligned for uint16 access: copy through memcpy */
+    for (size_t i = 0; i < n; i++) {
+      uint16_t h;
+      memcpy(&h, (const uint8_t *)t->data + 2 * i, 2);
+      buf[i] = k_f16_to_f32_1(h);
+    }
+  } else {
+    for (size_t i = 0; i < n; i++) {
+      uint16_t h;
+      memcpy(&h, (const uint8_t *)t->data + 2 * i, 2);
+      buf[i] = k_bf16_to_f32_1(h);
+    }
+  }
+  *out = buf;
+  return 0;
+}
+
+/* MFA-KR: wo[:, h*hd:(h+1)*hd] <- wo[:, h*hd:(h+1)*hd] @ M for every head,
+ * M = I + diag(gate) * N, computed in double. */
+static int fold_value_path(eng_model *m, eng_layer *ly, const float *n_mat, const float *gate, char *err,
+                           size_t errlen) {
+  const eng_model_info *in = &m->info;
+  int d = in->d, hd = in->head_dim, H = in->n_heads;
+  double *M = malloc((size_t)hd * hd * sizeof *M);
+  double *row = malloc((size_t)hd * sizeof *row);
+  float *wo = own_alloc(m, (size_t)d * H * hd);
+  if (!M || !row || !wo) {
+    free(M);
+    free(row);
+    return mfail(err, errlen, MFS_ENOMEM, "out of memory folding the MFA-KR value path");
+  }
+  for (int i = 0; i < hd; i++)
+    for (int j = 0; j < hd; j++) M[i * hd + j] = (i == j) + (double)gate[i] * n_mat[(size_t)i * hd + j];
+  for (int r = 0; r < d; r++)
+    for (int h = 0; h < H; h++) {
+      const float *src = ly->wo + (size_t)r * H * hd + (size_t)h * hd;
+      for (int j = 0; j < hd; j++) row[j] = 0;
+      for (int i = 0; i < hd; i++) {
+        double s = src[i];
+        const double *Mi = M + (size_t)i * hd;
+        for (int j = 0; j < hd; j++) row[j] += s * Mi[j];
+      }
+      float *dst = wo + (size_t)r * H * hd + (size_t)h * hd;
+      for (int j = 0; j < hd; j++) dst[j] = (float)row[j];
+    }
+  free(M);
+  free(row);
+  ly->wo = wo;
+  return 0;
+}
+
+void eng_model_free(eng_model *m) {
+  if (!m) return;
+  for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
+  free(m->owned);
+  free(m->layers);
+  st_set_close(&m->st);
+  free(m);
+}
+
+int eng_model_load(eng_model **out, const char *dir, void (*progress)(double, void *), void *u, char *err,
+                   size_t errlen) {
+  eng_config cfg;
+  int rc = eng_config_load(&cfg, dir, err, errlen);
+  if (rc) return rc;
+  eng_model *m = calloc(1, sizeof *m);
+  if (!m) return mfail(err, errlen, MFS_ENOMEM, "out of memory");
+  m->info = cfg.info;
+  eng_model_info *in = &m->info;
+  if ((rc = st_set_open(&m->st, dir, err, errlen))) {
+    free(m);
+    return rc;
+  }
+  m->layers = calloc((size_t)in->n_layers, sizeof *m->layers);
+  if (!m->layers) {
+    rc = mfail(err, errlen, MFS_ENOMEM, "out of memory");
+    goto fail;
+  }
+  const char *file;
+  const st_tensor *et = st_set_find(&m->st, "model.embed_tokens.weight", &file);
+  snprintf(in->weight_dtype, sizeof in->weight_dtype, "%s",
+           !et ? "?" : et->dtype == ST_F32 ? "F32" : et->dtype == ST_F16 ? "F16" : "BF16");
+  const int64_t d = in->d, H = in->n_heads, hd = in->head_dim, KV = in->n_kv_heads, I = in->inter,
+                V = in->vocab, C = in->q_rank;
+  int mfa = in->attn == ENG_ATTN_MFA || in->attn == ENG_ATTN_MFA_KR;
+  int kr = in->attn == ENG_ATTN_MFA_KR;
+  if ((rc = get_w(m, "model.embed_tokens.weight", V, d, &m->embed, err, errlen)) ||
+      (rc = get_w(m, "model.norm.weight", d, 0, &m->final_norm, err, errlen)))
+    goto fail;
+  if (in->tie_embeddings) {
+    m->lm_head = m->embed;
+  } else if ((rc = get_w(m, "lm_head.weight", V, d, &m->lm_head, err, errlen))) {
+    goto fail;
+  }
+  int64_t mat_elems = 0;
+  for (int l = 0; l < in->n_layers; l++) {
+    eng_layer *ly = &m->layers[l];
+    char n[160];
+#define W(suffix, r, c, dst)                                                 \
+  snprintf(n, sizeof n, "model.layers.%d.%s", l, suffix);                    \
+  if ((rc = get_w(m, n, r, c, dst, err, errlen))) goto fail;
+    W("input_layernorm.weight", d, 0, &ly->attn_norm);
+    W("post_attention_layernorm.weight", d, 0, &ly->ffn_norm);
+    W("mlp.gate_proj.weight", I, d, &ly->w_gate);
+    W("mlp.up_proj.weight", I, d, &ly->w_up);
+    W("mlp.down_proj.weight", d, I, &ly->w_down);
+    W("self_attn.o_proj.weight", d, H * hd, &ly->wo);
+    W("self_attn.k_proj.weight", KV * hd, d, &ly->wk);
+    mat_elems += 3 * I * d + d * H * hd + KV * hd * d;
+    if (mfa) {
+      W("self_attn.q_proj.weight", C, d, &ly->wq);
+      W("self_attn.inter_norm.weight", C, 0, &ly->q_norm);
+      W("self_attn.wq.weight", H * hd, C, &ly->wq_up);
+      mat_elems += C * d + H * hd * C;
+      if (kr) {
+        const float *nm, *gate;
+        W("self_attn.v_proj.weight", hd, hd, &nm);
+        W("self_attn.v_gate", hd, 0, &gate);
+        if ((rc = fold_value_path(m, ly, nm, gate, err, errlen))) goto fail;
+      } else {
+        W("self_attn.v_proj.weight", hd, d, &ly->wv);
+        mat_elems += hd * d;
+      }
+    } else {
+      W("self_attn.q_proj.weight", H * hd, d, &ly->wq);
+      W("self_attn.v_proj.weight", KV * hd, d, &ly->wv);
+      mat_elems += H * hd * d + KV * hd * d;
+    }
+#undef W
+    if (progress) progress((double)(l + 1) / in->n_layers, u);
+  }
+  mat_elems += V * d;
+  in->weight_bytes_per_token = mat_elems * (int64_t)sizeof(float);
+  *out = m;
+  return 0;
+fail:
+  eng_model_free(m);
+  return rc;
+}
+
+const eng_model_info *eng_model_get_info(const eng_model *m) { return &m->info; }
+
+void eng_model_kv_geom(const eng_model *m, int block_size, kvc_dtype dtype, kvc_geom *out) {
+  out->n_layers = m->info.n_layers;
+  out->block_size = block_size;
+  out->k_elems = m->info.kv_k_elems;
+  out->v_elems = m->info.kv_v_elems;
+  out->dtype = dtype;
+}
+
+const char *eng_attn_name(eng_attn_kind k) {
+  static const char *names[] = {"mha", "gqa", "mqa", "mfa", "mfa-kr"};
+  return (unsigned)k < 5 ? names[k] : "?";
+}

@@ -1,0 +1,126 @@
+/* engine_int.h: the engine's internal layout: safetensors files, the weight
+ * set, the worker pool and the kernels. Only engine/ includes this. */
+#ifndef MFS_ENGINE_INT_H
+#define MFS_ENGINE_INT_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common.h"
+#include "engine.h"
+
+/* ---- safetensors (safetensors.c) ---- */
+
+typedef enum { ST_F32 = 0, ST_F16, ST_BF16 } st_dtype;
+
+typedef struct st_tensor {
+  char *name;          /* owned */
+  st_dtype dtype;
+  int ndim;
+  int64_t shape[4];
+  const void *data;    /* into the file's read-only mapping */
+  size_t nbytes;
+} st_tensor;
+
+typedef struct st_file {
+  char *path;          /* owned */
+  void *map;           /* mmap of the whole file, PROT_READ */
+  size_t size;
+  st_tensor *tensors;  /* [n], owned */
+  int n;
+} st_file;
+
+/* Maps path and validates its header: header length inside the file, JSON
+ * header, each tensor's dtype (F32/F16/BF16), shape, and data_offsets inside
+ * the data area, non-overlapping and equal to shape x dtype size. On failure
+ * returns MFS_EIO/MFS_EFORMAT/MFS_EUNSUPPORTED with a message naming the
+ * file and tensor in err, and leaves nothing mapped. */
+int st_file_open(st_file *f, const char *path, char *err, size_t errlen);
+void st_file_close(st_file *f);
+const st_tensor *st_file_find(const st_file *f, const char *name);
+
+/* A model's tensors: one file or the HF sharded form. */
+typedef struct st_set {
+  st_file *files;
+  int n_files;
+  char **map_names; /* sharded: tensor name -> file index */
+  int *map_file;
+  int n_map;
+} st_set;
+
+int st_set_open(st_set *s, const char *dir, char *err, size_t errlen);
+void st_set_close(st_set *s);
+/* Finds a tensor; NULL if absent. *file receives the file's path for
+ * messages. */
+const st_tensor *st_set_find(const st_set *s, const char *name, const char **file);
+
+/* ---- config (config.c) ---- */
+
+typedef struct eng_config {
+  eng_model_info info;
+  int key_reuse;
+} eng_config;
+
+/* Parses dir/config.json. MFS_EIO/MFS_EFORMAT/MFS_EUNSUPPORTED with a
+ * message naming config.json and the key. */
+int eng_config_load(eng_config *c, const char *dir, char *err, size_t errlen);
+
+/* ---- weights (model.c) ---- */
+
+typedef struct eng_layer {
+  const float *attn_norm;   /* [d] */
+  const float *ffn_norm;    /* [d] */
+  const float *wq;          /* MFA: q_proj [C, d]; Llama: q_proj [H*hd, d] */
+  const float *q_norm;      /* MFA: inter_norm [C] */
+  const float *wq_up;       /* MFA: wq [H*hd, C] */
+  const float *wk;          /* [KV*hd, d] */
+  const float *wv;          /* MFA, Llama: [KV*hd, d]; MFA-KR: NULL (folded) */
+  const float *wo;          /* [d, H*hd]; MFA-KR: o_proj @ M per head */
+  const float *w_gate, *w_up; /* [I, d] */
+  const float *w_down;      /* [d, I] */
+} eng_layer;
+
+struct eng_model {
+  eng_model_info info;
+  st_set st;
+  eng_layer *layers;       /* [L] */
+  const float *embed;      /* [V, d] */
+  const float *final_norm; /* [d] */
+  const float *lm_head;    /* [V, d] (== embed when tied) */
+  void **owned;            /* converted/folded buffers, freed with the model */
+  int n_owned, cap_owned;
+};
+
+/* ---- worker pool (threadpool.c) ---- */
+
+typedef void (*tp_fn)(void *arg, int ith, int nth);
+typedef struct tp_pool tp_pool;
+
+/* n threads including the caller. */
+int tp_pool_new(tp_pool **out, int n);
+void tp_pool_free(tp_pool *p);
+int tp_pool_size(const tp_pool *p);
+/* Runs fn(arg, i, n) for i in [0, n) on the pool (i = 0 on the caller) and
+ * returns when all are done. Not reentrant. */
+void tp_pool_run(tp_pool *p, tp_fn fn, void *arg);
+
+/* ---- kernels (kernels.c) ---- */
+
+/* out[n] = x[n] / sqrt(mean(x^2) + eps) * w[n] */
+void k_rmsnorm(float *out, const float *x, const float *w, int n, float eps);
+/* x[hd] rotated in place at one position: cs = [cos(hd/2), sin(hd/2)] */
+void k_rope(float *x, const float *cs, int hd);
+/* out[hd] = RoPE(x) (out != x) */
+void k_rope_to(float *out, const float *x, const float *cs, int hd);
+/* In place softmax of x[n]; returns nothing. */
+void k_softmax(float *x, int n);
+/* g[n] = silu(g) * u */
+void k_swiglu(float *g, const float *u, int n);
+void k_f16_to_f32(float *out, const uint16_t *in, size_t n);
+void k_f32_to_f16(uint16_t *out, const float *in, size_t n);
+void k_bf16_to_f32(float *out, const uint16_t *in, size_t n);
+float k_f16_to_f32_1(uint16_t h);
+float k_bf16_to_f32_1(uint16_t h);
+
+#endif
