@@ -68,35 +68,42 @@ typedef struct {
   float beta;      /* 0: out = in W^T; 1: out += in W^T */
   int n_parts;
   mm_part parts[3];
+  _Atomic int next; /* next unclaimed output column */
 } mm_job;
 
+/* Output columns are claimed in chunks from a shared counter, so a worker
+ * that starts late (another process had its core) does less, not delays
+ * everyone. */
 static void mm_worker(void *arg, int ith, int nth) {
-  const mm_job *j = arg;
+  (void)ith;
+  mm_job *j = arg;
   int total = 0;
   for (int p = 0; p < j->n_parts; p++) total += j->parts[p].n;
-  /* contiguous slice of the concatenated output columns, 16-aligned */
-  int per = (total + nth - 1) / nth;
-  per = (per + 15) & ~15;
-  int c0 = ith * per, c1 = MFS_MIN(total, c0 + per);
-  int base = 0;
-  for (int p = 0; p < j->n_parts && c0 < c1; p++) {
-    const mm_part *pt = &j->parts[p];
-    int a = MFS_MAX(c0, base) - base, e = MFS_MIN(c1, base + pt->n) - base;
-    base += pt->n;
-    if (a >= e) continue;
-    const float *w = pt->w + (size_t)a * j->k;
-    if (j->rows == 1)
-      cblas_sgemv(CblasRowMajor, CblasNoTrans, e - a, j->k, 1.0f, w, j->k, j->in, 1, j->beta, pt->out + a, 1);
-    else
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, j->rows, e - a, j->k, 1.0f, j->in, j->k, w, j->k,
-                  j->beta, pt->out + a, pt->n);
+  int chunk = (total + 4 * nth - 1) / (4 * nth);
+  chunk = MFS_MAX(16, (chunk + 15) & ~15);
+  for (;;) {
+    int c0 = atomic_fetch_add(&j->next, chunk);
+    if (c0 >= total) break;
+    int c1 = MFS_MIN(total, c0 + chunk), base = 0;
+    for (int p = 0; p < j->n_parts; p++) {
+      const mm_part *pt = &j->parts[p];
+      int a = MFS_MAX(c0, base) - base, e = MFS_MIN(c1, base + pt->n) - base;
+      base += pt->n;
+      if (a >= e) continue;
+      const float *w = pt->w + (size_t)a * j->k;
+      if (j->rows == 1)
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, e - a, j->k, 1.0f, w, j->k, j->in, 1, j->beta, pt->out + a, 1);
+      else
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, j->rows, e - a, j->k, 1.0f, j->in, j->k, w, j->k,
+                    j->beta, pt->out + a, pt->n);
+    }
   }
 }
 
 static void mm_run(eng_ctx *c, mm_job *j) { tp_pool_run(c->tp, mm_worker, j); }
 
 static void mm1(eng_ctx *c, float *out, const float *in, const float *w, int rows, int k, int n, float beta) {
-  mm_job j = {in, rows, k, beta, 1, {{w, out, n}}};
+  mm_job j = {.in = in, .rows = rows, .k = k, .beta = beta, .n_parts = 1, .parts = {{w, out, n}}};
   mm_run(c, &j);
 }
 
@@ -338,13 +345,14 @@ int eng_forward(eng_ctx *c, const eng_batch *b) {
     c->layer = l;
     phase(c, PH_ATTN_NORM);
     if (in->attn == ENG_ATTN_MFA || in->attn == ENG_ATTN_MFA_KR) {
-      mm_job j = {c->xn, rows, d, 0.0f, 2, {{ly->wq, c->qa, in->q_rank}, {ly->wk, c->k, hd}}};
+      mm_job j = {.in = c->xn, .rows = rows, .k = d, .n_parts = 2, .parts = {{ly->wq, c->qa, in->q_rank}, {ly->wk, c->k, hd}}};
       if (ly->wv) j.parts[j.n_parts++] = (mm_part){ly->wv, c->v, hd};
       mm_run(c, &j);
       phase(c, PH_QNORM);
       mm1(c, c->q, c->qa, ly->wq_up, rows, in->q_rank, H * hd, 0.0f);
     } else {
-      mm_job j = {c->xn, rows, d, 0.0f, 3, {{ly->wq, c->q, H * hd}, {ly->wk, c->k, KV * hd}, {ly->wv, c->v, KV * hd}}};
+      mm_job j = {.in = c->xn, .rows = rows, .k = d, .n_parts = 3,
+                  .parts = {{ly->wq, c->q, H * hd}, {ly->wk, c->k, KV * hd}, {ly->wv, c->v, KV * hd}}};
       mm_run(c, &j);
     }
     phase(c, PH_ROPE_STORE);
@@ -352,7 +360,8 @@ int eng_forward(eng_ctx *c, const eng_batch *b) {
     tp_pool_run(c->tp, attn_worker, c);
     mm1(c, c->x, c->att, ly->wo, rows, H * hd, d, 1.0f); /* x += o_proj(att) */
     phase(c, PH_FFN_NORM);
-    mm_job j = {c->xn, rows, d, 0.0f, 2, {{ly->w_gate, c->g, in->inter}, {ly->w_up, c->u, in->inter}}};
+    mm_job j = {.in = c->xn, .rows = rows, .k = d, .n_parts = 2,
+                .parts = {{ly->w_gate, c->g, in->inter}, {ly->w_up, c->u, in->inter}}};
     mm_run(c, &j);
     phase(c, PH_SWIGLU);
     mm1(c, c->x, c->g, ly->w_down, rows, in->inter, d, 1.0f); /* x += down(...) */

@@ -8,11 +8,17 @@
  * after a worker observes the new gen (acquire). */
 #include <immintrin.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 
 #include "engine_int.h"
 
-#define TP_SPIN 200000
+/* Spin this many pause loops before sleeping: long enough to catch the next
+ * job of a decode step, short enough not to starve other processes. */
+#define TP_SPIN 20000
+/* The caller yields the CPU while waiting once it has spun this long: on a
+ * loaded machine the worker it waits for may need this very core. */
+#define TP_YIELD_AFTER 2000
 
 struct tp_pool {
   int n;
@@ -121,5 +127,8 @@ void tp_pool_run(tp_pool *p, tp_fn fn, void *arg) {
     pthread_mutex_unlock(&p->mu);
   }
   fn(arg, 0, p->n);
-  while (atomic_load_explicit(&p->done, memory_order_acquire) < p->n - 1) _mm_pause();
+  for (int spins = 0; atomic_load_explicit(&p->done, memory_order_acquire) < p->n - 1; spins++) {
+    if (spins < TP_YIELD_AFTER) _mm_pause();
+    else sched_yield();
+  }
 }
