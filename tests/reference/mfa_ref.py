@@ -1,0 +1,255 @@
+#!/usr/bin/python3
+"""mfa_ref.py: the float64 numpy reference forward pass for MFA, MFA-KR and
+Llama (MHA/GQA/MQA) models, written directly from
+/work/shared/spec/model-format.md and independent of the C engine.
+
+Plain, obvious code on purpose: full-sequence causal attention over the whole
+prompt, and for MFA-KR the explicit value path v = k + v_gate * (N k) with k
+the key before RoPE (not the o_proj fold the engine uses), so a comparison
+checks the engine's fold. Weights stored as F32/F16/BF16 are widened to
+float64 exactly; all arithmetic is float64.
+
+API:
+  m = load_model(dir)              # single file or sharded
+  logits(m, ids)         -> [T, V] float64
+  greedy(m, ids, n)      -> (token_ids, logprobs) (log_softmax in float64)
+  Incremental decode (used by the self-checks): Cache / step()
+CLI: mfa_ref.py DIR 1,2,3 [--generate N]
+"""
+import json
+import os
+import sys
+
+import numpy as np
+
+# ---------------------------------------------------------------- loading
+
+_ST_DTYPES = {"F32": ("<f4", 4), "F16": ("<f2", 2), "BF16": ("<u2", 2)}
+
+
+def read_safetensors(path):
+    """Returns name -> float64 array. Strict: raises ValueError on anything malformed."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    if len(raw) < 8:
+        raise ValueError("%s: too short" % path)
+    n = int.from_bytes(raw[:8], "little")
+    if 8 + n > len(raw):
+        raise ValueError("%s: header length %d beyond file" % (path, n))
+    hdr = json.loads(raw[8:8 + n].decode())
+    data = raw[8 + n:]
+    out = {}
+    for name, e in hdr.items():
+        if name == "__metadata__":
+            continue
+        npdt, size = _ST_DTYPES[e["dtype"]]
+        b, en = e["data_offsets"]
+        shape = tuple(e["shape"])
+        if en - b != int(np.prod(shape)) * size or en > len(data):
+            raise ValueError("%s: %s: bad data_offsets" % (path, name))
+        a = np.frombuffer(data, dtype=npdt, count=int(np.prod(shape)), offset=b)
+        if e["dtype"] == "BF16":
+            a = (a.astype(np.uint32) << 16).view(np.float32)
+        out[name] = a.astype(np.float64).reshape(shape)
+    return out
+
+
+class Model:
+    pass
+
+
+def load_model(d):
+    with open(os.path.join(d, "config.json")) as f:
+        cfg = json.load(f)
+    arch = cfg["architectures"][0]
+    m = Model()
+    m.cfg = cfg
+    m.d = cfg["hidden_size"]
+    m.L = cfg["num_hidden_layers"]
+    m.H = cfg["num_attention_heads"]
+    m.hd = cfg.get("head_dim", m.d // m.H)
+    m.V = cfg["vocab_size"]
+    m.eps = cfg.get("rms_norm_eps", 1e-6)
+    m.theta = cfg.get("rope_theta", 10000.0)
+    m.tie = cfg.get("tie_word_embeddings", False)
+    if arch == "MFAForCausalLM":
+        assert cfg.get("num_attention_groups", 1) == 1
+        m.kind = "mfa-kr" if cfg.get("key_reuse", False) else "mfa"
+        m.KV = 1
+        m.C = cfg["share_q_dim"]
+    elif arch == "LlamaForCausalLM":
+        m.KV = cfg.get("num_key_value_heads", m.H)
+        m.kind = "mha" if m.KV == m.H else ("mqa" if m.KV == 1 else "gqa")
+    else:
+        raise ValueError("unknown architecture " + arch)
+    idx = os.path.join(d, "model.safetensors.index.json")
+    w = {}
+    if os.path.exists(idx):
+        with open(idx) as f:
+            wm = json.load(f)["weight_map"]
+        for fn in sorted(set(wm.values())):
+            w.update(read_safetensors(os.path.join(d, fn)))
+    else:
+        w = read_safetensors(os.path.join(d, "model.safetensors"))
+    m.w = w
+    m.lm_head = w["model.embed_tokens.weight"] if m.tie else w["lm_head.weight"]
+    return m
+
+
+# ---------------------------------------------------------------- math
+
+def rmsnorm(x, w, eps):
+    return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * w
+
+
+def silu(x):
+    return x / (1.0 + np.exp(-x))
+
+
+def rope_cos_sin(positions, hd, theta):
+    """cos, sin: [T, hd], the half-table repeated over the two halves."""
+    inv_freq = theta ** (-(2.0 * np.arange(hd // 2)) / hd)          # [hd/2]
+    ang = np.asarray(positions, dtype=np.float64)[:, None] * inv_freq  # [T, hd/2]
+    ang = np.concatenate([ang, ang], axis=-1)                          # [T, hd]
+    return np.cos(ang), np.sin(ang)
+
+
+def rotate_half(x):
+    h = x.shape[-1] // 2
+    return np.concatenate([-x[..., h:], x[..., :h]], axis=-1)
+
+
+def rope(x, cos, sin):
+    """x: [T, heads, hd]; cos/sin: [T, hd]."""
+    return x * cos[:, None, :] + rotate_half(x) * sin[:, None, :]
+
+
+def attention_qkv(m, i, xn, positions):
+    """Per-token q [T,H,hd], rotated k [T,KV,hd], v [T,KV,hd] of layer i."""
+    w, p = m.w, "model.layers.%d.self_attn." % i
+    T = xn.shape[0]
+    if m.kind in ("mfa", "mfa-kr"):
+        c = rmsnorm(xn @ w[p + "q_proj.weight"].T, w[p + "inter_norm.weight"], m.eps)  # [T, C]
+        q = (c @ w[p + "wq.weight"].T).reshape(T, m.H, m.hd)
+        k = (xn @ w[p + "k_proj.weight"].T).reshape(T, 1, m.hd)
+        if m.kind == "mfa":
+            v = (xn @ w[p + "v_proj.weight"].T).reshape(T, 1, m.hd)
+        else:  # explicit value path, from the key BEFORE RoPE
+            v = k + w[p + "v_gate"] * (k @ w[p + "v_proj.weight"].T)
+    else:
+        q = (xn @ w[p + "q_proj.weight"].T).reshape(T, m.H, m.hd)
+        k = (xn @ w[p + "k_proj.weight"].T).reshape(T, m.KV, m.hd)
+        v = (xn @ w[p + "v_proj.weight"].T).reshape(T, m.KV, m.hd)
+    cos, sin = rope_cos_sin(positions, m.hd, m.theta)
+    return rope(q, cos, sin), rope(k, cos, sin), v
+
+
+def attend(m, q, k, v, qpos, kpos):
+    """q [Tq,H,hd]; k, v [Tk,KV,hd]; causal by position. Returns [Tq, H*hd]."""
+    Tq = q.shape[0]
+    group = m.H // m.KV
+    out = np.zeros((Tq, m.H, m.hd))
+    mask = np.asarray(kpos)[None, :] <= np.asarray(qpos)[:, None]  # [Tq, Tk]
+    for h in range(m.H):
+        kh, vh = k[:, h // group, :], v[:, h // group, :]
+        s = q[:, h, :] @ kh.T / np.sqrt(m.hd)                 # [Tq, Tk]
+        s = np.where(mask, s, -np.inf)
+        s = s - s.max(axis=1, keepdims=True)
+        pr = np.exp(s)
+        pr /= pr.sum(axis=1, keepdims=True)
+        out[:, h, :] = pr @ vh
+    return out.reshape(Tq, m.H * m.hd)
+
+
+def mlp(m, i, x):
+    w, p = m.w, "model.layers.%d." % i
+    hn = rmsnorm(x, w[p + "post_attention_layernorm.weight"], m.eps)
+    g = hn @ w[p + "mlp.gate_proj.weight"].T
+    u = hn @ w[p + "mlp.up_proj.weight"].T
+    return (silu(g) * u) @ w[p + "mlp.down_proj.weight"].T
+
+
+def logits(m, ids):
+    """Full-sequence causal forward. ids: list of ints. Returns [T, V] float64."""
+    ids = list(ids)
+    x = m.w["model.embed_tokens.weight"][ids]           # [T, d]
+    pos = np.arange(len(ids))
+    for i in range(m.L):
+        xn = rmsnorm(x, m.w["model.layers.%d.input_layernorm.weight" % i], m.eps)
+        q, k, v = attention_qkv(m, i, xn, pos)
+        o = attend(m, q, k, v, pos, pos)
+        x = x + o @ m.w["model.layers.%d.self_attn.o_proj.weight" % i].T
+        x = x + mlp(m, i, x)
+    return rmsnorm(x, m.w["model.norm.weight"], m.eps) @ m.lm_head.T
+
+
+def log_softmax(z):
+    z = z - z.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+def greedy(m, ids, n, eos=None):
+    """Greedy generation by re-running the full sequence each step.
+    Returns (token_ids, logprobs, margins): margins[t] = top1 - top2 logit.
+    Stops after an eos token when eos (int or set) is given."""
+    seq, toks, lps, margins = list(ids), [], [], []
+    eos = set([eos] if isinstance(eos, int) else (eos or []))
+    for _ in range(n):
+        z = logits(m, seq)[-1]
+        t = int(np.argmax(z))
+        top2 = np.sort(z)[-2:]
+        toks.append(t)
+        lps.append(float(log_softmax(z)[t]))
+        margins.append(float(top2[1] - top2[0]))
+        seq.append(t)
+        if t in eos:
+            break
+    return toks, lps, margins
+
+
+# ---------------------------------------------------------------- incremental
+
+class Cache:
+    """Per-layer lists of rotated k and v, as a KV cache would hold them."""
+
+    def __init__(self, m):
+        self.k = [np.zeros((0, m.KV, m.hd)) for _ in range(m.L)]
+        self.v = [np.zeros((0, m.KV, m.hd)) for _ in range(m.L)]
+        self.n = 0
+
+
+def step(m, cache, ids):
+    """Feed ids at positions cache.n.. ; returns their logits [len(ids), V]."""
+    ids = list(ids)
+    pos = np.arange(cache.n, cache.n + len(ids))
+    x = m.w["model.embed_tokens.weight"][ids]
+    for i in range(m.L):
+        xn = rmsnorm(x, m.w["model.layers.%d.input_layernorm.weight" % i], m.eps)
+        q, k, v = attention_qkv(m, i, xn, pos)
+        cache.k[i] = np.concatenate([cache.k[i], k])
+        cache.v[i] = np.concatenate([cache.v[i], v])
+        o = attend(m, q, cache.k[i], cache.v[i], pos, np.arange(cache.n + len(ids)))
+        x = x + o @ m.w["model.layers.%d.self_attn.o_proj.weight" % i].T
+        x = x + mlp(m, i, x)
+    cache.n += len(ids)
+    return rmsnorm(x, m.w["model.norm.weight"], m.eps) @ m.lm_head.T
+
+
+def main(argv):
+    if len(argv) < 3:
+        print("usage: mfa_ref.py MODEL_DIR 1,2,3 [--generate N]", file=sys.stderr)
+        return 2
+    m = load_model(argv[1])
+    ids = [int(t) for t in argv[2].split(",")]
+    if "--generate" in argv:
+        n = int(argv[argv.index("--generate") + 1])
+        toks, lps, _ = greedy(m, ids, n)
+        print(json.dumps({"prompt_ids": ids, "token_ids": toks, "logprobs": lps}))
+    else:
+        z = logits(m, ids)
+        print("kind=%s T=%d V=%d argmax=%s" % (m.kind, z.shape[0], z.shape[1], z.argmax(1).tolist()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
