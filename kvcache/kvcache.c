@@ -605,3 +605,13 @@ out:
   free(refs);
   return rc;
 }
+
+int kvc_pool_block_states(const kvc_pool *p, uint8_t *state, uint16_t *refs, int max) {
+  int n = p->n_blocks < max ? p->n_blocks : max;
+  for (int i = 0; i < n; i++) {
+    const kvc_block *b = &p->blocks[i];
+    state[i] = b->ref > 0 ? 2 : b->indexed ? 1 : 0;
+    refs[i] = (uint16_t)(b->ref > 65535 ? 65535 : b->ref);
+  }
+  return n;
+}

@@ -110,6 +110,11 @@ int kvc_seq_len(const kvc_seq *s);
  * its length. Valid until the next call that changes the sequence. */
 const int32_t *kvc_seq_blocks(const kvc_seq *s, int *n);
 
+/* For the cache map: for blocks [0, min(max, total)) writes the state (0
+ * free, 1 cached-free, 2 used) and the ref count (saturated at 65535).
+ * Returns the number of blocks written. */
+int kvc_pool_block_states(const kvc_pool *p, uint8_t *state, uint16_t *refs, int max);
+
 /* Checks every invariant (states, ref counts against tables, index, LRU,
  * free list). Returns 0, or MFS_ESTATE with a description in err. For tests;
  * O(blocks + table entries). */

@@ -1,0 +1,169 @@
+/* scheduler.h: request lifecycle and continuous batching.
+ *
+ * One scheduler thread owns the waiting and running queues, the KV pool and
+ * the engine context. Each step it: takes submitted and cancelled requests
+ * from its inbox; schedules running decodes first (one token each), then
+ * chunked prefills within the token budget (--max-num-batched-tokens) and up
+ * to --max-num-seqs sequences; when the pool runs out of blocks it preempts
+ * the most recently admitted sequence (frees its blocks; it is recomputed
+ * later); runs the engine; samples; and emits events.
+ *
+ * Hand-offs: sched_request_submit / sched_request_cancel may be called from
+ * any thread (the HTTP loop); they only append to the inbox and wake the
+ * scheduler. Events go into a bounded queue; after appending, the scheduler
+ * calls the notify callback (the server passes a function that calls
+ * uv_async_send) and the consumer drains them all at once with
+ * sched_events_take. Events are fixed-size records: nothing is allocated per
+ * token.
+ *
+ * A request is identified by the id sched_request_submit returns. Its events
+ * end with one SCHED_EV_FINISHED per choice; the last of them has
+ * `last = 1`, after which the scheduler holds nothing of the request.
+ */
+#ifndef MFS_SCHEDULER_H
+#define MFS_SCHEDULER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine.h"
+#include "kvcache.h"
+
+#define SCHED_MAX_LOGPROBS 20
+#define SCHED_MAX_STOP_IDS 16
+#define SCHED_MAX_BIAS 300
+
+typedef struct sched_sampling {
+  float temperature;        /* 0: greedy */
+  float top_p;              /* 1: off */
+  int top_k;                /* <= 0: off */
+  float min_p;              /* 0: off */
+  float repetition_penalty; /* 1: off (CTRL-style, over prompt and output) */
+  float presence_penalty;   /* 0: off (over output tokens, OpenAI semantics) */
+  float frequency_penalty;  /* 0: off */
+  int has_seed;
+  uint64_t seed;            /* with has_seed, the output is reproducible */
+  int n_bias;
+  int32_t bias_ids[SCHED_MAX_BIAS];
+  float bias_vals[SCHED_MAX_BIAS];
+} sched_sampling;
+
+typedef struct sched_request_params {
+  const int32_t *prompt;    /* copied at submit */
+  int n_prompt;             /* >= 1 */
+  int max_tokens;           /* >= 0; 0 only makes sense with prompt_logprobs */
+  int min_tokens;           /* EOS and stop ids are suppressed before this many */
+  int ignore_eos;
+  int n_stop_ids;
+  int32_t stop_ids[SCHED_MAX_STOP_IDS];
+  int n;                    /* choices, >= 1: the prompt is computed once and forked */
+  int priority;             /* lower runs first; ties: first come, first served */
+  int logprobs;             /* -1: none; 0..20: chosen token's logprob + this many top */
+  int prompt_logprobs;      /* -1: none; 0..20: logprob of each prompt token (echo) */
+  sched_sampling sampling;
+} sched_request_params;
+
+typedef enum {
+  SCHED_FINISH_STOP = 0,  /* EOS or a stop id */
+  SCHED_FINISH_LENGTH,    /* max_tokens or the context limit */
+  SCHED_FINISH_CANCELLED, /* sched_request_cancel */
+  SCHED_FINISH_ERROR,     /* see the event's err */
+  SCHED_FINISH_ABORTED,   /* ended by shutdown */
+  SCHED_FINISH_N
+} sched_finish;
+
+const char *sched_finish_name(sched_finish f); /* "stop", "length", "cancelled", "error", "aborted" */
+
+typedef enum { SCHED_EV_TOKEN = 0, SCHED_EV_PROMPT_LOGPROB, SCHED_EV_FINISHED } sched_event_type;
+
+typedef struct sched_event {
+  sched_event_type type;
+  uint64_t req;            /* request id */
+  int choice;              /* 0..n-1 */
+  /* TOKEN: the sampled token; PROMPT_LOGPROB: prompt token at `index` */
+  int32_t token;
+  int index;               /* position among generated (TOKEN) or prompt tokens */
+  float logprob;           /* NAN when not asked for (or first prompt token) */
+  int n_top;
+  int32_t top_ids[SCHED_MAX_LOGPROBS];
+  float top_logprobs[SCHED_MAX_LOGPROBS];
+  double t;                /* mfs_now() when emitted */
+  /* FINISHED */
+  sched_finish finish;
+  int last;                /* last event of the request */
+  int err;                 /* FINISH_ERROR: MFS_* */
+  int prompt_tokens, completion_tokens, cached_tokens;
+  double t_arrival, t_scheduled, t_first_token; /* mfs_now() times */
+} sched_event;
+
+typedef struct sched_opts {
+  int max_num_seqs;           /* running sequences at most */
+  int max_num_batched_tokens; /* tokens per step at most */
+  int max_queued;             /* waiting requests at most (then SCHED_QUEUE_FULL) */
+  int max_model_len;          /* prompt + output limit; <= 0: model's */
+  int block_size;
+  uint64_t kv_bytes;
+  kvc_dtype kv_dtype;
+  int n_threads;
+  int event_capacity;         /* events queued for the consumer; 0: default */
+  void (*notify)(void *u);    /* called (scheduler thread) after events are queued */
+  void *notify_u;
+} sched_opts;
+
+typedef struct sched sched;
+
+/* Normal outcomes of submit */
+#define SCHED_QUEUE_FULL 1
+#define SCHED_DRAINING 2
+
+/* Creates the pool, the engine context and the scheduler thread. The model
+ * must outlive the scheduler. 0, MFS_EINVAL, MFS_ENOMEM. */
+int sched_new(sched **out, const eng_model *m, const sched_opts *o);
+/* Stops the thread (ending what runs with ABORTED), frees everything. */
+void sched_free(sched *s);
+
+/* Any thread. Validates (token ids, lengths against max_model_len, ranges)
+ * and queues. Returns 0 and *id, MFS_EINVAL/MFS_ERANGE for a bad request,
+ * SCHED_QUEUE_FULL, SCHED_DRAINING, or MFS_ENOMEM. */
+int sched_request_submit(sched *s, const sched_request_params *p, uint64_t *id);
+/* Any thread. Ends the request within one step with FINISH_CANCELLED
+ * (nothing if it already finished). */
+void sched_request_cancel(sched *s, uint64_t id);
+
+/* Any thread (normally the consumer's). Moves up to max queued events into
+ * out; returns how many. */
+int sched_events_take(sched *s, sched_event *out, int max);
+
+/* Stop admitting (submit returns SCHED_DRAINING); running and waiting
+ * requests continue. */
+void sched_drain(sched *s);
+/* End every request now with FINISH_ABORTED. */
+void sched_abort_all(sched *s);
+
+typedef struct sched_stats {
+  int running, waiting, draining;
+  kvc_stats kv;
+  int64_t prompt_tokens_total;     /* prompt tokens computed (not cached) */
+  int64_t generation_tokens_total;
+  int64_t preemptions_total;
+  int64_t steps_total;
+  int64_t finished_total[SCHED_FINISH_N];
+  int max_model_len, max_num_seqs, block_size;
+} sched_stats;
+
+/* Any thread: a consistent snapshot. */
+void sched_get_stats(sched *s, sched_stats *out);
+
+/* Any thread: for the cache map. Writes, for each of up to max blocks, its
+ * state (0 free, 1 cached-free, 2 used) and ref count, and for each running
+ * sequence (up to max_seqs) its request id, choice and block table length
+ * into seqs; returns the number of blocks written. Block tables are copied
+ * into tables (seq i's blocks at tables[i*max_table .. ]). */
+typedef struct sched_seq_view {
+  uint64_t req;
+  int choice, n_tokens, n_blocks;
+} sched_seq_view;
+int sched_cache_snapshot(sched *s, uint8_t *state, uint16_t *refs, int max_blocks, sched_seq_view *seqs,
+                         int max_seqs, int *n_seqs, int32_t *tables, int max_table);
+
+#endif

@@ -1,0 +1,858 @@
+/* sched.c: the scheduler thread (see scheduler.h).
+ *
+ * State owned by the scheduler thread alone: the waiting and running lists,
+ * every sseq/sreq reachable from them, the KV pool and the engine context.
+ * Shared with other threads, each under its own mutex: the inbox (new
+ * requests, cancel ids, drain/abort flags; mu), the event ring (ev_mu),
+ * the stats snapshot and cache map (snap_mu).
+ *
+ * Invariants between steps:
+ * - a running sequence has a kvc_seq holding exactly n_computed tokens, and
+ *   n_toks - n_computed >= 1 (the last sampled token is not yet computed,
+ *   or the prompt is not finished);
+ * - a waiting sequence holds no blocks (kv == NULL);
+ * - a request is freed only after its last FINISHED event is queued.
+ */
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+#include "sampling.h"
+#include "scheduler.h"
+
+typedef struct sreq sreq;
+
+typedef struct sseq {
+  struct sseq *prev, *next; /* waiting or running list */
+  sreq *r;
+  int choice;
+  kvc_seq *kv;              /* NULL while waiting */
+  int32_t *toks;            /* prompt + generated, [cap_toks] */
+  int n_toks, cap_toks;
+  int n_computed;           /* tokens whose KV is in the pool */
+  int n_out;                /* generated tokens */
+  uint64_t rng;
+  uint64_t admit_order;     /* larger = admitted later (preemption victim) */
+  int running;
+} sseq;
+
+struct sreq {
+  sreq *next_all;           /* in s->reqs, or in s->dead once finished */
+  uint64_t id;
+  sched_request_params p;
+  int32_t *prompt;          /* owned copy */
+  uint64_t arrival_order;
+  sseq **seqs;              /* [p.n]; NULL entries until forked */
+  int n_live;               /* sequences not yet finished */
+  int forked;
+  int cancelled;
+  int prompt_lp_next;       /* next prompt index to emit a logprob for */
+  int cached_tokens;
+  double t_arrival, t_scheduled, t_first_token;
+};
+
+typedef struct { sseq *head, *tail; int n; } sq_list;
+
+struct sched {
+  const eng_model *m;
+  const eng_model_info *info;
+  sched_opts o;
+  eng_ctx *eng;
+  kvc_pool *kv;
+  smp_scratch smp;
+  pthread_t th;
+  int th_started;
+
+  /* inbox */
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  sreq *inbox_head, *inbox_tail;
+  int inbox_n;
+  uint64_t *cancels;
+  int n_cancels, cap_cancels;
+  int stop, draining, abort_req, snap_wanted;
+  uint64_t next_id;
+  int queued_total; /* waiting + inbox, for the queue bound (under mu) */
+
+  /* scheduler-thread state */
+  sq_list waiting, running;
+  sreq *reqs;
+  sreq *dead;          /* finished this step; freed when the step ends, so
+                          pointers taken during the step stay valid */
+  uint64_t arrival_counter, admit_counter;
+  float *logits;       /* [max_num_batched_tokens][V] */
+  eng_seq_step *steps; /* [max_num_seqs] */
+  sseq **step_seqs;
+  int *step_row;       /* first logits row of each step's sequence */
+  int *step_n;         /* tokens of each step's sequence */
+  int32_t *step_tokens;
+  int32_t *suppress;
+
+  /* events */
+  pthread_mutex_t ev_mu;
+  pthread_cond_t ev_space;
+  sched_event *ring;
+  int ev_cap, ev_head, ev_n;
+
+  /* stats and cache map */
+  pthread_mutex_t snap_mu;
+  sched_stats st;
+  uint8_t *snap_state;
+  uint16_t *snap_refs;
+  int snap_blocks;
+  sched_seq_view *snap_seqs;
+  int32_t *snap_tables;
+  int snap_nseqs, snap_max_table;
+};
+
+/* ------------------------------------------------------------- lists */
+
+static void sq_push_back(sq_list *l, sseq *q) {
+  q->prev = l->tail;
+  q->next = NULL;
+  if (l->tail) l->tail->next = q;
+  else l->head = q;
+  l->tail = q;
+  l->n++;
+}
+
+static void sq_remove(sq_list *l, sseq *q) {
+  if (q->prev) q->prev->next = q->next;
+  else l->head = q->next;
+  if (q->next) q->next->prev = q->prev;
+  else l->tail = q->prev;
+  q->prev = q->next = NULL;
+  l->n--;
+}
+
+/* waiting is ordered by (priority, arrival): lower first */
+static int sq_before(const sseq *a, const sseq *b) {
+  if (a->r->p.priority != b->r->p.priority) return a->r->p.priority < b->r->p.priority;
+  if (a->r->arrival_order != b->r->arrival_order) return a->r->arrival_order < b->r->arrival_order;
+  return a->choice < b->choice;
+}
+
+static void sq_insert_waiting(sq_list *l, sseq *q) {
+  sseq *at = l->tail;
+  while (at && sq_before(q, at)) at = at->prev;
+  if (!at) { /* at the front */
+    q->prev = NULL;
+    q->next = l->head;
+    if (l->head) l->head->prev = q;
+    else l->tail = q;
+    l->head = q;
+    l->n++;
+    return;
+  }
+  q->prev = at;
+  q->next = at->next;
+  if (at->next) at->next->prev = q;
+  else l->tail = q;
+  at->next = q;
+  l->n++;
+}
+
+const char *sched_finish_name(sched_finish f) {
+  static const char *n[] = {"stop", "length", "cancelled", "error", "aborted"};
+  return (unsigned)f < SCHED_FINISH_N ? n[f] : "?";
+}
+
+/* ------------------------------------------------------------ events */
+
+static sched_event *ev_slot(sched *s) {
+  pthread_mutex_lock(&s->ev_mu);
+  /* the consumer (loop thread) never blocks, so waiting here is bounded */
+  while (s->ev_n == s->ev_cap) {
+    pthread_mutex_unlock(&s->ev_mu);
+    if (s->o.notify) s->o.notify(s->o.notify_u);
+    pthread_mutex_lock(&s->ev_mu);
+    if (s->ev_n == s->ev_cap) {
+      struct timespec ts;
+      clock_gettime(CLOCK_REALTIME, &ts);
+      ts.tv_nsec += 10 * 1000000;
+      if (ts.tv_nsec >= 1000000000) ts.tv_sec++, ts.tv_nsec -= 1000000000;
+      pthread_cond_timedwait(&s->ev_space, &s->ev_mu, &ts);
+    }
+  }
+  sched_event *e = &s->ring[(s->ev_head + s->ev_n) % s->ev_cap];
+  memset(e, 0, offsetof(sched_event, top_ids));
+  e->n_top = 0;
+  e->logprob = NAN;
+  return e; /* ev_mu held: ev_commit releases it */
+}
+
+static void ev_commit(sched *s) {
+  s->ev_n++;
+  pthread_mutex_unlock(&s->ev_mu);
+}
+
+int sched_events_take(sched *s, sched_event *out, int max) {
+  pthread_mutex_lock(&s->ev_mu);
+  int n = MFS_MIN(max, s->ev_n);
+  for (int i = 0; i < n; i++) out[i] = s->ring[(s->ev_head + i) % s->ev_cap];
+  s->ev_head = (s->ev_head + n) % s->ev_cap;
+  s->ev_n -= n;
+  if (n) pthread_cond_signal(&s->ev_space);
+  pthread_mutex_unlock(&s->ev_mu);
+  return n;
+}
+
+/* ------------------------------------------------------- request life */
+
+static void req_free(sreq *r) {
+  if (!r) return;
+  if (r->seqs)
+    for (int i = 0; i < r->p.n; i++)
+      if (r->seqs[i]) {
+        free(r->seqs[i]->toks);
+        free(r->seqs[i]);
+      }
+  free(r->seqs);
+  free(r->prompt);
+  free(r);
+}
+
+static void reqs_unlink(sched *s, sreq *r) {
+  for (sreq **pp = &s->reqs; *pp; pp = &(*pp)->next_all)
+    if (*pp == r) {
+      *pp = r->next_all;
+      return;
+    }
+}
+
+/* Ends one sequence: frees its blocks (full ones stay cached), emits
+ * FINISHED, and frees the request after its last sequence. */
+static void seq_finish(sched *s, sseq *q, sched_finish why, int err) {
+  sreq *r = q->r;
+  if (q->running) sq_remove(&s->running, q);
+  else if (q->prev || q->next || s->waiting.head == q) sq_remove(&s->waiting, q);
+  q->running = 0;
+  kvc_seq_free(s->kv, q->kv);
+  q->kv = NULL;
+  r->n_live--;
+  /* an unforked request ends all of its choices at once */
+  int ending = 1 + (!r->forked ? r->p.n - 1 : 0);
+  if (!r->forked) r->n_live = 0;
+  s->st.finished_total[why] += ending;
+  for (int c = 0; c < ending; c++) {
+    sched_event *e = ev_slot(s);
+    e->type = SCHED_EV_FINISHED;
+    e->req = r->id;
+    e->choice = r->forked ? q->choice : c;
+    e->finish = why;
+    e->err = err;
+    e->t = mfs_now();
+    e->prompt_tokens = r->p.n_prompt;
+    e->completion_tokens = r->forked || c == 0 ? q->n_out : 0;
+    e->cached_tokens = r->cached_tokens;
+    e->t_arrival = r->t_arrival;
+    e->t_scheduled = r->t_scheduled;
+    e->t_first_token = r->t_first_token;
+    e->last = r->n_live == 0 && c == ending - 1;
+    ev_commit(s);
+  }
+  if (r->n_live == 0) {
+    reqs_unlink(s, r);
+    r->next_all = s->dead;
+    s->dead = r;
+  }
+}
+
+static void free_dead(sched *s) {
+  while (s->dead) {
+    sreq *r = s->dead;
+    s->dead = r->next_all;
+    req_free(r);
+  }
+}
+
+static int seq_push_token(sseq *q, int32_t t) {
+  if (q->n_toks == q->cap_toks) {
+    int cap = q->cap_toks * 2;
+    int32_t *n = realloc(q->toks, (size_t)cap * sizeof *n);
+    if (!n) return MFS_ENOMEM;
+    q->toks = n;
+    q->cap_toks = cap;
+  }
+  q->toks[q->n_toks++] = t;
+  return 0;
+}
+
+/* Frees the blocks of a running sequence and puts it back in the waiting
+ * queue; it recomputes prompt + generated tokens when readmitted. */
+static void seq_preempt(sched *s, sseq *q) {
+  sq_remove(&s->running, q);
+  q->running = 0;
+  kvc_seq_free(s->kv, q->kv);
+  q->kv = NULL;
+  q->n_computed = 0;
+  sq_insert_waiting(&s->waiting, q);
+  s->st.preemptions_total++;
+  mfs_log(MFS_LOG_DEBUG, "sched", "preempted request %llu choice %d (%d tokens to recompute)",
+          (unsigned long long)q->r->id, q->choice, q->n_toks);
+}
+
+/* ------------------------------------------------------------- submit */
+
+int sched_request_submit(sched *s, const sched_request_params *p, uint64_t *id) {
+  const eng_model_info *in = s->info;
+  if (!p || !p->prompt || p->n_prompt < 1 || p->n < 1 || p->n > s->o.max_num_seqs || p->max_tokens < 0 ||
+      p->min_tokens < 0 || p->n_stop_ids < 0 || p->n_stop_ids > SCHED_MAX_STOP_IDS || p->logprobs > SCHED_MAX_LOGPROBS ||
+      p->prompt_logprobs > SCHED_MAX_LOGPROBS || p->sampling.n_bias < 0 || p->sampling.n_bias > SCHED_MAX_BIAS ||
+      !(p->sampling.temperature >= 0) || !(p->sampling.top_p >= 0 && p->sampling.top_p <= 1) ||
+      !(p->sampling.min_p >= 0 && p->sampling.min_p <= 1) || !(p->sampling.repetition_penalty >= 0))
+    return MFS_EINVAL;
+  for (int i = 0; i < p->n_prompt; i++)
+    if (p->prompt[i] < 0 || p->prompt[i] >= in->vocab) return MFS_EINVAL;
+  if (p->n_prompt + (p->max_tokens > 0 ? 1 : 0) > s->o.max_model_len) return MFS_ERANGE;
+  kvc_stats ks;
+  pthread_mutex_lock(&s->snap_mu);
+  ks = s->st.kv;
+  pthread_mutex_unlock(&s->snap_mu);
+  if (p->n_prompt + 1 > ks.tokens_capacity) return MFS_ERANGE;
+  sreq *r = calloc(1, sizeof *r);
+  if (!r) return MFS_ENOMEM;
+  r->p = *p;
+  r->prompt = malloc((size_t)p->n_prompt * sizeof *r->prompt);
+  r->seqs = calloc((size_t)p->n, sizeof *r->seqs);
+  sseq *q = calloc(1, sizeof *q);
+  int cap = p->n_prompt + MFS_MIN(p->max_tokens, 256) + 1;
+  if (q) q->toks = malloc((size_t)cap * sizeof *q->toks);
+  if (!r->prompt || !r->seqs || !q || !q->toks) {
+    if (q) free(q->toks);
+    free(q);
+    req_free(r);
+    return MFS_ENOMEM;
+  }
+  memcpy(r->prompt, p->prompt, (size_t)p->n_prompt * sizeof *r->prompt);
+  r->p.prompt = r->prompt;
+  memcpy(q->toks, p->prompt, (size_t)p->n_prompt * sizeof *q->toks);
+  q->n_toks = p->n_prompt;
+  q->cap_toks = cap;
+  q->r = r;
+  r->seqs[0] = q;
+  r->n_live = 1;
+  r->t_arrival = mfs_now();
+  pthread_mutex_lock(&s->mu);
+  if (s->draining || s->stop) {
+    pthread_mutex_unlock(&s->mu);
+    req_free(r);
+    return SCHED_DRAINING;
+  }
+  if (s->queued_total >= s->o.max_queued) {
+    pthread_mutex_unlock(&s->mu);
+    req_free(r);
+    return SCHED_QUEUE_FULL;
+  }
+  r->id = ++s->next_id;
+  uint64_t seed = p->sampling.has_seed ? p->sampling.seed : r->id * 0x9E3779B97F4A7C15ull ^ (uint64_t)(r->t_arrival * 1e9);
+  q->rng = smp_rng_seed(seed, 0);
+  s->queued_total++;
+  if (s->inbox_tail) s->inbox_tail->next_all = r;
+  else s->inbox_head = r;
+  s->inbox_tail = r;
+  s->inbox_n++;
+  *id = r->id;
+  pthread_cond_signal(&s->cv);
+  pthread_mutex_unlock(&s->mu);
+  return 0;
+}
+
+void sched_request_cancel(sched *s, uint64_t id) {
+  pthread_mutex_lock(&s->mu);
+  if (s->n_cancels == s->cap_cancels) {
+    int cap = s->cap_cancels ? 2 * s->cap_cancels : 64;
+    uint64_t *n = realloc(s->cancels, (size_t)cap * sizeof *n);
+    if (n) {
+      s->cancels = n;
+      s->cap_cancels = cap;
+    }
+  }
+  if (s->n_cancels < s->cap_cancels) s->cancels[s->n_cancels++] = id;
+  pthread_cond_signal(&s->cv);
+  pthread_mutex_unlock(&s->mu);
+}
+
+void sched_drain(sched *s) {
+  pthread_mutex_lock(&s->mu);
+  s->draining = 1;
+  pthread_cond_signal(&s->cv);
+  pthread_mutex_unlock(&s->mu);
+}
+
+void sched_abort_all(sched *s) {
+  pthread_mutex_lock(&s->mu);
+  s->abort_req = 1;
+  pthread_cond_signal(&s->cv);
+  pthread_mutex_unlock(&s->mu);
+}
+
+/* ------------------------------------------------------------- a step */
+
+static sreq *find_req(sched *s, uint64_t id) {
+  for (sreq *r = s->reqs; r; r = r->next_all)
+    if (r->id == id) return r;
+  return NULL;
+}
+
+static int seq_live(const sched *s, const sseq *q) {
+  return q && (q->running || s->waiting.head == q || q->prev || q->next);
+}
+
+static void end_request(sched *s, sreq *r, sched_finish why) {
+  for (int i = 0; i < r->p.n && r->n_live > 0; i++)
+    if (seq_live(s, r->seqs[i])) seq_finish(s, r->seqs[i], why, 0);
+  if (r->n_live > 0) { /* unreachable by the invariants; never loop on it */
+    mfs_log(MFS_LOG_ERROR, "sched", "request %llu had no live sequence; dropping it", (unsigned long long)r->id);
+    r->n_live = 0;
+    reqs_unlink(s, r);
+    r->next_all = s->dead;
+    s->dead = r;
+  }
+}
+
+/* Takes the inbox; handles cancels and aborts. Returns 0 to go on, 1 to
+ * stop the thread. Blocks while there is nothing to do. */
+static int take_inbox(sched *s) {
+  pthread_mutex_lock(&s->mu);
+  while (!s->stop && !s->inbox_head && !s->n_cancels && !s->abort_req && !s->snap_wanted && !s->running.n &&
+         !s->waiting.n)
+    pthread_cond_wait(&s->cv, &s->mu);
+  sreq *in = s->inbox_head;
+  s->inbox_head = s->inbox_tail = NULL;
+  s->inbox_n = 0;
+  int nc = s->n_cancels;
+  uint64_t cancel_buf[256];
+  int take = MFS_MIN(nc, 256);
+  memcpy(cancel_buf, s->cancels, (size_t)take * sizeof *cancel_buf);
+  memmove(s->cancels, s->cancels + take, (size_t)(nc - take) * sizeof *s->cancels);
+  s->n_cancels = nc - take;
+  int abort_req = s->abort_req || s->stop;
+  s->abort_req = 0;
+  int stop = s->stop;
+  pthread_mutex_unlock(&s->mu);
+  while (in) {
+    sreq *r = in;
+    in = in->next_all;
+    r->next_all = s->reqs;
+    s->reqs = r;
+    r->arrival_order = ++s->arrival_counter;
+    sq_insert_waiting(&s->waiting, r->seqs[0]);
+  }
+  for (int i = 0; i < take; i++) {
+    sreq *r = find_req(s, cancel_buf[i]);
+    if (r) end_request(s, r, SCHED_FINISH_CANCELLED);
+  }
+  if (abort_req)
+    while (s->reqs) end_request(s, s->reqs, SCHED_FINISH_ABORTED);
+  return stop;
+}
+
+static void emit_token(sched *s, sseq *q, int32_t tok, const float *logits) {
+  sreq *r = q->r;
+  sched_event *e = ev_slot(s);
+  e->type = SCHED_EV_TOKEN;
+  e->req = r->id;
+  e->choice = q->choice;
+  e->token = tok;
+  e->index = q->n_out;
+  if (r->p.logprobs >= 0) {
+    e->n_top = r->p.logprobs;
+    e->logprob = smp_logprobs(logits, s->info->vocab, tok, r->p.logprobs, e->top_ids, e->top_logprobs);
+    e->n_top = MFS_MIN(r->p.logprobs, s->info->vocab);
+  }
+  e->t = mfs_now();
+  ev_commit(s);
+}
+
+static void emit_prompt_logprob(sched *s, sreq *r, int index, const float *logits) {
+  sched_event *e = ev_slot(s);
+  e->type = SCHED_EV_PROMPT_LOGPROB;
+  e->req = r->id;
+  e->token = r->prompt[index];
+  e->index = index;
+  if (logits) {
+    e->logprob = smp_logprobs(logits, s->info->vocab, e->token, r->p.prompt_logprobs, e->top_ids, e->top_logprobs);
+    e->n_top = MFS_MIN(r->p.prompt_logprobs, s->info->vocab);
+  }
+  e->t = mfs_now();
+  ev_commit(s);
+}
+
+static int is_stop_token(const sched *s, const sreq *r, int32_t t) {
+  if (!r->p.ignore_eos)
+    for (int i = 0; i < s->info->n_eos; i++)
+      if (t == s->info->eos_ids[i]) return 1;
+  for (int i = 0; i < r->p.n_stop_ids; i++)
+    if (t == r->p.stop_ids[i]) return 1;
+  return 0;
+}
+
+/* Samples the next token of q from logits, emits it, and finishes q when a
+ * stop condition holds. */
+static void sample_and_emit(sched *s, sseq *q, const float *logits) {
+  sreq *r = q->r;
+  int ns = 0;
+  if (q->n_out < r->p.min_tokens) {
+    if (!r->p.ignore_eos)
+      for (int i = 0; i < s->info->n_eos; i++) s->suppress[ns++] = s->info->eos_ids[i];
+    for (int i = 0; i < r->p.n_stop_ids; i++) s->suppress[ns++] = r->p.stop_ids[i];
+  }
+  smp_input in = {logits, &r->p.sampling, r->prompt, r->p.n_prompt, q->toks + r->p.n_prompt, q->n_out,
+                  s->suppress, ns};
+  int32_t tok = smp_sample(&s->smp, &in, &q->rng);
+  if (seq_push_token(q, tok)) {
+    seq_finish(s, q, SCHED_FINISH_ERROR, MFS_ENOMEM);
+    return;
+  }
+  q->n_out++;
+  if (!r->t_first_token) r->t_first_token = mfs_now();
+  s->st.generation_tokens_total++;
+  emit_token(s, q, tok, logits);
+  if (is_stop_token(s, r, tok)) seq_finish(s, q, SCHED_FINISH_STOP, 0);
+  else if (q->n_out >= r->p.max_tokens || q->n_toks >= s->o.max_model_len) seq_finish(s, q, SCHED_FINISH_LENGTH, 0);
+}
+
+/* The prompt of a request is done: fork the other choices, then sample
+ * every choice from the same logits. */
+static void first_sample(sched *s, sseq *q0, const float *logits) {
+  sreq *r = q0->r;
+  if (r->p.max_tokens == 0) {
+    seq_finish(s, q0, SCHED_FINISH_LENGTH, 0);
+    return;
+  }
+  if (!r->forked && r->p.n > 1) {
+    uint64_t base = q0->rng;
+    for (int c = 1; c < r->p.n; c++) {
+      sseq *q = calloc(1, sizeof *q);
+      if (q) q->toks = malloc((size_t)q0->cap_toks * sizeof *q->toks);
+      if (!q || !q->toks || kvc_seq_fork(s->kv, q0->kv, &q->kv)) {
+        if (q) free(q->toks);
+        free(q);
+        seq_finish(s, q0, SCHED_FINISH_ERROR, MFS_ENOMEM);
+        return;
+      }
+      memcpy(q->toks, q0->toks, (size_t)q0->n_toks * sizeof *q->toks);
+      q->n_toks = q0->n_toks;
+      q->cap_toks = q0->cap_toks;
+      q->n_computed = q0->n_computed;
+      q->r = r;
+      q->choice = c;
+      q->rng = r->p.sampling.has_seed ? smp_rng_seed(r->p.sampling.seed, c) : smp_rng_seed(base, c);
+      q->admit_order = q0->admit_order;
+      q->running = 1;
+      r->seqs[c] = q;
+      sq_push_back(&s->running, q);
+    }
+    r->n_live = r->p.n;
+  }
+  r->forked = 1;
+  for (int c = 0; c < r->p.n; c++)
+    if (r->seqs[c] && r->seqs[c]->running && r->seqs[c]->n_out == 0) sample_and_emit(s, r->seqs[c], logits);
+}
+
+/* Picks the running sequence to preempt: lowest priority, then latest
+ * admitted, among those not in this step. */
+static sseq *pick_victim(sched *s, int n_in_step) {
+  sseq *v = NULL;
+  for (sseq *q = s->running.head; q; q = q->next) {
+    int in_step = 0;
+    for (int i = 0; i < n_in_step; i++)
+      if (s->step_seqs[i] == q) in_step = 1;
+    if (in_step) continue;
+    if (!v || q->r->p.priority > v->r->p.priority ||
+        (q->r->p.priority == v->r->p.priority && q->admit_order > v->admit_order))
+      v = q;
+  }
+  return v;
+}
+
+static void publish_stats(sched *s, int force_snapshot) {
+  pthread_mutex_lock(&s->snap_mu);
+  kvc_pool_stats(s->kv, &s->st.kv);
+  s->st.running = s->running.n;
+  pthread_mutex_lock(&s->mu);
+  s->st.waiting = s->waiting.n + s->inbox_n;
+  s->queued_total = s->st.waiting;
+  s->st.draining = s->draining;
+  int want = s->snap_wanted || force_snapshot;
+  s->snap_wanted = 0;
+  pthread_mutex_unlock(&s->mu);
+  if (want) {
+    s->snap_blocks = kvc_pool_block_states(s->kv, s->snap_state, s->snap_refs, (int)s->st.kv.blocks_total);
+    int n = 0;
+    for (sseq *q = s->running.head; q && n < s->o.max_num_seqs; q = q->next, n++) {
+      int nb;
+      const int32_t *t = kvc_seq_blocks(q->kv, &nb);
+      nb = MFS_MIN(nb, s->snap_max_table);
+      s->snap_seqs[n] = (sched_seq_view){q->r->id, q->choice, q->n_computed, nb};
+      memcpy(s->snap_tables + (size_t)n * s->snap_max_table, t, (size_t)nb * sizeof *t);
+    }
+    s->snap_nseqs = n;
+  }
+  pthread_mutex_unlock(&s->snap_mu);
+}
+
+static void step(sched *s) {
+  int budget = s->o.max_num_batched_tokens, ns = 0, rows = 0, ntok = 0;
+  int V = s->info->vocab;
+  /* 1. running sequences, oldest admitted first */
+  for (sseq *q = s->running.head, *next; q && budget > 0 && ns < s->o.max_num_seqs; q = next) {
+    next = q->next;
+    int n = MFS_MIN(q->n_toks - q->n_computed, budget);
+    int rc;
+    while ((rc = kvc_seq_reserve(s->kv, q->kv, q->n_computed + n)) == KVC_FULL) {
+      sseq *v = pick_victim(s, ns);
+      if (!v || v == q) break;
+      if (v == next) next = v->next;
+      seq_preempt(s, v);
+    }
+    if (rc == KVC_FULL) {
+      if (ns == 0 && s->running.n == 1) {
+        /* alone and still no room: the pool cannot hold this sequence */
+        seq_finish(s, q, SCHED_FINISH_LENGTH, 0);
+      } else {
+        seq_preempt(s, q);
+      }
+      continue;
+    }
+    if (rc < 0) {
+      seq_finish(s, q, SCHED_FINISH_ERROR, rc);
+      continue;
+    }
+    s->step_n[ns] = n;
+    s->step_seqs[ns++] = q;
+    budget -= n;
+  }
+  /* 2. admit waiting sequences in order while budget and blocks last */
+  while (s->waiting.head && budget > 0 && ns < s->o.max_num_seqs) {
+    sseq *q = s->waiting.head;
+    sreq *r = q->r;
+    int want_seqs = r->forked ? 1 : r->p.n;
+    if (s->running.n + want_seqs > s->o.max_num_seqs) break;
+    if (kvc_seq_new(s->kv, &q->kv)) break;
+    int matched = 0;
+    if (r->p.prompt_logprobs < 0) {
+      matched = kvc_seq_match_prefix(s->kv, q->kv, q->toks, q->n_toks - 1);
+      if (matched < 0) matched = 0;
+    }
+    int n = MFS_MIN(q->n_toks - matched, budget);
+    if (kvc_seq_reserve(s->kv, q->kv, matched + n) != 0) {
+      kvc_seq_free(s->kv, q->kv);
+      q->kv = NULL;
+      break;
+    }
+    sq_remove(&s->waiting, q);
+    q->n_computed = matched;
+    if (!r->t_scheduled) {
+      r->t_scheduled = mfs_now();
+      r->cached_tokens = matched;
+    }
+    q->admit_order = ++s->admit_counter;
+    q->running = 1;
+    sq_push_back(&s->running, q);
+    s->step_n[ns] = n;
+    s->step_seqs[ns++] = q;
+    budget -= n;
+  }
+  if (!ns) return;
+  /* 3. build the batch */
+  for (int i = 0; i < ns; i++) {
+    sseq *q = s->step_seqs[i];
+    int n = s->step_n[i], nb;
+    eng_seq_step *st = &s->steps[i];
+    st->n_past = q->n_computed;
+    st->block_table = kvc_seq_blocks(q->kv, &nb);
+    st->n_new = n;
+    int reaches_end = q->n_computed + n == q->n_toks;
+    int want_prompt_lp = q->r->p.prompt_logprobs >= 0 && !q->r->forked && q->r->prompt_lp_next < q->r->p.n_prompt;
+    st->logits = want_prompt_lp ? ENG_LOGITS_ALL : reaches_end ? ENG_LOGITS_LAST : ENG_LOGITS_NONE;
+    s->step_row[i] = rows;
+    rows += st->logits == ENG_LOGITS_ALL ? n : st->logits == ENG_LOGITS_LAST ? 1 : 0;
+    memcpy(s->step_tokens + ntok, q->toks + q->n_computed, (size_t)n * sizeof(int32_t));
+    ntok += n;
+  }
+  eng_batch b = {ns, s->steps, s->step_tokens, s->kv, s->logits};
+  int rc = eng_forward(s->eng, &b);
+  if (rc) {
+    mfs_log(MFS_LOG_ERROR, "sched", "engine step failed (%s); ending its %d sequences", mfs_strerror(rc), ns);
+    for (int i = 0; i < ns; i++) seq_finish(s, s->step_seqs[i], SCHED_FINISH_ERROR, rc);
+    return;
+  }
+  s->st.steps_total++;
+  /* 4. commit, prompt logprobs, sample */
+  for (int i = 0; i < ns; i++) {
+    sseq *q = s->step_seqs[i];
+    sreq *r = q->r;
+    const eng_seq_step *st = &s->steps[i];
+    kvc_seq_commit(s->kv, q->kv, q->toks + q->n_computed, st->n_new);
+    if (q->n_computed < r->p.n_prompt)
+      s->st.prompt_tokens_total += MFS_MIN(st->n_new, r->p.n_prompt - q->n_computed);
+    if (st->logits == ENG_LOGITS_ALL) {
+      for (int k = 0; k < st->n_new; k++) {
+        int pos = q->n_computed + k; /* row k predicts token pos + 1 */
+        if (r->prompt_lp_next == 0 && pos == 0) emit_prompt_logprob(s, r, 0, NULL), r->prompt_lp_next = 1;
+        if (pos + 1 < r->p.n_prompt && pos + 1 == r->prompt_lp_next) {
+          emit_prompt_logprob(s, r, pos + 1, s->logits + (size_t)(s->step_row[i] + k) * V);
+          r->prompt_lp_next++;
+        }
+      }
+      if (r->p.n_prompt == 1 && r->prompt_lp_next == 0) emit_prompt_logprob(s, r, 0, NULL), r->prompt_lp_next = 1;
+    }
+    q->n_computed += st->n_new;
+    if (q->n_computed == q->n_toks) {
+      int last_row = s->step_row[i] + (st->logits == ENG_LOGITS_ALL ? st->n_new - 1 : 0);
+      const float *lg = s->logits + (size_t)last_row * V;
+      if (q->n_out == 0 && !r->forked) first_sample(s, q, lg);
+      else sample_and_emit(s, q, lg);
+    }
+  }
+}
+
+static void *sched_main(void *arg) {
+  sched *s = arg;
+  for (;;) {
+    if (take_inbox(s)) break;
+    step(s);
+    free_dead(s);
+    publish_stats(s, 0);
+    if (s->o.notify) s->o.notify(s->o.notify_u);
+  }
+  free_dead(s);
+  publish_stats(s, 0);
+  if (s->o.notify) s->o.notify(s->o.notify_u);
+  return NULL;
+}
+
+/* ------------------------------------------------------------ lifecycle */
+
+void sched_get_stats(sched *s, sched_stats *out) {
+  pthread_mutex_lock(&s->snap_mu);
+  *out = s->st;
+  pthread_mutex_unlock(&s->snap_mu);
+}
+
+int sched_cache_snapshot(sched *s, uint8_t *state, uint16_t *refs, int max_blocks, sched_seq_view *seqs,
+                         int max_seqs, int *n_seqs, int32_t *tables, int max_table) {
+  pthread_mutex_lock(&s->mu);
+  s->snap_wanted = 1;
+  pthread_cond_signal(&s->cv);
+  pthread_mutex_unlock(&s->mu);
+  pthread_mutex_lock(&s->snap_mu);
+  int nb = MFS_MIN(max_blocks, s->snap_blocks);
+  memcpy(state, s->snap_state, (size_t)nb);
+  memcpy(refs, s->snap_refs, (size_t)nb * sizeof *refs);
+  int n = MFS_MIN(max_seqs, s->snap_nseqs);
+  for (int i = 0; i < n; i++) {
+    seqs[i] = s->snap_seqs[i];
+    int k = MFS_MIN(seqs[i].n_blocks, max_table);
+    seqs[i].n_blocks = k;
+    memcpy(tables + (size_t)i * max_table, s->snap_tables + (size_t)i * s->snap_max_table, (size_t)k * sizeof *tables);
+  }
+  *n_seqs = n;
+  pthread_mutex_unlock(&s->snap_mu);
+  return nb;
+}
+
+void sched_free(sched *s) {
+  if (!s) return;
+  if (s->th_started) {
+    pthread_mutex_lock(&s->mu);
+    s->stop = 1;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    pthread_join(s->th, NULL);
+  }
+  free_dead(s);
+  while (s->reqs) {
+    sreq *r = s->reqs;
+    s->reqs = r->next_all;
+    for (int i = 0; i < r->p.n; i++)
+      if (r->seqs && r->seqs[i]) kvc_seq_free(s->kv, r->seqs[i]->kv);
+    req_free(r);
+  }
+  for (sreq *r = s->inbox_head, *n; r; r = n) {
+    n = r->next_all;
+    req_free(r);
+  }
+  eng_ctx_free(s->eng);
+  kvc_pool_free(s->kv);
+  smp_scratch_deinit(&s->smp);
+  free(s->logits);
+  free(s->steps);
+  free(s->step_seqs);
+  free(s->step_row);
+  free(s->step_n);
+  free(s->step_tokens);
+  free(s->suppress);
+  free(s->ring);
+  free(s->cancels);
+  free(s->snap_state);
+  free(s->snap_refs);
+  free(s->snap_seqs);
+  free(s->snap_tables);
+  pthread_mutex_destroy(&s->mu);
+  pthread_cond_destroy(&s->cv);
+  pthread_mutex_destroy(&s->ev_mu);
+  pthread_cond_destroy(&s->ev_space);
+  pthread_mutex_destroy(&s->snap_mu);
+  free(s);
+}
+
+int sched_new(sched **out, const eng_model *m, const sched_opts *o) {
+  const eng_model_info *in = eng_model_get_info(m);
+  if (!o || o->max_num_seqs < 1 || o->max_num_batched_tokens < 1 || o->max_queued < 0 || o->block_size < 1)
+    return MFS_EINVAL;
+  sched *s = calloc(1, sizeof *s);
+  if (!s) return MFS_ENOMEM;
+  s->m = m;
+  s->info = in;
+  s->o = *o;
+  if (s->o.max_model_len <= 0 || s->o.max_model_len > in->max_pos) s->o.max_model_len = in->max_pos;
+  pthread_mutex_init(&s->mu, NULL);
+  pthread_cond_init(&s->cv, NULL);
+  pthread_mutex_init(&s->ev_mu, NULL);
+  pthread_cond_init(&s->ev_space, NULL);
+  pthread_mutex_init(&s->snap_mu, NULL);
+  int rc = MFS_ENOMEM;
+  kvc_geom g;
+  eng_model_kv_geom(m, o->block_size, o->kv_dtype, &g);
+  if ((rc = kvc_pool_new(&s->kv, &g, o->kv_bytes))) goto fail;
+  eng_ctx_opts eo = {o->n_threads, o->max_num_batched_tokens, o->max_num_seqs, s->o.max_model_len};
+  if ((rc = eng_ctx_new(&s->eng, m, &eo))) goto fail;
+  rc = MFS_ENOMEM;
+  if (smp_scratch_init(&s->smp, in->vocab)) goto fail;
+  s->logits = malloc((size_t)o->max_num_batched_tokens * in->vocab * sizeof *s->logits);
+  s->steps = calloc((size_t)o->max_num_seqs, sizeof *s->steps);
+  s->step_seqs = calloc((size_t)o->max_num_seqs, sizeof *s->step_seqs);
+  s->step_row = calloc((size_t)o->max_num_seqs, sizeof *s->step_row);
+  s->step_n = calloc((size_t)o->max_num_seqs, sizeof *s->step_n);
+  s->step_tokens = malloc((size_t)o->max_num_batched_tokens * sizeof *s->step_tokens);
+  s->suppress = malloc((SCHED_MAX_STOP_IDS + 8) * sizeof *s->suppress);
+  s->ev_cap = o->event_capacity > 0 ? o->event_capacity : MFS_MAX(4096, 4 * o->max_num_batched_tokens);
+  s->ring = malloc((size_t)s->ev_cap * sizeof *s->ring);
+  kvc_stats ks;
+  kvc_pool_stats(s->kv, &ks);
+  s->snap_state = malloc((size_t)ks.blocks_total);
+  s->snap_refs = malloc((size_t)ks.blocks_total * sizeof *s->snap_refs);
+  s->snap_max_table = (s->o.max_model_len + o->block_size - 1) / o->block_size;
+  s->snap_seqs = malloc((size_t)o->max_num_seqs * sizeof *s->snap_seqs);
+  s->snap_tables = malloc((size_t)o->max_num_seqs * s->snap_max_table * sizeof *s->snap_tables);
+  if (!s->logits || !s->steps || !s->step_seqs || !s->step_row || !s->step_n || !s->step_tokens || !s->suppress || !s->ring ||
+      !s->snap_state || !s->snap_refs || !s->snap_seqs || !s->snap_tables)
+    goto fail;
+  s->st.max_model_len = s->o.max_model_len;
+  s->st.max_num_seqs = o->max_num_seqs;
+  s->st.block_size = o->block_size;
+  publish_stats(s, 1);
+  if (pthread_create(&s->th, NULL, sched_main, s)) goto fail;
+  s->th_started = 1;
+  *out = s;
+  return 0;
+fail:
+  sched_free(s);
+  return rc;
+}
