@@ -4,9 +4,10 @@ reference (tests/reference/mfa_ref.py) on random-weight models written by
 tools/make_model.py, for every attention kind x weight dtype.
 
 Per model (prompt of 37 tokens: more than 2 blocks of 16, 9 blocks of 4;
-eps / rope_theta vary over the models, one config omits rope_theta):
+eps / rope_theta vary over the models, one config omits rope_theta, two
+models have sizes off the SIMD width: d 72, hd 18, I 200, V 301):
 - `logits --kv-dtype f32` with --chunk 0, 1, 3 (--threads 3), and
-  --block-size 4 with --chunk 5 and 1:
+  --block-size 4 with --chunk 5 and 1, --block-size 1 with --chunk 2:
   max|C - ref| <= TOL = 1e-3 * max|ref| (relative to the largest logit);
   argmax must match wherever the top-2 gap exceeds GAP = 1e-3 * max|ref|.
 - `logits --kv-dtype f16` (chunk 0, chunk 1, chunk 3 + block 4) and with
@@ -58,6 +59,10 @@ def quick_cases():
         c.append(dict(attention="gqa", dtype=dt, hidden_size=128, heads=(8 if dt == "bf16" else 4),
                       kv_heads=2, head_dim=16 if dt == "bf16" else None))   # KV = H/4 and H/2
         c.append(dict(attention="mqa", dtype=dt, hidden_size=64, heads=4, tie=(dt == "bf16")))
+    # sizes that are not multiples of the SIMD width (d 72, hd 18, I 200, V 301)
+    odd = dict(hidden_size=72, heads=4, head_dim=18, intermediate=200, vocab=301)
+    c.append(dict(odd, attention="mfa-kr", dtype="f32", q_rank=36))
+    c.append(dict(odd, attention="gqa", dtype="bf16", kv_heads=2))
     eps = (1e-5, 1e-6, 1e-2)              # 1e-2 makes a misread eps visible
     theta = (10000.0, 500000.0, 1000.0)
     for i, x in enumerate(c):
@@ -88,6 +93,10 @@ def case_name(c):
         s += " shards%d" % c["shards"]
     if c.get("tie"):
         s += " tie"
+    if c.get("head_dim") and c["head_dim"] * c["heads"] != c["hidden_size"]:
+        s += " hd%d" % c["head_dim"]
+    if c.get("intermediate"):
+        s += " I%d V%d" % (c["intermediate"], c["vocab"])
     if c.get("omit_head_dim"):
         s += " no-head_dim-key"
     return s
@@ -176,6 +185,7 @@ def run_case(rec, args, c, tmp, errs):
                               ("chunk3 threads3", ["--chunk", "3", "--threads", "3"] + f32, TOL),
                               ("chunk5 block4", ["--chunk", "5", "--block-size", "4"] + f32, TOL),
                               ("chunk1 block4", ["--chunk", "1", "--block-size", "4"] + f32, TOL),
+                              ("chunk2 block1", ["--chunk", "2", "--block-size", "1"] + f32, TOL),
                               ("chunk0 kv-f16", ["--chunk", "0"] + f16, TOL_KV16),
                               ("chunk1 kv-f16", ["--chunk", "1"] + f16, TOL_KV16),
                               ("chunk3 kv-f16 block4", ["--chunk", "3", "--block-size", "4"] + f16, TOL_KV16),
