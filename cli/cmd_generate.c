@@ -173,12 +173,23 @@ int cmd_logits(int argc, char **argv) {
   if (cli_parse_ids(ids_s, &ids, &n)) return 2;
   o.chunk = chunk > 0 ? chunk : n;
   o.quiet = 1;
-  cli_session s;
-  if (n < 1 || (rc = cli_session_open(&s, &o))) {
+  if (n < 1) {
+    fprintf(stderr, "mfaserve logits: --prompt-ids is empty: give at least one token id\n");
     free(ids);
-    return n < 1 ? 2 : rc;
+    return 2;
+  }
+  cli_session s;
+  if ((rc = cli_session_open(&s, &o))) {
+    free(ids);
+    return rc;
   }
   int V = s.info->vocab;
+  if (n > s.max_ctx) {
+    fprintf(stderr, "mfaserve logits: the prompt (%d tokens) exceeds the context limit %d\n", n, s.max_ctx);
+    free(ids);
+    cli_session_close(&s);
+    return 2;
+  }
   float *logits = malloc((size_t)n * V * sizeof *logits);
   rc = logits ? cli_session_feed(&s, ids, n, ENG_LOGITS_ALL, logits) : MFS_ENOMEM;
   if (rc) {

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# setup.sh: everything a fresh Debian 12 machine needs to build and test
+# mfaserve, then a Release build in build/. Idempotent: installs only what is
+# missing and rebuilds incrementally. Run as root (or with sudo available).
+#
+#   scripts/setup.sh            # build deps + build
+#   scripts/setup.sh --test     # also the test-only deps (node, npm packages, promtool, chromium)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_test=0
+[ "${1:-}" = "--test" ] && want_test=1
+
+# Why each package is here:
+#   build-essential cmake ninja-build pkg-config: the C toolchain and build
+#   libopenblas-dev   BLAS for the projections (sgemm/sgemv)
+#   libcjson-dev      config.json, safetensors headers, request/response JSON
+#   libmicrohttpd-dev HTTP/1.1 server (driven from our libuv loop)
+#   libuv1-dev        the event loop
+#   libpcre2-dev      tokenizer pre-tokenizer regexes (Unicode properties)
+#   libutf8proc-dev   NFC normalization for tokenizers that ask for it
+#   python3-numpy     the float64 reference and the model generator (tests, tools)
+#   curl              health checks in scripts and the container
+build_pkgs="build-essential cmake ninja-build pkg-config libopenblas-dev libcjson-dev libmicrohttpd-dev
+            libuv1-dev libpcre2-dev libutf8proc-dev python3-numpy curl"
+#   nodejs npm        tokenizer oracles and the official openai client in e2e tests
+#   prometheus        promtool checks the /metrics output and the Prometheus config
+#   chromium          the dashboard page's end-to-end test
+test_pkgs="nodejs npm prometheus chromium"
+
+pkgs="$build_pkgs"
+[ $want_test = 1 ] && pkgs="$pkgs $test_pkgs"
+missing=""
+for p in $pkgs; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+  echo "setup: installing:$missing"
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
+
+if [ $want_test = 1 ]; then
+  # npm packages for the test oracles and clients (the registry is reachable)
+  for d in tools/tokenizer-oracle tests/server tests/deploy; do
+    if [ -f "$d/package.json" ] && [ ! -d "$d/node_modules" ]; then
+      echo "setup: npm ci in $d"
+      (cd "$d" && npm ci --no-audit --no-fund --loglevel=error)
+    fi
+  done
+fi
+
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build
+echo "setup: built build/mfaserve"
