@@ -114,12 +114,159 @@ static int bench_engine(int argc, char **argv) {
   return 0;
 }
 
+/* Batched decode: N sequences, each with a prefilled prompt, decoding one
+ * token per step together; and how many ctx-token sequences a pool of
+ * --pool-bytes really holds (sequences are reserved until the pool says
+ * full). */
+static int bench_batch(int argc, char **argv) {
+  const char *model = NULL, *kv = "f16", *conc_s = "1,4,16,64";
+  int threads = 0, prompt = 128, steps = 32, reps = 3, json = 0, block = 16, ctx = 1024;
+  uint64_t pool_bytes = 1ull << 30;
+  cli_flag flags[] = {
+      {"model", "MFASERVE_MODEL", CLI_STR, &model, "model directory"},
+      {"threads", "MFASERVE_THREADS", CLI_INT, &threads, "worker threads (0: all cores)"},
+      {"kv-dtype", "MFASERVE_KV_CACHE_DTYPE", CLI_STR, &kv, "KV-cache storage: f16 or f32"},
+      {"block-size", "MFASERVE_BLOCK_SIZE", CLI_INT, &block, "KV-cache block size"},
+      {"concurrency", NULL, CLI_STR, &conc_s, "comma-separated sequence counts"},
+      {"prompt-len", NULL, CLI_INT, &prompt, "tokens in each sequence before decoding"},
+      {"steps", NULL, CLI_INT, &steps, "decode steps timed per concurrency"},
+      {"reps", NULL, CLI_INT, &reps, "repetitions (medians are reported)"},
+      {"pool-bytes", NULL, CLI_BYTES, &pool_bytes, "pool size for the capacity count"},
+      {"capacity-ctx", NULL, CLI_INT, &ctx, "sequence length for the capacity count"},
+      {"json", NULL, CLI_BOOL, &json, "print one JSON object"},
+  };
+  int rc = cli_parse("bench batch", "Measures aggregate decode at several concurrencies and KV capacity.", flags,
+                     sizeof flags / sizeof flags[0], argc, argv, NULL, NULL);
+  if (rc) return rc == CLI_HELP ? 0 : 2;
+  kvc_dtype dt;
+  int32_t *conc;
+  int nconc;
+  if (cli_parse_kv_dtype(kv, &dt) || cli_parse_ids(conc_s, &conc, &nconc) || nconc < 1 || prompt < 1 || steps < 1 ||
+      reps < 1 || block < 1 || ctx < 1) {
+    fprintf(stderr, "mfaserve bench batch: bad flag values (see --help)\n");
+    return 2;
+  }
+  if (!model) {
+    fprintf(stderr, "mfaserve bench batch: pass --model DIR or set MFASERVE_MODEL\n");
+    free(conc);
+    return 2;
+  }
+  eng_model *m;
+  char err[1024];
+  if ((rc = eng_model_load(&m, model, NULL, NULL, err, sizeof err))) {
+    fprintf(stderr, "mfaserve: cannot load model: %s\n", err);
+    free(conc);
+    return rc == MFS_ENOMEM ? 1 : 2;
+  }
+  const eng_model_info *in = eng_model_get_info(m);
+  int maxc = 0;
+  for (int i = 0; i < nconc; i++) maxc = MFS_MAX(maxc, conc[i]);
+  if (prompt + steps + 1 > in->max_pos) {
+    fprintf(stderr, "mfaserve bench batch: prompt-len + steps exceed the model's context\n");
+    eng_model_free(m);
+    free(conc);
+    return 2;
+  }
+  /* capacity: reserve ctx-token sequences in a pool of pool_bytes */
+  kvc_geom g;
+  eng_model_kv_geom(m, block, dt, &g);
+  kvc_pool *cap_pool;
+  long capacity = -1;
+  if (kvc_pool_new(&cap_pool, &g, pool_bytes) == 0) {
+    capacity = 0;
+    for (;;) {
+      kvc_seq *q;
+      if (kvc_seq_new(cap_pool, &q)) break;
+      if (kvc_seq_reserve(cap_pool, q, ctx) != 0) {
+        kvc_seq_free(cap_pool, q);
+        break;
+      }
+      capacity++;
+    }
+    kvc_pool_free(cap_pool); /* frees its sequences too */
+  }
+  eng_ctx *c = NULL;
+  eng_ctx_opts eo = {threads, MFS_MAX(prompt, maxc), maxc, prompt + steps + 1};
+  kvc_pool *pool = NULL;
+  uint64_t need = (uint64_t)maxc * ((prompt + steps + block) / block + 1) * kvc_block_bytes(&g);
+  kvc_seq **seqs = calloc((size_t)maxc, sizeof *seqs);
+  eng_seq_step *st = calloc((size_t)maxc, sizeof *st);
+  int32_t *toks = malloc((size_t)MFS_MAX(prompt, maxc) * sizeof *toks);
+  float *logits = malloc((size_t)maxc * in->vocab * sizeof *logits);
+  double *tps = calloc((size_t)nconc, sizeof *tps), *runs = calloc((size_t)reps, sizeof *runs);
+  if (!seqs || !st || !toks || !logits || !tps || !runs || eng_ctx_new(&c, m, &eo) || kvc_pool_new(&pool, &g, need)) {
+    fprintf(stderr, "mfaserve bench batch: out of memory\n");
+    rc = 1;
+    goto out;
+  }
+  for (int i = 0; i < MFS_MAX(prompt, maxc); i++) toks[i] = (int32_t)((i * 7919u + 13) % (unsigned)in->vocab);
+  for (int ci = 0; ci < nconc; ci++) {
+    int n = conc[ci];
+    for (int r = -1; r < reps; r++) { /* r = -1 warms up (page faults, sleeping workers) */
+      for (int i = 0; i < n; i++) { /* prefill each sequence alone */
+        kvc_seq_new(pool, &seqs[i]);
+        kvc_seq_reserve(pool, seqs[i], prompt);
+        int nb;
+        eng_seq_step one = {0, prompt, kvc_seq_blocks(seqs[i], &nb), ENG_LOGITS_NONE};
+        eng_batch b = {1, &one, toks, pool, NULL};
+        if ((rc = eng_forward(c, &b))) goto out;
+        kvc_seq_commit(pool, seqs[i], toks, prompt);
+      }
+      double t0 = mfs_now();
+      for (int k = 0; k < steps; k++) {
+        for (int i = 0; i < n; i++) {
+          int len = kvc_seq_len(seqs[i]), nb;
+          kvc_seq_reserve(pool, seqs[i], len + 1);
+          st[i] = (eng_seq_step){len, 1, kvc_seq_blocks(seqs[i], &nb), ENG_LOGITS_LAST};
+        }
+        eng_batch b = {n, st, toks, pool, logits};
+        if ((rc = eng_forward(c, &b))) goto out;
+        for (int i = 0; i < n; i++) kvc_seq_commit(pool, seqs[i], toks + i, 1);
+      }
+      if (r >= 0) runs[r] = (double)n * steps / (mfs_now() - t0);
+      for (int i = 0; i < n; i++) kvc_seq_free(pool, seqs[i]);
+    }
+    tps[ci] = median(runs, reps);
+  }
+  if (json) {
+    printf("{\"model\":\"%s\",\"attention\":\"%s\",\"threads\":%d,\"kv_bytes_per_token\":%zu,\"pool_bytes\":%llu,"
+           "\"capacity_ctx\":%d,\"capacity_sequences\":%ld,\"decode\":[",
+           model, eng_attn_name(in->attn), eng_ctx_threads(c), kvc_bytes_per_token(&g),
+           (unsigned long long)pool_bytes, ctx, capacity);
+    for (int ci = 0; ci < nconc; ci++)
+      printf("%s{\"concurrency\":%d,\"tokens_per_s\":%.2f,\"vs_batch1\":%.3f}", ci ? "," : "", conc[ci], tps[ci],
+             tps[ci] / tps[0] * conc[0]);
+    printf("]}\n");
+  } else {
+    printf("model %s: %s attention, %zu KV bytes per token (%s), %d threads\n", model, eng_attn_name(in->attn),
+           kvc_bytes_per_token(&g), kv, eng_ctx_threads(c));
+    printf("capacity: %ld sequences of %d tokens in a %.2f GiB pool\n", capacity, ctx, pool_bytes / 1073741824.0);
+    for (int ci = 0; ci < nconc; ci++)
+      printf("decode at %3d sequences: %9.1f tokens/s aggregate (%.2fx the first row)\n", conc[ci], tps[ci],
+             tps[ci] / tps[0]);
+  }
+out:
+  if (rc > 0 || rc < 0) fprintf(stderr, "mfaserve bench batch: failed: %s\n", mfs_strerror(rc));
+  free(seqs);
+  free(st);
+  free(toks);
+  free(logits);
+  free(tps);
+  free(runs);
+  free(conc);
+  kvc_pool_free(pool);
+  eng_ctx_free(c);
+  eng_model_free(m);
+  return rc ? 1 : 0;
+}
+
 int cmd_bench(int argc, char **argv) {
+  if (argc >= 2 && !strcmp(argv[1], "batch")) return bench_batch(argc - 1, argv + 1);
   if (argc >= 2 && !strcmp(argv[1], "engine")) return bench_engine(argc - 1, argv + 1);
   if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
-    printf("usage: mfaserve bench engine [flags]   (mfaserve bench engine --help)\n");
+    printf("usage: mfaserve bench engine|batch [flags]   (mfaserve bench engine --help)\n");
     return 0;
   }
-  fprintf(stderr, "usage: mfaserve bench engine [flags]\n");
+  fprintf(stderr, "usage: mfaserve bench engine|batch [flags]\n");
   return 2;
 }
