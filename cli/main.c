@@ -14,6 +14,7 @@ static const struct {
     {"bench", cmd_bench, "measure engine speed against this machine's ceilings"},
     {"info", cmd_info, "print a model's shape and KV-cache geometry"},
     {"logits", cmd_logits, "write the logits of every prompt position (for testing)"},
+    {"tokenize", cmd_tokenize, "print the token ids of standard input (or --decode ids)"},
 };
 
 static void usage(FILE *f) {
