@@ -68,26 +68,34 @@ int eng_config_load(eng_config *c, const char *dir, char *err, size_t errlen);
 
 /* ---- weights (model.c) ---- */
 
+/* A weight matrix [rows][cols] as the projections read it: F32, or F16 /
+ * BF16 used in place from the mapping (decode is bandwidth bound, so
+ * 16-bit weights are read as 16-bit and widened in registers). */
+typedef struct eng_mat {
+  const void *p;
+  st_dtype dt;
+} eng_mat;
+
 typedef struct eng_layer {
   const float *attn_norm;   /* [d] */
   const float *ffn_norm;    /* [d] */
-  const float *wq;          /* MFA: q_proj [C, d]; Llama: q_proj [H*hd, d] */
+  eng_mat wq;                /* MFA: q_proj [C, d]; Llama: q_proj [H*hd, d] */
   const float *q_norm;      /* MFA: inter_norm [C] */
-  const float *wq_up;       /* MFA: wq [H*hd, C] */
-  const float *wk;          /* [KV*hd, d] */
-  const float *wv;          /* MFA, Llama: [KV*hd, d]; MFA-KR: NULL (folded) */
-  const float *wo;          /* [d, H*hd]; MFA-KR: o_proj @ M per head */
-  const float *w_gate, *w_up; /* [I, d] */
-  const float *w_down;      /* [d, I] */
+  eng_mat wq_up;             /* MFA: wq [H*hd, C] */
+  eng_mat wk;                /* [KV*hd, d] */
+  eng_mat wv;                /* MFA, Llama: [KV*hd, d]; MFA-KR: NULL (folded) */
+  eng_mat wo;                /* [d, H*hd]; MFA-KR: o_proj @ M per head */
+  eng_mat w_gate, w_up;     /* [I, d] */
+  eng_mat w_down;           /* [d, I] */
 } eng_layer;
 
 struct eng_model {
   eng_model_info info;
   st_set st;
   eng_layer *layers;       /* [L] */
-  const float *embed;      /* [V, d] */
+  eng_mat embed;           /* [V, d] */
   const float *final_norm; /* [d] */
-  const float *lm_head;    /* [V, d] (== embed when tied) */
+  eng_mat lm_head;         /* [V, d] (== embed when tied) */
   void **owned;            /* converted/folded buffers, freed with the model */
   int n_owned, cap_owned;
 };
@@ -121,6 +129,11 @@ void k_f16_to_f32(float *out, const uint16_t *in, size_t n);
 void k_f32_to_f16(uint16_t *out, const float *in, size_t n);
 void k_bf16_to_f32(float *out, const uint16_t *in, size_t n);
 float k_f16_to_f32_1(uint16_t h);
+/* y[n] = beta * y + W[n][k] x[k] for 16-bit W (dt ST_F16 or ST_BF16);
+ * beta 0 never reads y. */
+void k_gemv16(float *y, const uint16_t *w, int n, int k, const float *x, float beta, st_dtype dt);
+/* out[rows][k] = widen(w[rows][k]) */
+void k_widen16(float *out, const uint16_t *w, size_t n, st_dtype dt);
 float k_bf16_to_f32_1(uint16_t h);
 
 #endif

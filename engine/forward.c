@@ -46,6 +46,7 @@ struct eng_ctx {
   float **kbuf, **vbuf;        /* per thread [max_ctx][KV*hd] */
   float **sbuf;                /* per thread [sbuf_elems] scores */
   float **qbuf, **obuf;        /* per thread [max rows per item][hd] */
+  float **wide;                /* per thread [WIDE_ROWS][max k] widened weights */
   size_t sbuf_elems;
   int item_rows_max;
   /* the step being run */
@@ -57,8 +58,8 @@ struct eng_ctx {
 /* ---------------------------------------------------------------- matmul */
 
 typedef struct {
-  const float *w; /* [n][k] */
-  float *out;     /* [rows][n] */
+  eng_mat w;  /* [n][k] */
+  float *out; /* [rows][n] */
   int n;
 } mm_part;
 
@@ -69,13 +70,41 @@ typedef struct {
   int n_parts;
   mm_part parts[3];
   _Atomic int next; /* next unclaimed output column */
+  float **wide;     /* per-thread scratch [WIDE_ROWS][k] for 16-bit weights */
 } mm_job;
+
+#define WIDE_ROWS 32
+
+/* out[rows][a..e) (+)= in W[a..e)^T for one part's column range */
+static void mm_cols(const mm_job *j, const mm_part *pt, int a, int e, float *wide) {
+  size_t k = (size_t)j->k;
+  if (pt->w.dt == ST_F32) {
+    const float *w = (const float *)pt->w.p + (size_t)a * k;
+    if (j->rows == 1)
+      cblas_sgemv(CblasRowMajor, CblasNoTrans, e - a, j->k, 1.0f, w, j->k, j->in, 1, j->beta, pt->out + a, 1);
+    else
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, j->rows, e - a, j->k, 1.0f, j->in, j->k, w, j->k,
+                  j->beta, pt->out + a, pt->n);
+    return;
+  }
+  const uint16_t *w = (const uint16_t *)pt->w.p + (size_t)a * k;
+  if (j->rows == 1) {
+    k_gemv16(pt->out + a, w, e - a, j->k, j->in, j->beta, pt->w.dt);
+    return;
+  }
+  /* several rows: widen a slab of weights once, reuse it for every row */
+  for (int b = a; b < e; b += WIDE_ROWS) {
+    int nb = MFS_MIN(WIDE_ROWS, e - b);
+    k_widen16(wide, (const uint16_t *)pt->w.p + (size_t)b * k, (size_t)nb * k, pt->w.dt);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, j->rows, nb, j->k, 1.0f, j->in, j->k, wide, j->k, j->beta,
+                pt->out + b, pt->n);
+  }
+}
 
 /* Output columns are claimed in chunks from a shared counter, so a worker
  * that starts late (another process had its core) does less, not delays
  * everyone. */
 static void mm_worker(void *arg, int ith, int nth) {
-  (void)ith;
   mm_job *j = arg;
   int total = 0;
   for (int p = 0; p < j->n_parts; p++) total += j->parts[p].n;
@@ -89,20 +118,17 @@ static void mm_worker(void *arg, int ith, int nth) {
       const mm_part *pt = &j->parts[p];
       int a = MFS_MAX(c0, base) - base, e = MFS_MIN(c1, base + pt->n) - base;
       base += pt->n;
-      if (a >= e) continue;
-      const float *w = pt->w + (size_t)a * j->k;
-      if (j->rows == 1)
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, e - a, j->k, 1.0f, w, j->k, j->in, 1, j->beta, pt->out + a, 1);
-      else
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, j->rows, e - a, j->k, 1.0f, j->in, j->k, w, j->k,
-                    j->beta, pt->out + a, pt->n);
+      if (a < e) mm_cols(j, pt, a, e, j->wide[ith]);
     }
   }
 }
 
-static void mm_run(eng_ctx *c, mm_job *j) { tp_pool_run(c->tp, mm_worker, j); }
+static void mm_run(eng_ctx *c, mm_job *j) {
+  j->wide = c->wide;
+  tp_pool_run(c->tp, mm_worker, j);
+}
 
-static void mm1(eng_ctx *c, float *out, const float *in, const float *w, int rows, int k, int n, float beta) {
+static void mm1(eng_ctx *c, float *out, const float *in, eng_mat w, int rows, int k, int n, float beta) {
   mm_job j = {.in = in, .rows = rows, .k = k, .beta = beta, .n_parts = 1, .parts = {{w, out, n}}};
   mm_run(c, &j);
 }
@@ -338,15 +364,18 @@ int eng_forward(eng_ctx *c, const eng_batch *b) {
   c->b = b;
   c->n_rows = rows;
   int d = in->d, hd = in->head_dim, H = in->n_heads, KV = in->n_kv_heads;
-  for (int r = 0; r < rows; r++)
-    memcpy(c->x + (size_t)r * d, m->embed + (size_t)b->tokens[r] * d, (size_t)d * 4);
+  for (int r = 0; r < rows; r++) {
+    size_t off = (size_t)b->tokens[r] * d;
+    if (m->embed.dt == ST_F32) memcpy(c->x + (size_t)r * d, (const float *)m->embed.p + off, (size_t)d * 4);
+    else k_widen16(c->x + (size_t)r * d, (const uint16_t *)m->embed.p + off, (size_t)d, m->embed.dt);
+  }
   for (int l = 0; l < in->n_layers; l++) {
     const eng_layer *ly = &m->layers[l];
     c->layer = l;
     phase(c, PH_ATTN_NORM);
     if (in->attn == ENG_ATTN_MFA || in->attn == ENG_ATTN_MFA_KR) {
       mm_job j = {.in = c->xn, .rows = rows, .k = d, .n_parts = 2, .parts = {{ly->wq, c->qa, in->q_rank}, {ly->wk, c->k, hd}}};
-      if (ly->wv) j.parts[j.n_parts++] = (mm_part){ly->wv, c->v, hd};
+      if (ly->wv.p) j.parts[j.n_parts++] = (mm_part){ly->wv, c->v, hd};
       mm_run(c, &j);
       phase(c, PH_QNORM);
       mm1(c, c->q, c->qa, ly->wq_up, rows, in->q_rank, H * hd, 0.0f);
@@ -386,7 +415,7 @@ static float *falloc(size_t n) {
 void eng_ctx_free(eng_ctx *c) {
   if (!c) return;
   tp_pool_free(c->tp);
-  float **bufs[] = {c->kbuf, c->vbuf, c->sbuf, c->qbuf, c->obuf};
+  float **bufs[] = {c->kbuf, c->vbuf, c->sbuf, c->qbuf, c->obuf, c->wide};
   for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
     if (!bufs[i]) continue;
     for (int t = 0; t < c->nth; t++) free(bufs[i][t]);
@@ -447,11 +476,13 @@ int eng_ctx_new(eng_ctx **out, const eng_model *m, const eng_ctx_opts *o) {
   c->sbuf = calloc((size_t)c->nth, sizeof(float *));
   c->qbuf = calloc((size_t)c->nth, sizeof(float *));
   c->obuf = calloc((size_t)c->nth, sizeof(float *));
-  if (!c->kbuf || !c->vbuf || !c->sbuf || !c->qbuf || !c->obuf) goto fail;
+  c->wide = calloc((size_t)c->nth, sizeof(float *));
+  if (!c->kbuf || !c->vbuf || !c->sbuf || !c->qbuf || !c->obuf || !c->wide) goto fail;
+  size_t kmax = MFS_MAX(MFS_MAX(d, (size_t)in->inter), MFS_MAX(H * hd, C));
   for (int t = 0; t < c->nth; t++)
     if (!(c->kbuf[t] = falloc((size_t)c->max_ctx * KV * hd)) || !(c->vbuf[t] = falloc((size_t)c->max_ctx * KV * hd)) ||
         !(c->sbuf[t] = falloc(c->sbuf_elems)) || !(c->qbuf[t] = falloc((size_t)c->item_rows_max * hd)) ||
-        !(c->obuf[t] = falloc((size_t)c->item_rows_max * hd)))
+        !(c->obuf[t] = falloc((size_t)c->item_rows_max * hd)) || !(c->wide[t] = falloc(WIDE_ROWS * kmax)))
       goto fail;
   *out = c;
   return 0;
@@ -470,7 +501,7 @@ double eng_bench_sgemm(eng_ctx *c, int m, int n, int k, int reps) {
     for (size_t i = 0; i < (size_t)n * k; i++) w[i] = (float)((i * 40503u) % 1000) * 1e-3f - 0.5f;
     for (int r = 0; r < reps + 1; r++) {
       double t0 = mfs_now();
-      mm1(c, o, a, w, m, k, n, 0.0f);
+      mm1(c, o, a, (eng_mat){w, ST_F32}, m, k, n, 0.0f);
       double dt = mfs_now() - t0;
       if (r > 0 && dt < best) best = dt; /* first run warms up */
     }

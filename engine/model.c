@@ -41,9 +41,11 @@ static void fmt_shape(char *buf, size_t len, const int64_t *shape, int nd) {
   if ((size_t)k < len) snprintf(buf + k, len - (size_t)k, "]");
 }
 
-/* Finds name with shape [r] (c == 0) or [r, c] and returns F32 data. */
-static int get_w(eng_model *m, const char *name, int64_t r, int64_t c, const float **out, char *err,
-                 size_t errlen) {
+/* Finds name with shape [r] (c == 0) or [r, c]. With mat != NULL, a
+ * 2-byte-aligned F16/BF16 tensor is returned in place through *mat;
+ * otherwise the data comes back as F32 through *out (in place or a copy). */
+static int get_any(eng_model *m, const char *name, int64_t r, int64_t c, const float **out, eng_mat *mat,
+                   char *err, size_t errlen) {
   const char *file;
   const st_tensor *t = st_set_find(&m->st, name, &file);
   int64_t want[2] = {r, c};
@@ -58,8 +60,13 @@ static int get_w(eng_model *m, const char *name, int64_t r, int64_t c, const flo
   }
   size_t n = (size_t)r * (size_t)(c ? c : 1);
   m->info.n_params += (int64_t)n;
+  if (mat && t->dtype != ST_F32 && ((uintptr_t)t->data & 1) == 0) {
+    *mat = (eng_mat){t->data, t->dtype};
+    return 0;
+  }
   if (t->dtype == ST_F32 && ((uintptr_t)t->data & 3) == 0) {
-    *out = t->data;
+    if (mat) *mat = (eng_mat){t->data, ST_F32};
+    else *out = t->data;
     return 0;
   }
   float *buf = own_alloc(m, n);
@@ -79,14 +86,26 @@ static int get_w(eng_model *m, const char *name, int64_t r, int64_t c, const flo
       buf[i] = k_bf16_to_f32_1(h);
     }
   }
-  *out = buf;
+  if (mat) *mat = (eng_mat){buf, ST_F32};
+  else *out = buf;
   return 0;
 }
 
+static int get_w(eng_model *m, const char *name, int64_t r, int64_t c, const float **out, char *err,
+                 size_t errlen) {
+  return get_any(m, name, r, c, out, NULL, err, errlen);
+}
+
+static int get_mat(eng_model *m, const char *name, int64_t r, int64_t c, eng_mat *out, char *err, size_t errlen) {
+  return get_any(m, name, r, c, NULL, out, err, errlen);
+}
+
+static size_t dt_size(st_dtype dt) { return dt == ST_F32 ? 4 : 2; }
+
 /* MFA-KR: wo[:, h*hd:(h+1)*hd] <- wo[:, h*hd:(h+1)*hd] @ M for every head,
  * M = I + diag(gate) * N, computed in double. */
-static int fold_value_path(eng_model *m, eng_layer *ly, const float *n_mat, const float *gate, char *err,
-                           size_t errlen) {
+static int fold_value_path(eng_model *m, eng_layer *ly, const float *wo_in, const float *n_mat,
+                           const float *gate, char *err, size_t errlen) {
   const eng_model_info *in = &m->info;
   int d = in->d, hd = in->head_dim, H = in->n_heads;
   double *M = malloc((size_t)hd * hd * sizeof *M);
@@ -101,7 +120,7 @@ static int fold_value_path(eng_model *m, eng_layer *ly, const float *n_mat, cons
     for (int j = 0; j < hd; j++) M[i * hd + j] = (i == j) + (double)gate[i] * n_mat[(size_t)i * hd + j];
   for (int r = 0; r < d; r++)
     for (int h = 0; h < H; h++) {
-      const float *src = ly->wo + (size_t)r * H * hd + (size_t)h * hd;
+      const float *src = wo_in + (size_t)r * H * hd + (size_t)h * hd;
       for (int j = 0; j < hd; j++) row[j] = 0;
       for (int i = 0; i < hd; i++) {
         double s = src[i];
@@ -113,7 +132,7 @@ static int fold_value_path(eng_model *m, eng_layer *ly, const float *n_mat, cons
     }
   free(M);
   free(row);
-  ly->wo = wo;
+  ly->wo = (eng_mat){wo, ST_F32};
   return 0;
 }
 
@@ -152,53 +171,60 @@ int eng_model_load(eng_model **out, const char *dir, void (*progress)(double, vo
                 V = in->vocab, C = in->q_rank;
   int mfa = in->attn == ENG_ATTN_MFA || in->attn == ENG_ATTN_MFA_KR;
   int kr = in->attn == ENG_ATTN_MFA_KR;
-  if ((rc = get_w(m, "model.embed_tokens.weight", V, d, &m->embed, err, errlen)) ||
+  if ((rc = get_mat(m, "model.embed_tokens.weight", V, d, &m->embed, err, errlen)) ||
       (rc = get_w(m, "model.norm.weight", d, 0, &m->final_norm, err, errlen)))
     goto fail;
   if (in->tie_embeddings) {
     m->lm_head = m->embed;
-  } else if ((rc = get_w(m, "lm_head.weight", V, d, &m->lm_head, err, errlen))) {
+  } else if ((rc = get_mat(m, "lm_head.weight", V, d, &m->lm_head, err, errlen))) {
     goto fail;
   }
-  int64_t mat_elems = 0;
+  int64_t mat_bytes = 0;
+#define MB(mat, r, c) mat_bytes += (int64_t)(r) * (c) * (int64_t)dt_size((mat).dt)
   for (int l = 0; l < in->n_layers; l++) {
     eng_layer *ly = &m->layers[l];
     char n[160];
 #define W(suffix, r, c, dst)                                                 \
   snprintf(n, sizeof n, "model.layers.%d.%s", l, suffix);                    \
   if ((rc = get_w(m, n, r, c, dst, err, errlen))) goto fail;
+#define M(suffix, r, c, dst)                                                 \
+  snprintf(n, sizeof n, "model.layers.%d.%s", l, suffix);                    \
+  if ((rc = get_mat(m, n, r, c, dst, err, errlen))) goto fail;               \
+  MB(*(dst), r, c);
     W("input_layernorm.weight", d, 0, &ly->attn_norm);
     W("post_attention_layernorm.weight", d, 0, &ly->ffn_norm);
-    W("mlp.gate_proj.weight", I, d, &ly->w_gate);
-    W("mlp.up_proj.weight", I, d, &ly->w_up);
-    W("mlp.down_proj.weight", d, I, &ly->w_down);
-    W("self_attn.o_proj.weight", d, H * hd, &ly->wo);
-    W("self_attn.k_proj.weight", KV * hd, d, &ly->wk);
-    mat_elems += 3 * I * d + d * H * hd + KV * hd * d;
+    M("mlp.gate_proj.weight", I, d, &ly->w_gate);
+    M("mlp.up_proj.weight", I, d, &ly->w_up);
+    M("mlp.down_proj.weight", d, I, &ly->w_down);
+    M("self_attn.k_proj.weight", KV * hd, d, &ly->wk);
     if (mfa) {
-      W("self_attn.q_proj.weight", C, d, &ly->wq);
+      M("self_attn.q_proj.weight", C, d, &ly->wq);
       W("self_attn.inter_norm.weight", C, 0, &ly->q_norm);
-      W("self_attn.wq.weight", H * hd, C, &ly->wq_up);
-      mat_elems += C * d + H * hd * C;
+      M("self_attn.wq.weight", H * hd, C, &ly->wq_up);
       if (kr) {
-        const float *nm, *gate;
+        /* the fold needs o_proj in F32; it is kept in F32 so the fold stays exact */
+        const float *nm, *gate, *wo;
+        W("self_attn.o_proj.weight", d, H * hd, &wo);
         W("self_attn.v_proj.weight", hd, hd, &nm);
         W("self_attn.v_gate", hd, 0, &gate);
-        if ((rc = fold_value_path(m, ly, nm, gate, err, errlen))) goto fail;
+        if ((rc = fold_value_path(m, ly, wo, nm, gate, err, errlen))) goto fail;
+        MB(ly->wo, d, H * hd);
       } else {
-        W("self_attn.v_proj.weight", hd, d, &ly->wv);
-        mat_elems += hd * d;
+        M("self_attn.v_proj.weight", hd, d, &ly->wv);
+        M("self_attn.o_proj.weight", d, H * hd, &ly->wo);
       }
     } else {
-      W("self_attn.q_proj.weight", H * hd, d, &ly->wq);
-      W("self_attn.v_proj.weight", KV * hd, d, &ly->wv);
-      mat_elems += H * hd * d + KV * hd * d;
+      M("self_attn.q_proj.weight", H * hd, d, &ly->wq);
+      M("self_attn.v_proj.weight", KV * hd, d, &ly->wv);
+      M("self_attn.o_proj.weight", d, H * hd, &ly->wo);
     }
 #undef W
+#undef M
     if (progress) progress((double)(l + 1) / in->n_layers, u);
   }
-  mat_elems += V * d;
-  in->weight_bytes_per_token = mat_elems * (int64_t)sizeof(float);
+  MB(m->lm_head, V, d);
+#undef MB
+  in->weight_bytes_per_token = mat_bytes;
   *out = m;
   return 0;
 fail:
