@@ -212,9 +212,16 @@ static void test_cancel_and_limits(void) {
   sched *s = mk(4, 64, pool_bytes(128, 16), 16);
   (void)o;
   sched_request_params p;
-  params(&p, prompts[1], plen[1], 400);
+  params(&p, prompts[1], plen[1], 500);
   CHECK(sched_request_submit(s, &p, &r[0].id) == 0, "submit");
-  usleep(20000);
+  /* cancel as soon as the first token shows, well before max_tokens */
+  sched_event ev[64];
+  int got = 0;
+  for (double t0 = mfs_now(); !got && mfs_now() - t0 < 10;) {
+    int n = sched_events_take(s, ev, 64);
+    for (int i = 0; i < n; i++) got |= ev[i].type == SCHED_EV_TOKEN;
+    if (!n) usleep(100);
+  }
   sched_request_cancel(s, r[0].id);
   run_until_done(s, r, 1, 10);
   CHECK(r[0].done && r[0].why[0] == SCHED_FINISH_CANCELLED, "cancel: done=%d why=%d", r[0].done, r[0].why[0]);
