@@ -58,7 +58,7 @@ static int bench_engine(int argc, char **argv) {
   for (int i = 0; i < prompt + gen; i++) toks[i] = (int32_t)((i * 7919u + 13) % (unsigned)V);
   /* FLOPs per prefill token: 2 per weight of the matrices (not lm_head for
    * all but the last), plus attention (QK and PV over the causal half). */
-  double mat_flops = 2.0 * ((double)in->weight_bytes_per_token / 4 - (double)V * in->d);
+  double mat_flops = 2.0 * ((double)in->matmul_params - (double)V * in->d);
   double attn_flops = 4.0 * in->n_heads * in->head_dim * (prompt / 2.0) * in->n_layers;
   double flops_tok = mat_flops + attn_flops;
   for (int r = 0; r < reps && !rc; r++) {

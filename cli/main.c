@@ -13,6 +13,7 @@ static const struct {
     {"generate", cmd_generate, "generate tokens from a prompt"},
     {"bench", cmd_bench, "measure engine speed against this machine's ceilings"},
     {"info", cmd_info, "print a model's shape and KV-cache geometry"},
+    {"serve", cmd_serve, "serve the model over an OpenAI-compatible HTTP API"},
     {"logits", cmd_logits, "write the logits of every prompt position (for testing)"},
     {"tokenize", cmd_tokenize, "print the token ids of standard input (or --decode ids)"},
 };

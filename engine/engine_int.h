@@ -132,6 +132,7 @@ float k_f16_to_f32_1(uint16_t h);
 /* y[n] = beta * y + W[n][k] x[k] for 16-bit W (dt ST_F16 or ST_BF16);
  * beta 0 never reads y. */
 void k_gemv16(float *y, const uint16_t *w, int n, int k, const float *x, float beta, st_dtype dt);
+void k_gemv32(float *y, const float *w, int n, int k, const float *x, float beta);
 /* out[rows][k] = widen(w[rows][k]) */
 void k_widen16(float *out, const uint16_t *w, size_t n, st_dtype dt);
 float k_bf16_to_f32_1(uint16_t h);

@@ -180,7 +180,8 @@ int eng_model_load(eng_model **out, const char *dir, void (*progress)(double, vo
     goto fail;
   }
   int64_t mat_bytes = 0;
-#define MB(mat, r, c) mat_bytes += (int64_t)(r) * (c) * (int64_t)dt_size((mat).dt)
+#define MB(mat, r, c) \
+  (mat_bytes += (int64_t)(r) * (c) * (int64_t)dt_size((mat).dt), in->matmul_params += (int64_t)(r) * (c))
   for (int l = 0; l < in->n_layers; l++) {
     eng_layer *ly = &m->layers[l];
     char n[160];

@@ -38,6 +38,7 @@ typedef struct eng_model_info {
   char weight_dtype[8];    /* storage dtype of most weights: F32/F16/BF16 */
   int64_t n_params;        /* parameters as stored (lm_head counted once if tied) */
   int64_t weight_bytes_per_token; /* bytes of weights a batch-1 decode step reads, as stored in memory */
+  int64_t matmul_params;          /* weights multiplied per token (projections + lm_head) */
   int kv_k_elems, kv_v_elems;     /* per token per layer, see kvcache.h */
 } eng_model_info;
 

@@ -1,0 +1,93 @@
+/* cmd_serve.c: `mfaserve serve`: the OpenAI-compatible HTTP server. Every
+ * flag has an MFASERVE_* environment twin; exit status 0 after a clean
+ * drain, 1 when the model cannot be loaded or the port cannot be bound, 2
+ * for bad flags. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "common.h"
+#include "server.h"
+
+int cmd_serve(int argc, char **argv) {
+  const char *model = "models/default", *host = "127.0.0.1", *served = NULL, *api_key = NULL;
+  const char *kv_dtype = "f16", *chat_template = "auto", *log_level = "info";
+  int port = 8000, max_num_seqs = 64, max_batched = 2048, max_queued = 256, max_model_len = 0, block_size = 16;
+  int threads = 0;
+  uint64_t kv_bytes = 1ull << 30, max_body = 32ull << 20;
+  double shutdown_timeout = 30;
+  cli_flag flags[] = {
+      {"model", "MFASERVE_MODEL", CLI_STR, &model, "model directory (config.json, safetensors, tokenizer.json)"},
+      {"host", "MFASERVE_HOST", CLI_STR, &host, "address to listen on (numeric IPv4 or IPv6)"},
+      {"port", "MFASERVE_PORT", CLI_INT, &port, "port to listen on (0: any free port)"},
+      {"served-model-name", "MFASERVE_SERVED_MODEL_NAME", CLI_STR, &served,
+       "model id in the API (default: the model directory's name)"},
+      {"api-key", "MFASERVE_API_KEY", CLI_STR, &api_key, "require 'Authorization: Bearer KEY' on /v1/"},
+      {"max-num-seqs", "MFASERVE_MAX_NUM_SEQS", CLI_INT, &max_num_seqs, "sequences in the running batch at most"},
+      {"max-num-batched-tokens", "MFASERVE_MAX_NUM_BATCHED_TOKENS", CLI_INT, &max_batched,
+       "tokens per engine step at most (prefills are chunked to it)"},
+      {"max-queued-requests", "MFASERVE_MAX_QUEUED_REQUESTS", CLI_INT, &max_queued,
+       "waiting requests at most; beyond them 429 with Retry-After"},
+      {"max-model-len", "MFASERVE_MAX_MODEL_LEN", CLI_INT, &max_model_len,
+       "prompt + output tokens at most (0: the model's)"},
+      {"kv-cache-memory", "MFASERVE_KV_CACHE_MEMORY", CLI_BYTES, &kv_bytes, "bytes for the KV-cache pool (K/M/G)"},
+      {"kv-cache-dtype", "MFASERVE_KV_CACHE_DTYPE", CLI_STR, &kv_dtype, "KV-cache storage: f16 or f32"},
+      {"block-size", "MFASERVE_BLOCK_SIZE", CLI_INT, &block_size, "tokens per KV-cache block"},
+      {"threads", "MFASERVE_THREADS", CLI_INT, &threads, "engine worker threads (0: all CPUs)"},
+      {"max-body-bytes", "MFASERVE_MAX_BODY_BYTES", CLI_BYTES, &max_body, "request bodies beyond this get 413"},
+      {"shutdown-timeout", "MFASERVE_SHUTDOWN_TIMEOUT", CLI_DOUBLE, &shutdown_timeout,
+       "seconds running requests get to finish after SIGTERM/SIGINT"},
+      {"chat-template", "MFASERVE_CHAT_TEMPLATE", CLI_STR, &chat_template,
+       "auto (tokenizer_config.json's if recognised, else ChatML), chatml, llama3 or mistral"},
+      {"log-level", "MFASERVE_LOG_LEVEL", CLI_STR, &log_level, "debug, info, warn or error"},
+  };
+  int rc = cli_parse("serve", "Serves the model over an OpenAI-compatible HTTP API.", flags,
+                     (int)(sizeof flags / sizeof flags[0]), argc, argv, NULL, NULL);
+  if (rc) return rc == CLI_HELP ? 0 : 2;
+  mfs_log_level lvl;
+  if (mfs_log_level_parse(log_level, &lvl)) {
+    fprintf(stderr, "mfaserve serve: --log-level '%s': expected debug, info, warn or error\n", log_level);
+    return 2;
+  }
+  mfs_log_set_level(lvl);
+  int f32;
+  if (!strcmp(kv_dtype, "f16")) f32 = 0;
+  else if (!strcmp(kv_dtype, "f32")) f32 = 1;
+  else {
+    fprintf(stderr, "mfaserve serve: --kv-cache-dtype '%s': expected f16 or f32\n", kv_dtype);
+    return 2;
+  }
+  if (max_num_seqs < 1 || max_batched < 1 || max_queued < 0 || block_size < 1 || max_model_len < 0) {
+    fprintf(stderr, "mfaserve serve: --max-num-seqs, --max-num-batched-tokens and --block-size must be >= 1, "
+                    "--max-queued-requests and --max-model-len >= 0\n");
+    return 2;
+  }
+  srv_opts o = {
+      .model_dir = model,
+      .host = host,
+      .port = port,
+      .served_model_name = served,
+      .api_key = api_key,
+      .max_num_seqs = max_num_seqs,
+      .max_num_batched_tokens = max_batched,
+      .max_queued_requests = max_queued,
+      .max_model_len = max_model_len,
+      .kv_cache_bytes = kv_bytes,
+      .kv_cache_f32 = f32,
+      .block_size = block_size,
+      .threads = threads,
+      .max_body_bytes = max_body,
+      .shutdown_timeout = shutdown_timeout,
+      .chat_template = chat_template,
+  };
+  srv *s;
+  char err[512];
+  if ((rc = srv_new(&s, &o, err, sizeof err))) {
+    fprintf(stderr, "mfaserve serve: %s\n", err);
+    return rc == MFS_EINVAL ? 2 : 1;
+  }
+  rc = srv_run(s);
+  srv_free(s);
+  return rc ? 1 : 0;
+}
