@@ -26,6 +26,11 @@ typedef struct cli_flag {
 int cli_parse(const char *cmd, const char *summary, cli_flag *flags, int nflags, int argc,
               char **argv, char ***pos, int *npos);
 
+/* The model directory when --model is not given: $MFASERVE_MODEL is read by
+ * the flag parser; this is the fallback, models/default (the bundled model)
+ * if it exists, else NULL. */
+const char *cli_default_model(void);
+
 /* Parses "5,17,99" into a malloc'd array. 0 or -1 (message printed). */
 int cli_parse_ids(const char *s, int32_t **ids, int *n);
 

@@ -8,6 +8,7 @@
 #include "cli.h"
 #include "common.h"
 #include "session.h"
+#include "tokenizer.h"
 
 /* log-softmax of logits[tok], in double */
 static double logprob_of(const float *logits, int V, int tok) {
@@ -41,6 +42,19 @@ static int pick(const float *logits, int V, double temp, uint64_t *rng) {
 
 static const char *kv_dtype_s = "f16";
 
+/* JSON string literal of UTF-8 text (the tokenizer emits valid UTF-8) */
+static void json_string(const char *t, size_t n) {
+  putchar('"');
+  for (size_t i = 0; i < n; i++) {
+    unsigned char ch = (unsigned char)t[i];
+    if (ch == '"' || ch == '\\') printf("\\%c", ch);
+    else if (ch == '\n') printf("\\n");
+    else if (ch < 0x20) printf("\\u%04x", ch);
+    else putchar(ch);
+  }
+  putchar('"');
+}
+
 #define SESSION_FLAGS(o)                                                                                  \
   {"model", "MFASERVE_MODEL", CLI_STR, &(o).model, "model directory (HF layout)"},                       \
       {"threads", "MFASERVE_THREADS", CLI_INT, &(o).threads, "worker threads (0: all cores)"},           \
@@ -59,13 +73,16 @@ static int finish_opts(cli_session_opts *o) {
 int cmd_generate(int argc, char **argv) {
   cli_session_opts o = {0};
   o.block_size = 16;
-  const char *ids_s = NULL;
-  int max_tokens = 32, json = 0, chunk = 0;
+  o.model = cli_default_model();
+  const char *ids_s = NULL, *text = NULL;
+  int max_tokens = 64, json = 0, chunk = 0, stop_eos = 1;
   double temp = 0;
   int seed = 0;
   cli_flag flags[] = {
       SESSION_FLAGS(o),
+      {"prompt", NULL, CLI_STR, &text, "prompt text (uses the model's tokenizer.json)"},
       {"prompt-ids", NULL, CLI_STR, &ids_s, "prompt as token ids, e.g. 5,17,99"},
+      {"stop-at-eos", NULL, CLI_BOOL, &stop_eos, "stop at the model's end-of-text token"},
       {"max-tokens", NULL, CLI_INT, &max_tokens, "tokens to generate"},
       {"temperature", NULL, CLI_DOUBLE, &temp, "0 for greedy"},
       {"seed", NULL, CLI_INT, &seed, "sampling seed"},
@@ -76,13 +93,27 @@ int cmd_generate(int argc, char **argv) {
                      sizeof flags / sizeof flags[0], argc, argv, NULL, NULL);
   if (rc) return rc == CLI_HELP ? 0 : 2;
   if ((rc = finish_opts(&o))) return rc;
-  if (!ids_s) {
-    fprintf(stderr, "mfaserve generate: give a prompt with --prompt-ids 5,17,99\n");
-    return 2;
-  }
+  if (!ids_s && !text) text = "Once upon a time";
+  tok_tokenizer *tk = NULL;
   int32_t *ids;
   int n;
-  if (cli_parse_ids(ids_s, &ids, &n)) return 2;
+  if (text) {
+    char terr[512];
+    if (!o.model || tok_new(o.model, &tk, terr, sizeof terr)) {
+      fprintf(stderr, "mfaserve generate: --prompt needs the model's tokenizer: %s\n",
+              o.model ? terr : "no model given (pass --model DIR or set MFASERVE_MODEL)");
+      return 2;
+    }
+    size_t nn;
+    unsigned fl = tok_add_bos_default(tk) ? TOK_ADD_BOS : 0;
+    if (tok_encode(tk, text, strlen(text), fl, &ids, &nn)) {
+      tok_free(tk);
+      return 1;
+    }
+    n = (int)nn;
+  } else if (cli_parse_ids(ids_s, &ids, &n)) {
+    return 2;
+  }
   if (n < 1 || max_tokens < 0 || temp < 0) {
     fprintf(stderr, "mfaserve generate: need at least one prompt token, --max-tokens >= 0, --temperature >= 0\n");
     free(ids);
@@ -118,17 +149,52 @@ int cmd_generate(int argc, char **argv) {
   int produced = 0;
   rc = logits && out && lps ? cli_session_feed(&s, ids, n, ENG_LOGITS_LAST, logits) : MFS_ENOMEM;
   t1 = mfs_now();
+  tok_stream *ts = tk && !json ? tok_stream_new(tk, TOK_SKIP_SPECIAL) : NULL;
+  if (ts) {
+    fputs(text, stdout);
+    fflush(stdout);
+  }
   while (!rc && produced < max_tokens) {
     int tok = pick(logits, V, temp, &rng);
     out[produced] = tok;
     lps[produced++] = logprob_of(logits, V, tok);
+    int eos = 0;
+    for (int e = 0; e < s.info->n_eos; e++) eos |= tok == s.info->eos_ids[e];
+    if (tk && tok == tok_eos(tk)) eos = 1;
+    if (ts) {
+      const char *piece;
+      size_t plen;
+      if (tok_stream_feed(ts, tok, &piece, &plen) == 0) fwrite(piece, 1, plen, stdout), fflush(stdout);
+    }
+    if (eos && stop_eos) break;
     if (produced < max_tokens) rc = cli_session_feed(&s, &tok, 1, ENG_LOGITS_LAST, logits);
+  }
+  if (ts) {
+    const char *piece;
+    size_t plen;
+    if (tok_stream_flush(ts, &piece, &plen) == 0) fwrite(piece, 1, plen, stdout);
+    printf("\n");
+    tok_stream_free(ts);
   }
   double t2 = mfs_now();
   if (rc) {
     fprintf(stderr, "mfaserve generate: step failed: %s\n", rc > 0 ? "KV pool full" : mfs_strerror(rc));
   } else if (json) {
-    printf("{\"prompt_ids\":[");
+    if (tk) {
+      char *txt;
+      size_t tl;
+      if (tok_decode(tk, out, (size_t)produced, TOK_SKIP_SPECIAL, &txt, &tl) == 0) {
+        printf("{\"text\":");
+        json_string(txt, tl);
+        printf(",");
+        free(txt);
+      } else {
+        printf("{");
+      }
+    } else {
+      printf("{");
+    }
+    printf("\"prompt_ids\":[");
     for (int i = 0; i < n; i++) printf("%s%d", i ? "," : "", ids[i]);
     printf("],\"token_ids\":[");
     for (int i = 0; i < produced; i++) printf("%s%d", i ? "," : "", out[i]);
@@ -136,8 +202,10 @@ int cmd_generate(int argc, char **argv) {
     for (int i = 0; i < produced; i++) printf("%s%.9g", i ? "," : "", lps[i]);
     printf("],\"prefill_seconds\":%.6f,\"decode_seconds\":%.6f}\n", t1 - t0, t2 - t1);
   } else {
-    for (int i = 0; i < produced; i++) printf("%s%d", i ? " " : "", out[i]);
-    printf("\n");
+    if (!tk) {
+      for (int i = 0; i < produced; i++) printf("%s%d", i ? " " : "", out[i]);
+      printf("\n");
+    }
     fprintf(stderr, "prompt %d tokens in %.3f s, %d generated in %.3f s (%.1f tokens/s)\n", n, t1 - t0,
             produced, t2 - t1, produced > 1 ? (produced - 1) / (t2 - t1) : 0.0);
   }
@@ -145,6 +213,7 @@ int cmd_generate(int argc, char **argv) {
   free(out);
   free(lps);
   free(ids);
+  tok_free(tk);
   cli_session_close(&s);
   return rc ? 1 : 0;
 }

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common.h"
 
@@ -158,4 +159,26 @@ int cli_parse_ids(const char *s, int32_t **ids, int *n) {
   *ids = v;
   *n = (int)k;
   return 0;
+}
+
+const char *cli_default_model(void) {
+  static char path[4096];
+  /* next to the binary's source tree first (build/mfaserve -> models/default),
+   * then the current directory */
+  char exe[2048];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n > 0) {
+    exe[n] = 0;
+    char *slash = strrchr(exe, '/');
+    if (slash) {
+      *slash = 0;
+      snprintf(path, sizeof path, "%s/../models/default/config.json", exe);
+      if (access(path, R_OK) == 0) {
+        snprintf(path, sizeof path, "%s/../models/default", exe);
+        return path;
+      }
+    }
+  }
+  if (access("models/default/config.json", R_OK) == 0) return "models/default";
+  return NULL;
 }
