@@ -1,0 +1,54 @@
+/* server.h: mfaserve's HTTP front end (OpenAI-compatible API).
+ *
+ * One loop thread runs libuv and drives libmicrohttpd without threads of its
+ * own (MHD's epoll descriptor is watched by a uv_poll_t, its timeout kept on
+ * a uv_timer_t). Request bodies are parsed and tokenized on libuv's worker
+ * pool; prepared requests go to the scheduler; its events come back through
+ * uv_async_send and are turned into JSON or Server-Sent Events on the loop.
+ *
+ * Lifecycle: srv_new binds the listening socket (so the address is known and
+ * /health answers 503 while the model loads); srv_run loads the model on a
+ * worker, then serves until SIGTERM/SIGINT and a drain; srv_free releases
+ * everything. All three are called from one thread, which becomes the loop
+ * thread.
+ */
+#ifndef MFS_SERVER_H
+#define MFS_SERVER_H
+
+#include <stdint.h>
+#include <stddef.h>
+
+typedef struct srv_opts {
+  const char *model_dir;     /* HF-style model directory (config, safetensors, tokenizer.json) */
+  const char *host;          /* numeric IPv4/IPv6 address to bind, e.g. "127.0.0.1" */
+  int port;                  /* 0: an ephemeral port (srv_port tells which) */
+  const char *served_model_name; /* NULL: the model directory's base name */
+  const char *api_key;       /* NULL or "": /v1/ is open */
+  int max_num_seqs;
+  int max_num_batched_tokens;
+  int max_queued_requests;   /* waiting requests beyond which submit answers 429 */
+  int max_model_len;         /* <= 0: the model's */
+  uint64_t kv_cache_bytes;
+  int kv_cache_f32;          /* 0: F16 pool, 1: F32 */
+  int block_size;
+  int threads;               /* engine workers; <= 0: all CPUs */
+  uint64_t max_body_bytes;   /* request bodies beyond this get 413 */
+  double shutdown_timeout;   /* seconds running requests get after SIGTERM */
+  const char *chat_template; /* "auto" (default), "chatml", "llama3", "mistral" */
+} srv_opts;
+
+typedef struct srv srv;
+
+/* Copies the options and binds host:port. Returns 0, MFS_EINVAL (bad
+ * option; message in err) or MFS_EIO (cannot listen; message in err). On
+ * failure nothing is left allocated. */
+int srv_new(srv **out, const srv_opts *o, char *err, size_t errlen);
+/* The bound port. */
+int srv_port(const srv *s);
+/* Loads the model (progress logged), serves until a signal and the drain
+ * that follows, then returns 0; a model that fails to load returns its
+ * negative MFS_* error after logging why. */
+int srv_run(srv *s);
+void srv_free(srv *s); /* NULL: no-op */
+
+#endif

@@ -1,0 +1,512 @@
+/* srv_loop.c: the loop thread. libuv owns the thread; libmicrohttpd runs
+ * without threads of its own (MHD_USE_EPOLL, no internal polling thread):
+ * its epoll descriptor is watched by a uv_poll_t and MHD_run is called when
+ * it is readable and when MHD's own timeout (MHD_get_timeout, re-armed after
+ * every run) fires on a uv_timer_t. Code that resumes a connection "kicks"
+ * MHD by arming that timer at 0 so MHD_run happens in the next iteration,
+ * never from inside an MHD callback.
+ *
+ * A suspended connection is not polled by MHD, so MHD cannot see its client
+ * leave; while suspended, a uv_poll_t on the socket waits for UV_DISCONNECT
+ * (EPOLLRDHUP) and cancels the request.
+ *
+ * The model loads on a worker (uv_queue_work) while /health answers 503.
+ * The scheduler wakes the loop with uv_async_send; the loop takes every
+ * queued event at once and routes each to its generation by request id.
+ *
+ * Shutdown (SIGTERM/SIGINT, uv_signal_t): stop admitting (503), let running
+ * requests finish for --shutdown-timeout, abort the rest, wait briefly for
+ * their last bytes to leave, resume every suspended connection (MHD requires
+ * it before MHD_stop_daemon), stop MHD and close every handle. A second
+ * signal skips the wait.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "srv_int.h"
+
+#define LOG(lvl, ...) mfs_log(lvl, "server", __VA_ARGS__)
+
+int srv_accepting(const srv *s) { return s->state == SRV_READY; }
+
+static void mhd_arm(srv *s);
+
+static void on_mhd_timer(uv_timer_t *t) {
+  srv *s = t->data;
+  if (!s->mhd) return;
+  MHD_run(s->mhd);
+  mhd_arm(s);
+}
+
+static void on_mhd_poll(uv_poll_t *p, int status, int events) {
+  (void)status;
+  (void)events;
+  srv *s = p->data;
+  if (!s->mhd) return;
+  MHD_run(s->mhd);
+  mhd_arm(s);
+}
+
+static void mhd_arm(srv *s) {
+  MHD_UNSIGNED_LONG_LONG to;
+  if (MHD_get_timeout(s->mhd, &to) == MHD_YES)
+    uv_timer_start(&s->mhd_timer, on_mhd_timer, to > 60000 ? 60000 : (uint64_t)to, 0);
+  else
+    uv_timer_start(&s->mhd_timer, on_mhd_timer, 1000, 0); /* housekeeping */
+}
+
+void srv_kick(srv *s) {
+  if (s->mhd) uv_timer_start(&s->mhd_timer, on_mhd_timer, 0, 0);
+}
+
+/* ---- connections ---- */
+
+void srv_conn_unref(srv_conn *cc) {
+  if (--cc->refs > 0) return;
+  sb_free(&cc->body);
+  free(cc->resp_body);
+  free(cc);
+}
+
+static void on_watch_closed(uv_handle_t *h) { srv_conn_unref(h->data); }
+
+static void on_watch(uv_poll_t *p, int status, int events) {
+  srv_conn *cc = p->data;
+  if (status >= 0 && !(events & UV_DISCONNECT)) return;
+  uv_poll_stop(p);
+  if (cc->gone || cc->closed) return;
+  cc->gone = 1;
+  LOG(MFS_LOG_DEBUG, "client went away while its request was suspended");
+  if (cc->gen) {
+    srv_gen_detach(cc->gen);
+    cc->gen = NULL;
+  }
+  srv_conn_resume(cc); /* MHD then ends the connection (handler/reader see gone) */
+}
+
+void srv_conn_suspend(srv_conn *cc) {
+  if (cc->suspended || cc->closed) return;
+  MHD_suspend_connection(cc->mc);
+  cc->suspended = 1;
+  if (!cc->watching) {
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(cc->mc, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (ci && uv_poll_init(&cc->s->loop, &cc->watch, ci->connect_fd) == 0) {
+      cc->watch.data = cc;
+      cc->watching = 1;
+      cc->refs++;
+    }
+  }
+  if (cc->watching) uv_poll_start(&cc->watch, UV_DISCONNECT, on_watch);
+}
+
+void srv_conn_resume(srv_conn *cc) {
+  if (!cc->suspended) return;
+  cc->suspended = 0;
+  if (cc->watching) uv_poll_stop(&cc->watch);
+  MHD_resume_connection(cc->mc);
+  srv_kick(cc->s);
+}
+
+/* Called from the request-completed callback: the socket is about to close. */
+void srv_conn_unwatch(srv_conn *cc);
+void srv_conn_unwatch(srv_conn *cc) {
+  if (!cc->watching) return;
+  cc->watching = 0;
+  uv_poll_stop(&cc->watch);
+  uv_close((uv_handle_t *)&cc->watch, on_watch_closed);
+}
+
+/* ---- scheduler events ---- */
+
+static void on_events(uv_async_t *a) {
+  srv *s = a->data;
+  if (!s->sched) return;
+  for (;;) {
+    int n = sched_events_take(s->sched, s->evbuf, s->evcap);
+    for (int i = 0; i < n; i++) {
+      srv_gen *g = srv_idmap_get(&s->map, s->evbuf[i].req);
+      if (!g) continue;
+      srv_gen_event(g, &s->evbuf[i]);
+      if (!g->dirty) {
+        g->dirty = 1;
+        g->dnext = s->dirty;
+        s->dirty = g;
+      }
+    }
+    if (n < s->evcap) break;
+  }
+  while (s->dirty) {
+    srv_gen *g = s->dirty;
+    s->dirty = g->dnext;
+    g->dirty = 0;
+    srv_gen_flush(g); /* may free g */
+  }
+  srv_check_drained(s);
+}
+
+static void notify(void *u) { uv_async_send(u); }
+
+/* ---- model load (worker) ---- */
+
+static void on_progress(double frac, void *u) {
+  srv *s = u;
+  if (frac >= s->load_frac_logged + 0.1 || (frac >= 1.0 && s->load_frac_logged < 1.0)) {
+    s->load_frac_logged = frac;
+    LOG(MFS_LOG_INFO, "loading model: %3.0f%%", frac * 100);
+  }
+}
+
+static void do_load(uv_work_t *w) {
+  srv *s = w->data;
+  double t0 = mfs_now();
+  char err[1024] = "";
+  int rc = eng_model_load(&s->model, s->model_dir, on_progress, s, err, sizeof err);
+  if (rc) {
+    s->load_err = rc;
+    snprintf(s->load_msg, sizeof s->load_msg, "cannot load model %s: %s", s->model_dir, err);
+    return;
+  }
+  s->info = eng_model_get_info(s->model);
+  rc = tok_new(s->model_dir, &s->tok, err, sizeof err);
+  if (rc) {
+    s->load_err = rc;
+    snprintf(s->load_msg, sizeof s->load_msg, "cannot load the tokenizer: %s", err);
+    return;
+  }
+  if (tok_vocab_size(s->tok) > s->info->vocab) {
+    s->load_err = MFS_EFORMAT;
+    snprintf(s->load_msg, sizeof s->load_msg, "tokenizer has %d ids but the model's vocab is %d",
+             (int)tok_vocab_size(s->tok), s->info->vocab);
+    return;
+  }
+  sched_opts so = {
+      .max_num_seqs = s->o.max_num_seqs,
+      .max_num_batched_tokens = s->o.max_num_batched_tokens,
+      .max_queued = s->o.max_queued_requests,
+      .max_model_len = s->o.max_model_len,
+      .block_size = s->o.block_size,
+      .kv_bytes = s->o.kv_cache_bytes,
+      .kv_dtype = s->o.kv_cache_f32 ? KVC_F32 : KVC_F16,
+      .n_threads = s->o.threads,
+      .event_capacity = 0,
+      .notify = notify,
+      .notify_u = &s->ev_async,
+  };
+  rc = sched_new(&s->sched, s->model, &so);
+  if (rc) {
+    s->load_err = rc;
+    snprintf(s->load_msg, sizeof s->load_msg,
+             "cannot start the scheduler (%s): check --kv-cache-memory, --block-size, --max-num-seqs, "
+             "--max-num-batched-tokens, --max-model-len",
+             mfs_strerror(rc));
+    return;
+  }
+  LOG(MFS_LOG_INFO, "model, tokenizer and KV pool ready in %.2f s", mfs_now() - t0);
+}
+
+static void begin_stop(srv *s);
+
+static void after_load(uv_work_t *w, int status) {
+  srv *s = w->data;
+  if (status == UV_ECANCELED && !s->load_err) {
+    s->load_err = MFS_ESTATE;
+    snprintf(s->load_msg, sizeof s->load_msg, "model load cancelled");
+  }
+  if (s->load_err) {
+    LOG(MFS_LOG_ERROR, "%s", s->load_msg);
+    begin_stop(s);
+    return;
+  }
+  sched_stats st;
+  sched_get_stats(s->sched, &st);
+  s->max_model_len = st.max_model_len;
+  char msg[256];
+  if (srv_tmpl_pick(s, msg, sizeof msg) < 0) {
+    LOG(MFS_LOG_ERROR, "%s", msg);
+    s->load_err = MFS_EINVAL;
+    begin_stop(s);
+    return;
+  }
+  const eng_model_info *in = s->info;
+  s->n_eos = 0;
+  for (int i = 0; i < in->n_eos && s->n_eos < 8; i++) s->eos[s->n_eos++] = in->eos_ids[i];
+  int32_t te = tok_eos(s->tok);
+  int have = 0;
+  for (int i = 0; i < s->n_eos; i++) have |= s->eos[i] == te;
+  if (te >= 0 && !have) s->eos[s->n_eos++] = te;
+  LOG(MFS_LOG_INFO, "model %s: %s, %s attention, d=%d layers=%d heads=%d head_dim=%d vocab=%d, %.1fM params (%s)",
+      s->served, in->arch, eng_attn_name(in->attn), in->d, in->n_layers, in->n_heads, in->head_dim, in->vocab,
+      in->n_params / 1e6, in->weight_dtype);
+  LOG(MFS_LOG_INFO,
+      "KV pool: %lld blocks of %d tokens = %lld tokens, %lld bytes per token (%s), %.1f MiB; max_model_len %d, "
+      "max_num_seqs %d; chat template %s",
+      (long long)st.kv.blocks_total, st.block_size, (long long)st.kv.tokens_capacity,
+      (long long)st.kv.bytes_per_token, s->o.kv_cache_f32 ? "f32" : "f16",
+      (double)st.kv.blocks_total * st.block_size * st.kv.bytes_per_token / (1024.0 * 1024.0), st.max_model_len,
+      st.max_num_seqs, msg);
+  if (s->state == SRV_LOADING) {
+    s->state = SRV_READY;
+    LOG(MFS_LOG_INFO, "ready: serving %s on http://%s:%d", s->served, s->host, s->port);
+  } else {
+    begin_stop(s); /* a signal came during the load */
+  }
+}
+
+/* ---- shutdown ---- */
+
+static void close_all(srv *s);
+
+static void on_stop_timer(uv_timer_t *t) {
+  srv *s = t->data;
+  /* wait (bounded) until no connection has a response still to send */
+  int busy = 0;
+  for (srv_conn *c = s->conns; c; c = c->next) busy |= c->gen != NULL || c->resp_ready || c->streaming;
+  if ((busy || s->jobs) && mfs_now() - s->t_drain < 3.0) return;
+  uv_timer_stop(t);
+  close_all(s);
+}
+
+static void begin_stop(srv *s) {
+  if (s->state == SRV_STOPPING || s->state == SRV_FAILED) return;
+  s->state = s->load_err ? SRV_FAILED : SRV_STOPPING;
+  uv_timer_stop(&s->drain_timer);
+  if (s->sched) sched_abort_all(s->sched);
+  s->t_drain = mfs_now();
+  uv_timer_start(&s->stop_timer, on_stop_timer, 20, 20);
+}
+
+void srv_check_drained(srv *s) {
+  if (s->state == SRV_DRAINING && !s->gens && !s->jobs) {
+    LOG(MFS_LOG_INFO, "drained: every request finished");
+    begin_stop(s);
+  }
+}
+
+static void on_drain_timeout(uv_timer_t *t) {
+  srv *s = t->data;
+  if (s->state != SRV_DRAINING) return;
+  LOG(MFS_LOG_WARN, "shutdown timeout (%.1f s): aborting the requests still running", s->o.shutdown_timeout);
+  begin_stop(s);
+}
+
+static void on_signal(uv_signal_t *h, int signum) {
+  srv *s = h->data;
+  if (s->state == SRV_LOADING) {
+    LOG(MFS_LOG_INFO, "%s during model load: stopping once it ends", signum == SIGINT ? "SIGINT" : "SIGTERM");
+    s->state = SRV_DRAINING;
+    return;
+  }
+  if (s->state == SRV_READY) {
+    LOG(MFS_LOG_INFO, "%s: draining (no new requests; running ones get %.1f s)", signum == SIGINT ? "SIGINT" : "SIGTERM",
+        s->o.shutdown_timeout);
+    s->state = SRV_DRAINING;
+    sched_drain(s->sched);
+    uv_timer_start(&s->drain_timer, on_drain_timeout, (uint64_t)(s->o.shutdown_timeout * 1000), 0);
+    srv_check_drained(s);
+    return;
+  }
+  if (s->state == SRV_DRAINING) {
+    LOG(MFS_LOG_INFO, "second signal: aborting now");
+    begin_stop(s);
+  }
+}
+
+static void close_all(srv *s) {
+  /* MHD_stop_daemon must not see suspended connections */
+  for (srv_conn *c = s->conns; c; c = c->next) {
+    c->gone = 1;
+    srv_conn_resume(c);
+  }
+  if (s->mhd) {
+    MHD_run(s->mhd);
+    struct MHD_Daemon *d = s->mhd;
+    s->mhd = NULL;
+    uv_poll_stop(&s->mhd_poll);
+    MHD_stop_daemon(d); /* runs the completed callbacks of what is left */
+  }
+  if (s->sched) { /* no notify after this */
+    sched_free(s->sched);
+    s->sched = NULL;
+  }
+  while (s->gens) srv_gen_free(s->gens);
+  uv_close((uv_handle_t *)&s->mhd_poll, NULL);
+  uv_close((uv_handle_t *)&s->mhd_timer, NULL);
+  uv_close((uv_handle_t *)&s->drain_timer, NULL);
+  uv_close((uv_handle_t *)&s->stop_timer, NULL);
+  uv_close((uv_handle_t *)&s->ev_async, NULL);
+  uv_close((uv_handle_t *)&s->sig_term, NULL);
+  uv_close((uv_handle_t *)&s->sig_int, NULL);
+  LOG(MFS_LOG_INFO, "stopped");
+}
+
+/* ---- lifecycle ---- */
+
+static void mhd_logger(void *cls, const char *fmt, va_list ap) {
+  (void)cls;
+  char msg[512];
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  size_t n = strlen(msg);
+  while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r')) msg[--n] = 0;
+  LOG(MFS_LOG_DEBUG, "microhttpd: %s", msg);
+}
+
+static char *dupstr(const char *x) { return x ? strdup(x) : NULL; }
+
+int srv_new(srv **out, const srv_opts *o, char *err, size_t errlen) {
+  *out = NULL;
+  if (!o->model_dir || !*o->model_dir) {
+    snprintf(err, errlen, "no model directory");
+    return MFS_EINVAL;
+  }
+  if (o->port < 0 || o->port > 65535) {
+    snprintf(err, errlen, "--port %d is not in 0..65535", o->port);
+    return MFS_EINVAL;
+  }
+  if (o->max_body_bytes < 64) {
+    snprintf(err, errlen, "--max-body-bytes must be at least 64");
+    return MFS_EINVAL;
+  }
+  if (o->shutdown_timeout < 0) {
+    snprintf(err, errlen, "--shutdown-timeout must be >= 0");
+    return MFS_EINVAL;
+  }
+  const char *tn = o->chat_template && *o->chat_template ? o->chat_template : "auto";
+  if (strcmp(tn, "auto") && strcmp(tn, "chatml") && strcmp(tn, "llama3") && strcmp(tn, "mistral")) {
+    snprintf(err, errlen, "--chat-template '%s': expected auto, chatml, llama3 or mistral", tn);
+    return MFS_EINVAL;
+  }
+  union {
+    struct sockaddr sa;
+    struct sockaddr_in v4;
+    struct sockaddr_in6 v6;
+  } addr;
+  memset(&addr, 0, sizeof addr);
+  const char *host = o->host && *o->host ? o->host : "127.0.0.1";
+  int v6 = 0;
+  if (inet_pton(AF_INET, host, &addr.v4.sin_addr) == 1) {
+    addr.v4.sin_family = AF_INET;
+    addr.v4.sin_port = htons((uint16_t)o->port);
+  } else if (inet_pton(AF_INET6, host, &addr.v6.sin6_addr) == 1) {
+    addr.v6.sin6_family = AF_INET6;
+    addr.v6.sin6_port = htons((uint16_t)o->port);
+    v6 = 1;
+  } else {
+    snprintf(err, errlen, "--host '%s' is not a numeric IPv4 or IPv6 address", host);
+    return MFS_EINVAL;
+  }
+  srv *s = calloc(1, sizeof *s);
+  if (!s) return MFS_ENOMEM;
+  s->o = *o;
+  s->host = dupstr(host);
+  s->model_dir = dupstr(o->model_dir);
+  s->api_key = o->api_key && *o->api_key ? dupstr(o->api_key) : NULL;
+  s->chat_template_name = dupstr(tn);
+  s->o.host = s->host;
+  s->o.model_dir = s->model_dir;
+  s->o.api_key = s->api_key;
+  s->o.chat_template = s->chat_template_name;
+  if (o->served_model_name && *o->served_model_name) {
+    snprintf(s->served, sizeof s->served, "%s", o->served_model_name);
+  } else {
+    char rp[PATH_MAX];
+    const char *p = realpath(o->model_dir, rp) ? rp : o->model_dir;
+    size_t n = strlen(p);
+    while (n > 1 && p[n - 1] == '/') n--;
+    size_t b = n;
+    while (b > 0 && p[b - 1] != '/') b--;
+    snprintf(s->served, sizeof s->served, "%.*s", (int)(n - b), p + b);
+  }
+  s->evcap = 1024;
+  s->evbuf = calloc((size_t)s->evcap, sizeof *s->evbuf);
+  if (!s->host || !s->model_dir || !s->chat_template_name || !s->evbuf || (o->api_key && *o->api_key && !s->api_key)) {
+    srv_free(s);
+    return MFS_ENOMEM;
+  }
+  if (uv_loop_init(&s->loop)) {
+    snprintf(err, errlen, "cannot create the event loop");
+    free(s->evbuf);
+    free(s->host);
+    free(s->model_dir);
+    free(s->api_key);
+    free(s->chat_template_name);
+    free(s);
+    return MFS_EIO;
+  }
+  s->mhd = MHD_start_daemon(MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG | (v6 ? MHD_USE_IPv6 : 0),
+                            (uint16_t)o->port, NULL, NULL, srv_http_access, s, MHD_OPTION_EXTERNAL_LOGGER,
+                            mhd_logger, s, MHD_OPTION_SOCK_ADDR, &addr.sa, MHD_OPTION_NOTIFY_COMPLETED,
+                            srv_http_completed, s, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)300, MHD_OPTION_END);
+  if (!s->mhd) {
+    snprintf(err, errlen, "cannot listen on %s:%d: %s", host, o->port, strerror(errno ? errno : EADDRINUSE));
+    srv_free(s);
+    return MFS_EIO;
+  }
+  const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_BIND_PORT);
+  s->port = di ? di->port : o->port;
+  srv_metrics_init(s);
+  *out = s;
+  return 0;
+}
+
+int srv_port(const srv *s) { return s->port; }
+
+int srv_run(srv *s) {
+  signal(SIGPIPE, SIG_IGN);
+  const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_EPOLL_FD);
+  if (!di) {
+    LOG(MFS_LOG_ERROR, "microhttpd gave no epoll descriptor");
+    return MFS_EIO;
+  }
+  uv_poll_init(&s->loop, &s->mhd_poll, di->epoll_fd);
+  s->mhd_poll.data = s;
+  uv_poll_start(&s->mhd_poll, UV_READABLE, on_mhd_poll);
+  uv_timer_init(&s->loop, &s->mhd_timer);
+  uv_timer_init(&s->loop, &s->drain_timer);
+  uv_timer_init(&s->loop, &s->stop_timer);
+  s->mhd_timer.data = s->drain_timer.data = s->stop_timer.data = s;
+  uv_async_init(&s->loop, &s->ev_async, on_events);
+  s->ev_async.data = s;
+  uv_signal_init(&s->loop, &s->sig_term);
+  uv_signal_init(&s->loop, &s->sig_int);
+  s->sig_term.data = s->sig_int.data = s;
+  uv_signal_start(&s->sig_term, on_signal, SIGTERM);
+  uv_signal_start(&s->sig_int, on_signal, SIGINT);
+  LOG(MFS_LOG_INFO, "listening on http://%s%s%s:%d (loading %s)", strchr(s->host, ':') ? "[" : "", s->host,
+      strchr(s->host, ':') ? "]" : "", s->port, s->model_dir);
+  s->load_work.data = s;
+  uv_queue_work(&s->loop, &s->load_work, do_load, after_load);
+  mhd_arm(s);
+  uv_run(&s->loop, UV_RUN_DEFAULT);
+  return s->load_err;
+}
+
+void srv_free(srv *s) {
+  if (!s) return;
+  if (s->mhd) { /* srv_run never ran (or never got going) */
+    MHD_stop_daemon(s->mhd);
+    s->mhd = NULL;
+  }
+  if (s->sched) sched_free(s->sched);
+  while (s->gens) srv_gen_free(s->gens);
+  uv_run(&s->loop, UV_RUN_NOWAIT);
+  uv_loop_close(&s->loop);
+  tok_free(s->tok);
+  eng_model_free(s->model);
+  srv_idmap_free(&s->map);
+  free(s->evbuf);
+  free(s->host);
+  free(s->model_dir);
+  free(s->api_key);
+  free(s->chat_template_name);
+  free(s);
+}

@@ -1,0 +1,165 @@
+/* srv_metrics.c: /metrics in Prometheus text format (prefix "mfaserve:",
+ * vLLM's names and meanings) and the /v1/cache/stats JSON for the cache
+ * dashboard. Counts come from sched_get_stats; finished requests by reason
+ * and the latency histograms are kept here, from event timestamps, because
+ * the reason a user sees (a stop string) is decided here. Loop thread. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "srv_int.h"
+
+static void hist_init(srv_hist *h, const char *name, const char *help, const double *le, int n) {
+  memset(h, 0, sizeof *h);
+  h->name = name;
+  h->help = help;
+  h->n = n;
+  memcpy(h->le, le, (size_t)n * sizeof *le);
+}
+
+void srv_metrics_init(srv *s) {
+  static const double ttft[] = {0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75,
+                                1.0,   2.5,   5.0,  7.5,  10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0};
+  static const double itl[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3,
+                               0.4,   0.5,    0.75,  1.0,  2.5,   5.0,  7.5,   10.0, 20.0, 40.0, 80.0};
+  static const double e2e[] = {0.01, 0.05, 0.1, 0.3,  0.5,  0.8,  1.0,  1.5,   2.0,   2.5,   5.0,
+                               10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0, 480.0, 960.0};
+  hist_init(&s->h_ttft, "time_to_first_token_seconds", "Time from arrival to the first generated token.", ttft,
+            (int)(sizeof ttft / sizeof ttft[0]));
+  hist_init(&s->h_itl, "inter_token_latency_seconds", "Time between consecutive generated tokens of a sequence.", itl,
+            (int)(sizeof itl / sizeof itl[0]));
+  hist_init(&s->h_e2e, "e2e_request_latency_seconds", "Time from arrival to the last token.", e2e,
+            (int)(sizeof e2e / sizeof e2e[0]));
+  hist_init(&s->h_queue, "request_queue_time_seconds", "Time a request waited before it was first scheduled.", e2e,
+            (int)(sizeof e2e / sizeof e2e[0]));
+}
+
+static void metric(sb *o, const char *type, const char *name, const char *help) {
+  sb_printf(o, "# HELP mfaserve:%s %s\n# TYPE mfaserve:%s %s\n", name, help, name, type);
+}
+
+static void label_model(sb *o, const srv *s) {
+  sb_puts(o, "model_name=");
+  sb_json_str(o, s->served, strlen(s->served)); /* a JSON string is a valid label value here */
+}
+
+static void gauge(sb *o, const srv *s, const char *name, const char *help, double v) {
+  metric(o, "gauge", name, help);
+  sb_printf(o, "mfaserve:%s{", name);
+  label_model(o, s);
+  sb_printf(o, "} %.17g\n", v);
+}
+
+static void counter(sb *o, const srv *s, const char *name, const char *help, double v) {
+  metric(o, "counter", name, help);
+  sb_printf(o, "mfaserve:%s{", name);
+  label_model(o, s);
+  sb_printf(o, "} %.17g\n", v);
+}
+
+static void hist(sb *o, const srv *s, const srv_hist *h) {
+  metric(o, "histogram", h->name, h->help);
+  uint64_t cum = 0;
+  for (int i = 0; i < h->n; i++) {
+    cum += h->count[i];
+    sb_printf(o, "mfaserve:%s_bucket{", h->name);
+    label_model(o, s);
+    sb_printf(o, ",le=\"%g\"} %llu\n", h->le[i], (unsigned long long)cum);
+  }
+  sb_printf(o, "mfaserve:%s_bucket{", h->name);
+  label_model(o, s);
+  sb_printf(o, ",le=\"+Inf\"} %llu\n", (unsigned long long)h->total);
+  sb_printf(o, "mfaserve:%s_sum{", h->name);
+  label_model(o, s);
+  sb_printf(o, "} %.17g\n", h->sum);
+  sb_printf(o, "mfaserve:%s_count{", h->name);
+  label_model(o, s);
+  sb_printf(o, "} %llu\n", (unsigned long long)h->total);
+}
+
+void srv_metrics_text(srv *s, sb *o) {
+  sched_stats st;
+  memset(&st, 0, sizeof st);
+  if (s->sched) sched_get_stats(s->sched, &st);
+  const kvc_stats *kv = &st.kv;
+  gauge(o, s, "num_requests_running", "Requests in the running batch.", st.running);
+  gauge(o, s, "num_requests_waiting", "Requests waiting to be scheduled.", st.waiting);
+  gauge(o, s, "kv_cache_usage_perc", "Fraction of KV-cache blocks in use (0..1).",
+        kv->blocks_total ? (double)kv->blocks_used / (double)kv->blocks_total : 0.0);
+  gauge(o, s, "kv_cache_num_blocks", "KV-cache blocks in the pool (total).", (double)kv->blocks_total);
+  gauge(o, s, "kv_cache_used_blocks", "KV-cache blocks referenced by sequences.", (double)kv->blocks_used);
+  gauge(o, s, "kv_cache_cached_blocks", "KV-cache blocks free but still holding a reusable prefix.",
+        (double)kv->blocks_cached_free);
+  gauge(o, s, "kv_cache_bytes_per_token", "KV-cache bytes one token takes over all layers.",
+        (double)kv->bytes_per_token);
+  gauge(o, s, "server_ready", "1 when serving, 0 while loading or draining.", s->state == SRV_READY);
+  counter(o, s, "prompt_tokens_total", "Prompt tokens computed (prefix-cache hits excluded).",
+          (double)st.prompt_tokens_total);
+  counter(o, s, "generation_tokens_total", "Generated tokens.", (double)st.generation_tokens_total);
+  counter(o, s, "num_preemptions_total", "Sequences preempted (blocks freed, recomputed later).",
+          (double)st.preemptions_total);
+  counter(o, s, "prefix_cache_queries_total", "Prompt tokens looked up in the prefix cache.",
+          (double)kv->prefix_queries_tokens);
+  counter(o, s, "prefix_cache_hits_total", "Prompt tokens found in the prefix cache.", (double)kv->prefix_hits_tokens);
+  static const char *reasons[] = {"stop", "length", "abort", "error"};
+  metric(o, "counter", "request_success_total", "Finished choices by finish reason.");
+  for (int i = 0; i < 4; i++) {
+    sb_puts(o, "mfaserve:request_success_total{");
+    label_model(o, s);
+    sb_printf(o, ",finished_reason=\"%s\"} %llu\n", reasons[i], (unsigned long long)s->finished[i]);
+  }
+  counter(o, s, "http_requests_total", "HTTP requests received.", (double)s->http_requests);
+  hist(o, s, &s->h_ttft);
+  hist(o, s, &s->h_itl);
+  hist(o, s, &s->h_e2e);
+  hist(o, s, &s->h_queue);
+}
+
+void srv_cache_stats_json(srv *s, sb *o) {
+  sched_stats st;
+  sched_get_stats(s->sched, &st);
+  const kvc_stats *kv = &st.kv;
+  int nb = (int)kv->blocks_total, max_seqs = st.max_num_seqs > 0 ? st.max_num_seqs : 256;
+  int max_table = (s->max_model_len + st.block_size - 1) / (st.block_size > 0 ? st.block_size : 1) + 1;
+  uint8_t *state = malloc((size_t)(nb ? nb : 1));
+  uint16_t *refs = malloc((size_t)(nb ? nb : 1) * sizeof *refs);
+  sched_seq_view *seqs = malloc((size_t)max_seqs * sizeof *seqs);
+  int32_t *tables = malloc((size_t)max_seqs * (size_t)max_table * sizeof *tables);
+  int n_seqs = 0, n = 0;
+  if (state && refs && seqs && tables)
+    n = sched_cache_snapshot(s->sched, state, refs, nb, seqs, max_seqs, &n_seqs, tables, max_table);
+  const char *attn = s->info ? eng_attn_name(s->info->attn) : "";
+  sb_puts(o, "{\"model\":");
+  sb_json_str(o, s->served, strlen(s->served));
+  sb_printf(o, ",\"attention\":\"%s\",\"block_size\":%d,\"kv_bytes_per_token\":%lld,\"max_model_len\":%d", attn,
+            st.block_size, (long long)kv->bytes_per_token, s->max_model_len);
+  sb_printf(o, ",\"blocks\":{\"total\":%lld,\"used\":%lld,\"cached\":%lld,\"free\":%lld}", (long long)kv->blocks_total,
+            (long long)kv->blocks_used, (long long)kv->blocks_cached_free, (long long)kv->blocks_free);
+  sb_puts(o, ",\"usage\":");
+  sb_json_num(o, kv->blocks_total ? (double)kv->blocks_used / (double)kv->blocks_total : 0.0);
+  sb_puts(o, ",\"block_states\":\"");
+  for (int i = 0; i < n; i++) {
+    char ch = state[i] == 0 ? '0' : state[i] == 1 ? '1' : (char)('0' + MFS_MAX(2, MFS_MIN(9, (int)refs[i] + 1)));
+    sb_put(o, &ch, 1);
+  }
+  sb_puts(o, "\",\"sequences\":[");
+  for (int i = 0; i < n_seqs; i++) {
+    if (i) sb_puts(o, ",");
+    sb_printf(o, "{\"request_id\":%llu,\"choice\":%d,\"tokens\":%d,\"blocks\":[", (unsigned long long)seqs[i].req,
+              seqs[i].choice, seqs[i].n_tokens);
+    int nt = MFS_MIN(seqs[i].n_blocks, max_table);
+    for (int k = 0; k < nt; k++) sb_printf(o, k ? ",%d" : "%d", (int)tables[(size_t)i * max_table + k]);
+    sb_puts(o, "]}");
+  }
+  sb_printf(o, "],\"requests\":{\"running\":%d,\"waiting\":%d}", st.running, st.waiting);
+  sb_printf(o, ",\"prefix_cache\":{\"queries\":%lld,\"hits\":%lld}", (long long)kv->prefix_queries_tokens,
+            (long long)kv->prefix_hits_tokens);
+  sb_printf(o, ",\"tokens\":{\"prompt_total\":%lld,\"generation_total\":%lld}", (long long)st.prompt_tokens_total,
+            (long long)st.generation_tokens_total);
+  sb_printf(o, ",\"preemptions\":%lld,\"time\":%.3f}", (long long)st.preemptions_total, (double)time(NULL));
+  free(state);
+  free(refs);
+  free(seqs);
+  free(tables);
+}
