@@ -73,7 +73,7 @@ typedef struct {
   float **wide;     /* per-thread scratch [WIDE_ROWS][k] for 16-bit weights */
 } mm_job;
 
-#define WIDE_ROWS 32
+#define WIDE_ROWS 256
 
 /* out[rows][a..e) (+)= in W[a..e)^T for one part's column range */
 static void mm_cols(const mm_job *j, const mm_part *pt, int a, int e, float *wide) {
@@ -108,8 +108,11 @@ static void mm_worker(void *arg, int ith, int nth) {
   mm_job *j = arg;
   int total = 0;
   for (int p = 0; p < j->n_parts; p++) total += j->parts[p].n;
-  int chunk = (total + 4 * nth - 1) / (4 * nth);
-  chunk = MFS_MAX(16, (chunk + 15) & ~15);
+  /* decode (1 row): small chunks balance the streaming; several rows: big
+   * chunks so each sgemm call amortises packing its input */
+  int parts_per_thread = j->rows == 1 ? 4 : 2;
+  int chunk = (total + parts_per_thread * nth - 1) / (parts_per_thread * nth);
+  chunk = MFS_MAX(j->rows == 1 ? 16 : 64, (chunk + 15) & ~15);
   for (;;) {
     int c0 = atomic_fetch_add(&j->next, chunk);
     if (c0 >= total) break;
