@@ -44,6 +44,7 @@ PKG_MAP = {
     "libmicrohttpd": ("libmicrohttpd-dev", "libmicrohttpd12"),
     "libuv": ("libuv1-dev", "libuv1"),
     "zlib": ("zlib1g-dev", "zlib1g"),
+    "libcurl": ("libcurl4-openssl-dev", "libcurl4"),
 }
 
 
