@@ -419,4 +419,5 @@ void srv_http_completed(void *cls, struct MHD_Connection *mc, void **con_cls, en
   s->n_conns--;
   srv_conn_unwatch(cc);
   srv_conn_unref(cc);
+  srv_check_drained(s);
 }

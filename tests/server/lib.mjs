@@ -113,7 +113,7 @@ export async function sse(res, onEvent) {
         const d = line.slice(6);
         const ev = d === '[DONE]' ? d : JSON.parse(d);
         events.push(ev);
-        if (onEvent && onEvent(ev) === false) return events;
+        if (onEvent && (await onEvent(ev)) === false) return events;
       }
     }
   }

@@ -9,7 +9,7 @@ py=/usr/bin/python3
 [ -x $py ] || py=python3
 rm -rf "$out"
 $py "$src/tools/make_model.py" --attention mfa-kr --dtype f32 --hidden-size 64 --layers 2 --heads 4 \
-  --head-dim 16 --vocab 300 --max-pos 1024 --out "$out" >/dev/null
+  --head-dim 16 --vocab 300 --max-pos 4096 --out "$out" >/dev/null
 $py "$src/tests/server/make_tokenizer.py" "$out"
 $py - "$out/config.json" <<'PY'
 import json, sys

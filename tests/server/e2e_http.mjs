@@ -1,0 +1,197 @@
+// e2e_http.mjs: plain HTTP against the real server: raw error cases and
+// their status codes, 413, /tokenize and /detokenize, concurrent streams,
+// a client disconnecting mid-stream (its blocks must be freed), /metrics
+// (checked with promtool when installed) and /v1/cache/stats.
+import { spawnSync } from 'node:child_process';
+import { args, startServer, test, run, post, sse, metric, assert, eq, sleep } from './lib.mjs';
+
+const { bin, model } = args();
+const srv = await startServer(bin, model, ['--max-body-bytes', '16384', '--max-model-len', '4096']);
+const B = srv.base;
+
+function isError(r, status, type) {
+  eq(r.status, status, 'status for ' + r.text);
+  assert(r.json && r.json.error, 'error object: ' + r.text);
+  for (const k of ['message', 'type', 'param', 'code']) assert(k in r.json.error, 'error.' + k);
+  assert(typeof r.json.error.message === 'string' && r.json.error.message.length > 0, 'message');
+  if (type) eq(r.json.error.type, type, 'type');
+}
+
+test('GET /health, /version, /, HEAD', async () => {
+  eq((await fetch(B + '/health')).status, 200, 'health');
+  const v = await (await fetch(B + '/version')).json();
+  assert(typeof v.version === 'string', 'version');
+  const ui = await fetch(B + '/');
+  eq(ui.status, 200, 'ui');
+  assert(ui.headers.get('content-type').startsWith('text/html'), 'html');
+  eq((await fetch(B + '/health', { method: 'HEAD' })).status, 200, 'HEAD');
+});
+
+test('404 route, 405 method, 400 for bad bodies', async () => {
+  isError(await post(B, '/v1/nothing', {}), 404, 'invalid_request_error');
+  const r = await fetch(B + '/v1/completions');
+  eq(r.status, 405, 'GET on a POST route');
+  eq(r.headers.get('allow'), 'POST', 'Allow header');
+  isError(await post(B, '/v1/completions', '{"prompt": "x",'), 400);
+  isError(await post(B, '/v1/completions', '[1,2]'), 400);
+  isError(await post(B, '/v1/completions', ''), 400);
+  isError(await post(B, '/v1/completions', { prompt: 'x', max_tokens: 'ten' }), 400);
+  isError(await post(B, '/v1/completions', { prompt: 'x', max_tokens: 1.5 }), 400);
+  isError(await post(B, '/v1/completions', { prompt: 'x', n: 0 }), 400);
+  isError(await post(B, '/v1/completions', { prompt: 'x', top_p: 0 }), 400);
+  isError(await post(B, '/v1/completions', { prompt: 'x', stream_options: { include_usage: true } }), 400);
+  isError(await post(B, '/v1/completions', { prompt: [1, 'a'] }), 400);
+  isError(await post(B, '/v1/completions', { prompt: [5, 300] }), 400); // id outside the vocab
+  isError(await post(B, '/v1/completions', { prompt: 'x', frobnicate: 1 }), 400);
+  isError(await post(B, '/v1/completions', { prompt: 'x', suffix: 'y' }), 400);
+  isError(await post(B, '/v1/completions', { prompt: 'x', logit_bias: { 999: 1 } }), 400);
+  isError(await post(B, '/v1/completions', {}), 400);
+  isError(await post(B, '/v1/chat/completions', { messages: [{ role: 'wizard', content: 'x' }] }), 400);
+  isError(await post(B, '/v1/chat/completions', { messages: [{ role: 'user', content: 5 }] }), 400);
+  isError(await post(B, '/v1/chat/completions', { messages: [{ role: 'user', content: [{ type: 'image_url' }] }] }), 400);
+  isError(await post(B, '/v1/completions', { model: 'other', prompt: 'x' }), 404);
+  const r2 = await post(B, '/v1/completions', { prompt: Array(4200).fill(5), max_tokens: 1 });
+  isError(r2, 400);
+  eq(r2.json.error.code, 'context_length_exceeded', 'code');
+  // still serving
+  eq((await post(B, '/v1/completions', { prompt: 'x', max_tokens: 1 })).status, 200, 'serves afterwards');
+});
+
+test('413 past --max-body-bytes (Content-Length and chunked)', async () => {
+  const big = JSON.stringify({ prompt: 'a'.repeat(17000), max_tokens: 1 });
+  isError(await post(B, '/v1/completions', big), 413);
+  const body = new ReadableStream({
+    start(c) {
+      for (let i = 0; i < 20; i++) c.enqueue(new TextEncoder().encode(i ? 'a'.repeat(1000) : '{"prompt":"'));
+      c.enqueue(new TextEncoder().encode('"}'));
+      c.close();
+    },
+  });
+  const r = await fetch(B + '/v1/completions', { method: 'POST', body, duplex: 'half',
+                                                 headers: { 'content-type': 'application/json' } });
+  eq(r.status, 413, 'chunked upload');
+  await r.text();
+});
+
+test('/tokenize and /detokenize round trip', async () => {
+  const t = await post(B, '/tokenize', { prompt: 'hello world, the end', return_token_strs: true });
+  eq(t.status, 200, 'tokenize');
+  eq(t.json.count, t.json.tokens.length, 'count');
+  eq(t.json.max_model_len, 4096, 'max_model_len');
+  eq(t.json.token_strs.length, t.json.count, 'token_strs');
+  const d = await post(B, '/detokenize', { tokens: t.json.tokens });
+  eq(d.json.prompt, 'hello world, the end', 'round trip');
+  isError(await post(B, '/detokenize', { tokens: ['x'] }), 400);
+});
+
+test('8 concurrent streams each match their non-streamed text', async () => {
+  const prompts = Array.from({ length: 8 }, (_, i) => `the ${i} world ${'x'.repeat(i)}`);
+  const want = await Promise.all(prompts.map((p) => post(B, '/v1/completions', {
+    prompt: p, max_tokens: 48, temperature: 0, ignore_eos: true })));
+  const got = await Promise.all(prompts.map(async (p) => {
+    const r = await fetch(B + '/v1/completions', { method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ prompt: p, max_tokens: 48, temperature: 0, ignore_eos: true, stream: true,
+                             stream_options: { include_usage: true } }) });
+    eq(r.status, 200, 'status');
+    assert(r.headers.get('content-type').startsWith('text/event-stream'), 'SSE content type');
+    return sse(r);
+  }));
+  for (let i = 0; i < 8; i++) {
+    const ev = got[i];
+    eq(ev[ev.length - 1], '[DONE]', 'ends with [DONE]');
+    const text = ev.filter((e) => e !== '[DONE]' && e.choices.length).map((e) => e.choices[0].text).join('');
+    eq(text, want[i].json.choices[0].text, 'stream ' + i);
+    eq(ev[ev.length - 2].usage.completion_tokens, 48, 'usage chunk');
+  }
+});
+
+async function cacheStats() { return (await fetch(B + '/v1/cache/stats')).json(); }
+
+test('/v1/cache/stats shape', async () => {
+  const c = await cacheStats();
+  for (const k of ['model', 'attention', 'block_size', 'kv_bytes_per_token', 'max_model_len', 'blocks', 'usage',
+                   'block_states', 'sequences', 'requests', 'prefix_cache', 'tokens', 'preemptions', 'time'])
+    assert(k in c, 'field ' + k);
+  eq(c.attention, 'mfa-kr', 'attention');
+  eq(c.block_states.length, c.blocks.total, 'one char per block');
+  assert(/^[0-9]*$/.test(c.block_states), 'digits');
+  eq(c.blocks.total, c.blocks.used + c.blocks.cached + c.blocks.free, 'blocks add up');
+});
+
+test('a client that disconnects mid-stream cancels its request and frees its blocks', async () => {
+  const abortedBefore = await metric(B, 'mfaserve:request_success_total', 'finished_reason="abort"');
+  const genBefore = await metric(B, 'mfaserve:generation_tokens_total');
+  const ac = new AbortController();
+  const r = await fetch(B + '/v1/completions', { method: 'POST', signal: ac.signal,
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ prompt: 'the', max_tokens: 4000, temperature: 0, ignore_eos: true, stream: true }) });
+  let seen = 0, running = null;
+  try {
+    await sse(r, async (ev) => {
+      if (ev !== '[DONE]' && ev.choices.length) seen++;
+      if (seen < 3) return true;
+      await cacheStats(); // the scheduler snapshots the cache map on request, one step later
+      await sleep(30);
+      running = await cacheStats();
+      return false; // leaving the loop cancels the body: the connection closes
+    });
+    ac.abort();
+  } catch {}
+  assert(seen >= 1, 'got tokens first');
+  assert(running.sequences.length === 1 && running.blocks.used > 0,
+         'a sequence held blocks while streaming: ' + JSON.stringify({ ...running, block_states: undefined }));
+  let c;
+  const t0 = Date.now();
+  do {
+    await sleep(20);
+    c = await cacheStats();
+  } while ((c.sequences.length || c.blocks.used || c.requests.running) && Date.now() - t0 < 3000);
+  eq(c.sequences.length, 0, 'no sequence left');
+  eq(c.blocks.used, 0, 'no block used');
+  eq(c.requests.running, 0, 'nothing running');
+  const gen = (await metric(B, 'mfaserve:generation_tokens_total')) - genBefore;
+  assert(gen < 4000, `generation stopped early (${gen} of 4000 tokens)`);
+  eq(await metric(B, 'mfaserve:request_success_total', 'finished_reason="abort"'), abortedBefore + 1, 'counted as abort');
+});
+
+test('/metrics: names, types, histograms; promtool check metrics', async () => {
+  const res = await fetch(B + '/metrics');
+  eq(res.status, 200, 'status');
+  assert(res.headers.get('content-type').startsWith('text/plain'), 'content type');
+  const t = await res.text();
+  const types = {};
+  for (const m of t.matchAll(/^# TYPE (\S+) (\S+)$/gm)) types[m[1]] = m[2];
+  const want = {
+    num_requests_running: 'gauge', num_requests_waiting: 'gauge', kv_cache_usage_perc: 'gauge',
+    kv_cache_num_blocks: 'gauge', kv_cache_used_blocks: 'gauge', kv_cache_cached_blocks: 'gauge',
+    kv_cache_bytes_per_token: 'gauge', prompt_tokens_total: 'counter', generation_tokens_total: 'counter',
+    num_preemptions_total: 'counter', prefix_cache_queries_total: 'counter', prefix_cache_hits_total: 'counter',
+    request_success_total: 'counter', time_to_first_token_seconds: 'histogram',
+    inter_token_latency_seconds: 'histogram', e2e_request_latency_seconds: 'histogram',
+    request_queue_time_seconds: 'histogram',
+  };
+  for (const [k, v] of Object.entries(want)) eq(types['mfaserve:' + k], v, 'type of ' + k);
+  assert((await metric(B, 'mfaserve:time_to_first_token_seconds_count')) > 0, 'ttft observed');
+  assert((await metric(B, 'mfaserve:inter_token_latency_seconds_count')) > 0, 'itl observed');
+  assert((await metric(B, 'mfaserve:generation_tokens_total')) > 0, 'generation counted');
+  assert((await metric(B, 'mfaserve:request_success_total', 'finished_reason="length"')) > 0, 'length counted');
+  const u = await metric(B, 'mfaserve:kv_cache_usage_perc');
+  assert(u >= 0 && u <= 1, 'usage fraction');
+  const pc = spawnSync('promtool', ['check', 'metrics'], { input: t, encoding: 'utf8' });
+  if (pc.error) {
+    console.log('     (promtool not installed: apt-get install prometheus to run `promtool check metrics`)');
+    return;
+  }
+  // promtool's linter rejects ':' in names, which the required prefix (like vLLM's "vllm:") has;
+  // everything else must pass, and the text must parse.
+  const problems = (pc.stdout + pc.stderr).split('\n').filter((l) => l.trim() &&
+    !l.endsWith("metric names should not contain ':'"));
+  eq(problems, [], 'promtool problems');
+  const broken = spawnSync('promtool', ['check', 'metrics'], { input: 'x{ 1\n', encoding: 'utf8' });
+  assert(broken.status !== 0, 'promtool rejects broken text (sanity)');
+});
+
+await run(async () => {
+  const r = await srv.stop();
+  eq(r.code, 0, 'exit status after SIGTERM');
+});
