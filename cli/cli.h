@@ -36,6 +36,7 @@ int cli_parse_ids(const char *s, int32_t **ids, int *n);
 
 int cmd_generate(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int bench_serve_main(int argc, char **argv); /* bench_serve.c: `mfaserve bench serve` */
 int cmd_logits(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
