@@ -8,6 +8,7 @@ Exit code 77 means skipped (CTest SKIP_RETURN_CODE).
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -205,11 +206,17 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        self.log.close()
+        if not self.log.closed:
+            self.log.close()
         return self.proc.returncode
+
+    def cleanup(self):
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.stop()
+        if exc[0] is None:  # keep the logs of a failed run
+            self.cleanup()
