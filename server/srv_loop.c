@@ -169,7 +169,7 @@ static void on_progress(double frac, void *u) {
 static void do_load(uv_work_t *w) {
   srv *s = w->data;
   double t0 = mfs_now();
-  char err[1024] = "";
+  char err[768] = "";
   int rc = eng_model_load(&s->model, s->model_dir, on_progress, s, err, sizeof err);
   if (rc) {
     s->load_err = rc;

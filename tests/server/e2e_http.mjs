@@ -154,6 +154,30 @@ test('a client that disconnects mid-stream cancels its request and frees its blo
   eq(await metric(B, 'mfaserve:request_success_total', 'finished_reason="abort"'), abortedBefore + 1, 'counted as abort');
 });
 
+test('a client that disconnects while waiting for a non-streamed answer cancels it', async () => {
+  const abortedBefore = await metric(B, 'mfaserve:request_success_total', 'finished_reason="abort"');
+  const ac = new AbortController();
+  const p = fetch(B + '/v1/completions', { method: 'POST', signal: ac.signal,
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ prompt: 'hello', max_tokens: 4000, temperature: 0, ignore_eos: true }) }).catch(() => null);
+  let c;
+  const t0 = Date.now();
+  do { // wait until it runs
+    await sleep(10);
+    c = await cacheStats();
+  } while (!c.requests.running && Date.now() - t0 < 3000);
+  assert(c.requests.running === 1, 'it ran');
+  ac.abort();
+  await p;
+  do {
+    await sleep(20);
+    c = await cacheStats();
+  } while ((c.requests.running || c.blocks.used) && Date.now() - t0 < 5000);
+  eq(c.requests.running, 0, 'nothing running');
+  eq(c.blocks.used, 0, 'no block used');
+  eq(await metric(B, 'mfaserve:request_success_total', 'finished_reason="abort"'), abortedBefore + 1, 'counted as abort');
+});
+
 test('/metrics: names, types, histograms; promtool check metrics', async () => {
   const res = await fetch(B + '/metrics');
   eq(res.status, 200, 'status');

@@ -20,7 +20,9 @@ test('429 with Retry-After past --max-queued-requests', async () => {
     const codes = rs.map((r) => r.status).sort();
     const busy = rs.filter((r) => r.status === 429);
     assert(busy.length >= 1, 'some 429: ' + codes);
-    assert(rs.filter((r) => r.status === 200).length >= 2, 'one running + one queued served: ' + codes);
+    // (how many get in depends on whether the scheduler admitted the first before the others arrived)
+    assert(rs.filter((r) => r.status === 200).length >= 1, 'the running one served: ' + codes);
+    assert(rs.every((r) => r.status === 200 || r.status === 429), 'only 200 and 429: ' + codes);
     for (const r of busy) {
       eq(r.headers.get('retry-after'), '1', 'Retry-After');
       eq(r.json.error.code, 'rate_limit_exceeded', 'code');
@@ -86,6 +88,22 @@ test('a huge prompt is tokenized off the loop: /health and other streams keep an
   } finally {
     await srv.stop();
   }
+});
+
+test('--chat-template llama3 and a model that cannot load', async () => {
+  const srv = await startServer(bin, model, ['--chat-template', 'llama3']);
+  try {
+    const t = await post(srv.base, '/tokenize', { messages: [{ role: 'user', content: ' hi ' }] });
+    const d = await post(srv.base, '/detokenize', { tokens: t.json.tokens });
+    eq(d.json.prompt, '<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nhi<|eot_id|>' +
+       '<|start_header_id|>assistant<|end_header_id|>\n\n', 'Llama 3 rendering');
+  } finally {
+    await srv.stop();
+  }
+  const bad = await startServer(bin, '/nonexistent-model-dir', [], { ready: false });
+  const ex = await bad.exit;
+  eq(ex.code, 1, 'exit status when the model cannot load');
+  assert(/cannot load model/.test(bad.log()), 'says why: ' + bad.log());
 });
 
 test('SIGTERM drains: health 503, new requests 503, the running stream finishes, exit 0', async () => {
