@@ -146,6 +146,26 @@ async function main() {
   ok(final.attention === "MFA-KR", "page shows the attention kind (" + final.attention + ")");
   ok(final.conn === "live", "page connection live (" + final.conn + ")");
   ok(errors.length === 0, "no page errors: " + errors.join("; "));
+
+  // With --api-key, /v1/cache/stats needs the key: the page asks for it once.
+  const kport = await freePort(), kbase = `http://127.0.0.1:${kport}`;
+  const ksrv = spawn(BIN, ["serve", "--model", model, "--host", "127.0.0.1", "--port", String(kport), "--kv-cache-memory", "1M",
+    "--api-key", "sk-deploy-test"], { stdio: ["ignore", log, log], env });
+  for (let i = 0; i < 300; i++) {
+    try { if ((await fetch(kbase + "/health")).status === 200) break; } catch (e) { /* not yet */ }
+    await sleep(100);
+  }
+  const kpage = await ctx.newPage();
+  await kpage.goto(kbase + "/");
+  await kpage.waitForSelector("#keyform", { state: "visible", timeout: 10000 }).catch(() => {});
+  ok(await kpage.isVisible("#keyform"), "with --api-key the page asks for the key");
+  await kpage.fill("#key", "sk-deploy-test");
+  await kpage.click("#keyform button");
+  const keyed = await kpage.waitForFunction(() => window.__mfs.polls > 0, null, { timeout: 10000 }).then(() => true, () => false);
+  ok(keyed && (await kpage.textContent("#model")) === modelId, "the page polls with the key it was given");
+  ok(!(await kpage.isVisible("#keyform")), "the key form hides once the key works");
+  ksrv.kill("SIGTERM");
+  await kpage.close();
   await ctx.close();
   fs.rmSync(udd, { recursive: true, force: true });
 
