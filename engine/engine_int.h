@@ -133,6 +133,10 @@ float k_f16_to_f32_1(uint16_t h);
  * beta 0 never reads y. */
 void k_gemv16(float *y, const uint16_t *w, int n, int k, const float *x, float beta, st_dtype dt);
 void k_gemv32(float *y, const float *w, int n, int k, const float *x, float beta);
+/* One query row against a tile of keys/values with an online softmax (see
+ * kernels.c). o[hd] and *m, *l carry the row's state across tiles. */
+void k_attn_tile(float *o, float *m, float *l, const float *q, const float *K, const float *V, int cnt, int hd,
+                 float *s);
 /* out[rows][k] = widen(w[rows][k]) */
 void k_widen16(float *out, const uint16_t *w, size_t n, st_dtype dt);
 float k_bf16_to_f32_1(uint16_t h);

@@ -25,7 +25,7 @@
 
 extern void openblas_set_num_threads(int);
 
-#define SCORE_BUDGET (128 * 1024) /* floats of scores per item tile */
+#define ITEM_TOKENS 32 /* query tokens per attention item (prefill) */
 
 typedef struct {
   int seq, t0, t1; /* rows [t0, t1) of the step, all in seq */
@@ -43,11 +43,10 @@ struct eng_ctx {
   int *seq_row0;               /* [max_seqs] */
   att_item *items;             /* [max_items] */
   int max_items;
-  float **kbuf, **vbuf;        /* per thread [max_ctx][KV*hd] */
-  float **sbuf;                /* per thread [sbuf_elems] scores */
+  float **kbuf, **vbuf;        /* per thread [KV_TILE][hd]: one tile of keys / values */
+  float **sbuf;                /* per thread [KV_TILE] scores, then [item_rows_max] max and sum */
   float **qbuf, **obuf;        /* per thread [max rows per item][hd] */
   float **wide;                /* per thread [WIDE_ROWS][max k] widened weights */
-  size_t sbuf_elems;
   int item_rows_max;
   /* the step being run */
   const eng_batch *b;
@@ -216,34 +215,38 @@ static void phase(eng_ctx *c, phase_kind k) {
 
 /* ------------------------------------------------------------- attention */
 
-/* Gathers positions [0, n) of the sequence's KV heads [g0, g1) into the
- * worker's K and V buffers ([n][ng*hd], F32), rotating MFA-KR keys. */
-static void gather_kv(eng_ctx *c, int ith, const eng_seq_step *s, int n, int g0, int g1) {
+/* Attention reads the cache in tiles of KV_TILE positions: a tile's keys
+ * (rotated) and values are widened into the worker's L1/L2-sized scratch,
+ * every query row of the item consumes it with an online softmax, and the
+ * next tile overwrites it. The cache is therefore streamed once per item,
+ * whatever the context length. */
+#define KV_TILE 128
+
+/* Positions [j0, j1) of KV head g into Kt/Vt ([KV_TILE][hd], F32); MFA-KR:
+ * the value is the stored pre-RoPE key and the key is its rotation. */
+static void gather_tile(eng_ctx *c, const eng_seq_step *s, int g, int j0, int j1, float *Kt, float *Vt) {
   const eng_model_info *in = &c->m->info;
   const kvc_geom *geo = kvc_pool_geom(c->b->kv);
-  int hd = in->head_dim, ke = in->kv_k_elems, ve = in->kv_v_elems, ng = g1 - g0, w = ng * hd;
-  int kr = in->attn == ENG_ATTN_MFA_KR, bs = geo->block_size;
-  float *K = c->kbuf[ith], *V = c->vbuf[ith];
-  for (int j0 = 0; j0 < n; j0 += bs) {
-    int32_t blk = s->block_table[j0 / bs];
-    int cnt = MFS_MIN(bs, n - j0);
+  int hd = in->head_dim, ke = in->kv_k_elems, ve = in->kv_v_elems, bs = geo->block_size;
+  int kr = in->attn == ENG_ATTN_MFA_KR, f16 = geo->dtype == KVC_F16;
+  for (int j = j0; j < j1;) {
+    int32_t blk = s->block_table[j / bs];
+    int off = j % bs, cnt = MFS_MIN(bs - off, j1 - j);
     const uint8_t *kb = kvc_block_k(c->b->kv, blk, c->layer);
     const uint8_t *vb = ve ? kvc_block_v(c->b->kv, blk, c->layer) : NULL;
-    for (int i = 0; i < cnt; i++) {
-      int j = j0 + i;
-      float *kd = K + (size_t)j * w, *vd = V + (size_t)j * w;
-      size_t ko = (size_t)i * ke + (size_t)g0 * hd, vo = (size_t)i * ve + (size_t)g0 * hd;
+    for (int i = 0; i < cnt; i++, j++) {
+      float *kd = Kt + (size_t)(j - j0) * hd, *vd = Vt + (size_t)(j - j0) * hd;
+      size_t ko = (size_t)(off + i) * ke + (size_t)g * hd, vo = (size_t)(off + i) * ve + (size_t)g * hd;
       if (kr) {
-        /* value = the stored pre-RoPE key; key = its rotation */
-        if (geo->dtype == KVC_F32) memcpy(vd, (const float *)kb + ko, (size_t)hd * 4);
-        else k_f16_to_f32(vd, (const uint16_t *)kb + ko, (size_t)hd);
+        if (f16) k_f16_to_f32(vd, (const uint16_t *)kb + ko, (size_t)hd);
+        else memcpy(vd, (const float *)kb + ko, (size_t)hd * 4);
         k_rope_to(kd, vd, c->rope + (size_t)j * hd, hd);
-      } else if (geo->dtype == KVC_F32) {
-        memcpy(kd, (const float *)kb + ko, (size_t)w * 4);
-        memcpy(vd, (const float *)vb + vo, (size_t)w * 4);
+      } else if (f16) {
+        k_f16_to_f32(kd, (const uint16_t *)kb + ko, (size_t)hd);
+        k_f16_to_f32(vd, (const uint16_t *)vb + vo, (size_t)hd);
       } else {
-        k_f16_to_f32(kd, (const uint16_t *)kb + ko, (size_t)w);
-        k_f16_to_f32(vd, (const uint16_t *)vb + vo, (size_t)w);
+        memcpy(kd, (const float *)kb + ko, (size_t)hd * 4);
+        memcpy(vd, (const float *)vb + vo, (size_t)hd * 4);
       }
     }
   }
@@ -255,36 +258,40 @@ static void attn_item_run(eng_ctx *c, int ith, const att_item *it) {
   int H = in->n_heads, KV = in->n_kv_heads, hd = in->head_dim, G = H / KV;
   int row0 = c->seq_row0[it->seq];
   int n_ctx = s->n_past + (it->t1 - row0); /* keys visible to the tile's last row */
-  /* head units -> heads and KV heads */
-  int h0, h1, g0, g1;
+  int h0, h1, g0, g1;                       /* head units -> heads and KV heads */
   if (KV > 1) {
     g0 = it->u0, g1 = it->u1, h0 = g0 * G, h1 = g1 * G;
   } else {
     h0 = it->u0, h1 = it->u1, g0 = 0, g1 = 1;
   }
-  gather_kv(c, ith, s, n_ctx, g0, g1);
-  int ng = g1 - g0, ldk = ng * hd;
-  float *S = c->sbuf[ith], *Q = c->qbuf[ith], *O = c->obuf[ith];
+  float *Q = c->qbuf[ith], *O = c->obuf[ith], *Kt = c->kbuf[ith], *Vt = c->vbuf[ith];
+  float *S = c->sbuf[ith], *M = S + KV_TILE, *L = M + c->item_rows_max;
   float scale = 1.0f / sqrtf((float)hd);
   for (int g = g0; g < g1; g++) {
     int a = MFS_MAX(h0, g * G), e = MFS_MIN(h1, (g + 1) * G), nh = e - a;
     int rows = (it->t1 - it->t0) * nh;
-    for (int t = it->t0; t < it->t1; t++)
-      memcpy(Q + (size_t)(t - it->t0) * nh * hd, c->q + (size_t)t * H * hd + (size_t)a * hd,
-             (size_t)nh * hd * 4);
-    const float *Kg = c->kbuf[ith] + (size_t)(g - g0) * hd, *Vg = c->vbuf[ith] + (size_t)(g - g0) * hd;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, n_ctx, hd, scale, Q, hd, Kg, ldk, 0.0f, S, n_ctx);
     for (int r = 0; r < rows; r++) {
-      int t = it->t0 + r / nh;
-      int valid = s->n_past + (t - row0) + 1;
-      float *sr = S + (size_t)r * n_ctx;
-      k_softmax(sr, valid);
-      if (valid < n_ctx) memset(sr + valid, 0, (size_t)(n_ctx - valid) * 4);
+      const float *q = c->q + (size_t)(it->t0 + r / nh) * H * hd + (size_t)(a + r % nh) * hd;
+      for (int i = 0; i < hd; i++) Q[(size_t)r * hd + i] = q[i] * scale;
+      M[r] = -INFINITY;
+      L[r] = 0;
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, n_ctx, 1.0f, S, n_ctx, Vg, ldk, 0.0f, O, hd);
-    for (int t = it->t0; t < it->t1; t++)
-      memcpy(c->att + (size_t)t * H * hd + (size_t)a * hd, O + (size_t)(t - it->t0) * nh * hd,
-             (size_t)nh * hd * 4);
+    memset(O, 0, (size_t)rows * hd * sizeof *O);
+    for (int j0 = 0; j0 < n_ctx; j0 += KV_TILE) {
+      int j1 = MFS_MIN(n_ctx, j0 + KV_TILE);
+      gather_tile(c, s, g, j0, j1, Kt, Vt);
+      for (int r = 0; r < rows; r++) {
+        int valid = s->n_past + (it->t0 + r / nh - row0) + 1; /* causal: keys [0, valid) */
+        int cnt = MFS_MIN(j1, valid) - j0;
+        if (cnt <= 0) continue;
+        k_attn_tile(O + (size_t)r * hd, &M[r], &L[r], Q + (size_t)r * hd, Kt, Vt, cnt, hd, S);
+      }
+    }
+    for (int r = 0; r < rows; r++) {
+      float inv = 1.0f / L[r];
+      float *dst = c->att + (size_t)(it->t0 + r / nh) * H * hd + (size_t)(a + r % nh) * hd;
+      for (int i = 0; i < hd; i++) dst[i] = O[(size_t)r * hd + i] * inv;
+    }
   }
 }
 
@@ -315,17 +322,9 @@ static void plan_items(eng_ctx *c) {
       int u0 = units * hs / hsplit, u1 = units * (hs + 1) / hsplit;
       int nh_max = heads_per_unit; /* rows per token in one GEMM (per KV head) */
       if (KV == 1) nh_max = u1 - u0;
-      int t = 0;
-      while (t < st->n_new) {
-        int ctx_end = st->n_past + t + 1;
-        int tile = (int)(SCORE_BUDGET / ((size_t)nh_max * (size_t)(ctx_end + 64)));
-        tile = MFS_MAX(1, MFS_MIN(tile, c->item_rows_max / nh_max));
-        /* the tile's last row sees more context: shrink until it fits */
-        while (tile > 1 && (size_t)tile * nh_max * (st->n_past + t + tile) > c->sbuf_elems) tile /= 2;
-        tile = MFS_MIN(tile, st->n_new - t);
-        c->items[n++] = (att_item){s, row0 + t, row0 + t + tile, u0, u1};
-        t += tile;
-      }
+      int tile = MFS_MAX(1, MFS_MIN(ITEM_TOKENS, c->item_rows_max / nh_max));
+      for (int t = 0; t < st->n_new; t += tile)
+        c->items[n++] = (att_item){s, row0 + t, row0 + MFS_MIN(st->n_new, t + tile), u0, u1};
     }
   }
   c->n_items = n;
@@ -471,9 +470,7 @@ int eng_ctx_new(eng_ctx **out, const eng_model *m, const eng_ctx_opts *o) {
   c->max_items = (int)T * MFS_MIN(c->nth, (int)H) + c->max_seqs * MFS_MIN(c->nth, (int)H);
   c->items = malloc((size_t)c->max_items * sizeof *c->items);
   if (!c->row_seq || !c->row_pos || !c->lrows || !c->seq_row0 || !c->items) goto fail;
-  c->sbuf_elems = MFS_MAX((size_t)SCORE_BUDGET, H * (size_t)c->max_ctx);
-  c->item_rows_max = (int)MFS_MAX((size_t)H, c->sbuf_elems / 64);
-  c->item_rows_max = MFS_MIN(c->item_rows_max, (int)(T * H));
+  c->item_rows_max = (int)(MFS_MIN((size_t)ITEM_TOKENS, T) * H);
   c->kbuf = calloc((size_t)c->nth, sizeof(float *));
   c->vbuf = calloc((size_t)c->nth, sizeof(float *));
   c->sbuf = calloc((size_t)c->nth, sizeof(float *));
@@ -483,8 +480,8 @@ int eng_ctx_new(eng_ctx **out, const eng_model *m, const eng_ctx_opts *o) {
   if (!c->kbuf || !c->vbuf || !c->sbuf || !c->qbuf || !c->obuf || !c->wide) goto fail;
   size_t kmax = MFS_MAX(MFS_MAX(d, (size_t)in->inter), MFS_MAX(H * hd, C));
   for (int t = 0; t < c->nth; t++)
-    if (!(c->kbuf[t] = falloc((size_t)c->max_ctx * KV * hd)) || !(c->vbuf[t] = falloc((size_t)c->max_ctx * KV * hd)) ||
-        !(c->sbuf[t] = falloc(c->sbuf_elems)) || !(c->qbuf[t] = falloc((size_t)c->item_rows_max * hd)) ||
+    if (!(c->kbuf[t] = falloc((size_t)KV_TILE * hd)) || !(c->vbuf[t] = falloc((size_t)KV_TILE * hd)) ||
+        !(c->sbuf[t] = falloc(KV_TILE + 2 * (size_t)c->item_rows_max)) || !(c->qbuf[t] = falloc((size_t)c->item_rows_max * hd)) ||
         !(c->obuf[t] = falloc((size_t)c->item_rows_max * hd)) || !(c->wide[t] = falloc(WIDE_ROWS * kmax)))
       goto fail;
   *out = c;

@@ -175,3 +175,108 @@ void k_widen16(float *out, const uint16_t *w, size_t n, st_dtype dt) {
   for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, widen8(w + i, dt));
   for (; i < n; i++) out[i] = widen1(w[i], dt);
 }
+
+/* exp for 8 floats (Cephes' expf: range reduction by ln 2, degree-5
+ * polynomial), relative error ~2e-7; inputs below -87 give 0. */
+static inline __m256 exp8(__m256 x) {
+  const __m256 hi = _mm256_set1_ps(88.3762626647949f), lo = _mm256_set1_ps(-88.3762626647949f);
+  x = _mm256_min_ps(_mm256_max_ps(x, lo), hi);
+  __m256 fx = _mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f));
+  fx = _mm256_floor_ps(fx);
+  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
+  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
+  __m256 y = _mm256_set1_ps(1.9875691500E-4f);
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507E-3f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073E-3f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894E-2f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459E-1f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201E-1f));
+  __m256 x2 = _mm256_mul_ps(x, x);
+  y = _mm256_fmadd_ps(y, x2, _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
+  __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(fx), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+}
+
+/* One query row against one tile of keys/values, online softmax:
+ *   s_j = q . K_j (q pre-scaled),  m' = max(m, max_j s_j),
+ *   o <- o * e^(m - m') + sum_j e^(s_j - m') V_j,  l <- l * e^(m - m') + sum_j e^(s_j - m')
+ * o[hd], K[cnt][hd], V[cnt][hd], s[cnt] scratch. */
+void k_attn_tile(float *o, float *m, float *l, const float *q, const float *K, const float *V, int cnt, int hd,
+                 float *s) {
+  float mx = -INFINITY;
+  if ((hd & 7) == 0) {
+    for (int j = 0; j < cnt; j++) {
+      const float *k = K + (size_t)j * hd;
+      __m256 acc = _mm256_mul_ps(_mm256_loadu_ps(q), _mm256_loadu_ps(k));
+      for (int i = 8; i < hd; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_loadu_ps(k + i), acc);
+      s[j] = hsum8(acc);
+      mx = s[j] > mx ? s[j] : mx;
+    }
+  } else {
+    for (int j = 0; j < cnt; j++) {
+      float a = 0;
+      for (int i = 0; i < hd; i++) a += q[i] * K[(size_t)j * hd + i];
+      s[j] = a;
+      mx = a > mx ? a : mx;
+    }
+  }
+  float m_new = mx > *m ? mx : *m;
+  float corr = *m == -INFINITY ? 0.0f : expf(*m - m_new);
+  __m256 vm = _mm256_set1_ps(m_new), vsum = _mm256_setzero_ps();
+  int j = 0;
+  for (; j + 8 <= cnt; j += 8) {
+    __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(s + j), vm));
+    _mm256_storeu_ps(s + j, e);
+    vsum = _mm256_add_ps(vsum, e);
+  }
+  float sum = hsum8(vsum);
+  for (; j < cnt; j++) {
+    s[j] = expf(s[j] - m_new);
+    sum += s[j];
+  }
+  *l = *l * corr + sum;
+  *m = m_new;
+  if (hd == 64) { /* the common width: o stays in registers across the tile */
+    __m256 o0 = _mm256_mul_ps(_mm256_loadu_ps(o), _mm256_set1_ps(corr));
+    __m256 o1 = _mm256_mul_ps(_mm256_loadu_ps(o + 8), _mm256_set1_ps(corr));
+    __m256 o2 = _mm256_mul_ps(_mm256_loadu_ps(o + 16), _mm256_set1_ps(corr));
+    __m256 o3 = _mm256_mul_ps(_mm256_loadu_ps(o + 24), _mm256_set1_ps(corr));
+    __m256 o4 = _mm256_mul_ps(_mm256_loadu_ps(o + 32), _mm256_set1_ps(corr));
+    __m256 o5 = _mm256_mul_ps(_mm256_loadu_ps(o + 40), _mm256_set1_ps(corr));
+    __m256 o6 = _mm256_mul_ps(_mm256_loadu_ps(o + 48), _mm256_set1_ps(corr));
+    __m256 o7 = _mm256_mul_ps(_mm256_loadu_ps(o + 56), _mm256_set1_ps(corr));
+    for (int jj = 0; jj < cnt; jj++) {
+      const float *v = V + (size_t)jj * 64;
+      __m256 p = _mm256_set1_ps(s[jj]);
+      o0 = _mm256_fmadd_ps(p, _mm256_loadu_ps(v), o0);
+      o1 = _mm256_fmadd_ps(p, _mm256_loadu_ps(v + 8), o1);
+      o2 = _mm256_fmadd_ps(p, _mm256_loadu_ps(v + 16), o2);
+      o3 = _mm256_fmadd_ps(p, _mm256_loadu_ps(v + 24), o3);
+      o4 = _mm256_fmadd_ps(p, _mm256_loadu_ps(v + 32), o4);
+      o5 = _mm256_fmadd_ps(p, _mm256_loadu_ps(v + 40), o5);
+      o6 = _mm256_fmadd_ps(p, _mm256_loadu_ps(v + 48), o6);
+      o7 = _mm256_fmadd_ps(p, _mm256_loadu_ps(v + 56), o7);
+    }
+    _mm256_storeu_ps(o, o0);
+    _mm256_storeu_ps(o + 8, o1);
+    _mm256_storeu_ps(o + 16, o2);
+    _mm256_storeu_ps(o + 24, o3);
+    _mm256_storeu_ps(o + 32, o4);
+    _mm256_storeu_ps(o + 40, o5);
+    _mm256_storeu_ps(o + 48, o6);
+    _mm256_storeu_ps(o + 56, o7);
+    return;
+  }
+  for (int i = 0; i < hd; i++) o[i] *= corr;
+  if ((hd & 7) == 0) {
+    for (int i = 0; i < hd; i += 8) {
+      __m256 acc = _mm256_loadu_ps(o + i);
+      for (int jj = 0; jj < cnt; jj++)
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(s[jj]), _mm256_loadu_ps(V + (size_t)jj * hd + i), acc);
+      _mm256_storeu_ps(o + i, acc);
+    }
+  } else {
+    for (int jj = 0; jj < cnt; jj++)
+      for (int i = 0; i < hd; i++) o[i] += s[jj] * V[(size_t)jj * hd + i];
+  }
+}
