@@ -32,6 +32,12 @@ pkgs="$build_pkgs"
 [ $want_test = 1 ] && pkgs="$pkgs $test_pkgs"
 missing=""
 for p in $pkgs; do
+  case "$p" in
+    # a machine may carry Node.js from elsewhere (with its own npm, which
+    # conflicts with Debian's npm package): the commands are what count
+    nodejs) command -v node >/dev/null && continue ;;
+    npm) command -v npm >/dev/null && continue ;;
+  esac
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done
 if [ -n "$missing" ]; then
