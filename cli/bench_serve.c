@@ -241,7 +241,7 @@ int bsv_metrics_compute(bsv_metrics *m, const bsv_result *r, int n, double durat
       tp = (r[i].e2el - r[i].ttft) / (r[i].output_tokens - 1);
       tpot[np++] = tp;
     }
-    memcpy(itl + ni, r[i].itl, (size_t)r[i].n_itl * sizeof *itl);
+    if (r[i].n_itl) memcpy(itl + ni, r[i].itl, (size_t)r[i].n_itl * sizeof *itl);
     ni += (size_t)r[i].n_itl;
     ttft[nt++] = r[i].ttft;
     e2el[nt - 1] = r[i].e2el;
