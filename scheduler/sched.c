@@ -427,8 +427,10 @@ static int take_inbox(sched *s) {
   int nc = s->n_cancels;
   uint64_t cancel_buf[256];
   int take = MFS_MIN(nc, 256);
-  memcpy(cancel_buf, s->cancels, (size_t)take * sizeof *cancel_buf);
-  memmove(s->cancels, s->cancels + take, (size_t)(nc - take) * sizeof *s->cancels);
+  if (take) {
+    memcpy(cancel_buf, s->cancels, (size_t)take * sizeof *cancel_buf);
+    memmove(s->cancels, s->cancels + take, (size_t)(nc - take) * sizeof *s->cancels);
+  }
   s->n_cancels = nc - take;
   int abort_req = s->abort_req || s->stop;
   s->abort_req = 0;

@@ -20,9 +20,10 @@ want_test=0
 #   libpcre2-dev      tokenizer pre-tokenizer regexes (Unicode properties)
 #   libutf8proc-dev   NFC normalization for tokenizers that ask for it
 #   python3-numpy     the float64 reference and the model generator (tests, tools)
+#   libcurl4-openssl-dev  `mfaserve bench serve`, the HTTP load generator
 #   curl              health checks in scripts and the container
 build_pkgs="build-essential cmake ninja-build pkg-config libopenblas-dev libcjson-dev libmicrohttpd-dev
-            libuv1-dev libpcre2-dev libutf8proc-dev python3-numpy curl"
+            libuv1-dev libpcre2-dev libutf8proc-dev libcurl4-openssl-dev python3-numpy curl"
 #   nodejs npm        tokenizer oracles and the official openai client in e2e tests
 #   prometheus        promtool checks the /metrics output and the Prometheus config
 #   chromium          the dashboard page's end-to-end test
