@@ -118,8 +118,8 @@ async function main() {
       // Hover a shared block so the screenshot shows who holds it.
       const pos = await page.evaluate(() => {
         const s = window.__mfs, L = s.layout, r = document.getElementById("map").getBoundingClientRect();
-        for (const [blk, o] of s.blockOwners) if (o.length > 1) {
-          const c = Math.floor(blk / L.group);
+        for (const [blk, o] of s.blockOwners) if (o.length > 1 && blk >= L.start && blk < L.end) {
+          const c = Math.floor((blk - L.start) / L.group);
           return { x: r.left + (c % L.cols) * L.size + L.size / 2, y: r.top + Math.floor(c / L.cols) * L.size + L.size / 2 };
         }
         return null;
