@@ -9,6 +9,7 @@ prometheus-adapter rule in the repo produces, scrape annotations, and the
 ServiceMonitor component. Skips (77) without kubectl.
 """
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -113,22 +114,28 @@ if pods_metrics:
         check("mfaserve:num_requests_waiting" in r["seriesQuery"], "%s comes from mfaserve:num_requests_waiting" % name)
         check(r["resources"]["overrides"].get("pod", {}).get("resource") == "pod", "adapter maps the pod label")
 
-# The ServiceMonitor component, rendered on top of the base from a temp dir.
-tmp = tempfile.mkdtemp(prefix="mfs-kustomize-")
-try:
-    rel = os.path.relpath(K8S, tmp)
-    with open(os.path.join(tmp, "kustomization.yaml"), "w") as f:
-        f.write("apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
-                "resources:\n  - %s\ncomponents:\n  - %s/components/servicemonitor\n" % (rel, rel))
-    sm = [d for d in render(tmp) if d["kind"] == "ServiceMonitor"]
-finally:
-    shutil.rmtree(tmp)
-check(len(sm) == 1, "components/servicemonitor adds a ServiceMonitor")
-if sm:
-    ep = sm[0]["spec"]["endpoints"][0]
-    check(ep.get("path") == "/metrics" and ep.get("port") == "http", "ServiceMonitor scrapes http /metrics")
-    check(sm[0]["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items(),
-          "ServiceMonitor selects the Service")
+# The ServiceMonitor component, rendered on top of the base from a temp dir
+# (components need kustomize >= 3.7; kubectl < 1.24 does not print its version).
+ver = subprocess.run([kubectl, "version", "--client"], capture_output=True, text=True).stdout
+m = re.search(r"Kustomize Version: v(\d+)\.(\d+)", ver)
+if not m or (int(m.group(1)), int(m.group(2))) < (3, 7):
+    print("kustomize too old for components (%s): ServiceMonitor component not rendered" % (m and m.group(0)))
+else:
+    tmp = tempfile.mkdtemp(prefix="mfs-kustomize-")
+    try:
+        rel = os.path.relpath(K8S, tmp)
+        with open(os.path.join(tmp, "kustomization.yaml"), "w") as f:
+            f.write("apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+                    "resources:\n  - %s\ncomponents:\n  - %s/components/servicemonitor\n" % (rel, rel))
+        sm = [d for d in render(tmp) if d["kind"] == "ServiceMonitor"]
+    finally:
+        shutil.rmtree(tmp)
+    check(len(sm) == 1, "components/servicemonitor adds a ServiceMonitor")
+    if sm:
+        ep = sm[0]["spec"]["endpoints"][0]
+        check(ep.get("path") == "/metrics" and ep.get("port") == "http", "ServiceMonitor scrapes http /metrics")
+        check(sm[0]["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items(),
+              "ServiceMonitor selects the Service")
 
 if errors:
     fail("%d check(s) failed" % len(errors))
