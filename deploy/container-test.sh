@@ -154,9 +154,14 @@ fi
 # ignored), plus the bundled model; .dockerignore still applies on top.
 CTX=$WORK/context
 rm -rf "$CTX"; mkdir -p "$CTX"
-(cd "$REPO" && git ls-files -z --cached --others --exclude-standard \
-   | while IFS= read -r -d '' f; do [ -e "$f" ] && printf '%s\0' "$f"; done \
-   | tar --null -T - -cf - ) | tar -C "$CTX" -xf -
+if git -C "$REPO" rev-parse --git-dir >/dev/null 2>&1; then
+  (cd "$REPO" && git ls-files -z --cached --others --exclude-standard \
+     | while IFS= read -r -d '' f; do [ -e "$f" ] && printf '%s\0' "$f"; done \
+     | tar --null -T - -cf - ) | tar -C "$CTX" -xf -
+else  # not a git checkout: everything but build output
+  tar -C "$REPO" --exclude='./build*' --exclude='./.git' --exclude='*/node_modules' --exclude='./.corpus' \
+      --exclude='./tests/artifacts' -cf - . | tar -C "$CTX" -xf -
+fi
 if [ "$RANDOM_MODEL" = 0 ] && [ -e "$REPO/models/default/config.json" ]; then
   rm -rf "$CTX/models"
   cp -a "$REPO/models" "$CTX/models"
