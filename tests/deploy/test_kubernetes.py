@@ -97,6 +97,10 @@ svc = by_kind["Service"][0]
 check(svc["spec"]["selector"].items() <= pod["metadata"]["labels"].items(), "Service selects the pods")
 check(any(p.get("targetPort") in ("http", port) for p in svc["spec"]["ports"]), "Service targets the http port")
 
+pdb = by_kind.get("PodDisruptionBudget", [{}])[0]
+check(pdb.get("spec", {}).get("selector", {}).get("matchLabels", {}).items() <= pod["metadata"]["labels"].items()
+      and pdb.get("spec", {}).get("maxUnavailable") == 1, "PodDisruptionBudget: one pod at a time")
+
 hpa = by_kind["HorizontalPodAutoscaler"][0]
 check(hpa["apiVersion"] == "autoscaling/v2", "HPA autoscaling/v2")
 check(hpa["spec"]["scaleTargetRef"]["name"] == dep["metadata"]["name"], "HPA targets the Deployment")
