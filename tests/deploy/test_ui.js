@@ -100,7 +100,7 @@ async function main() {
   const clients = Array.from({ length: 5 }, (_, k) => client(k));
 
   // Watch the page until it shows the load (and a shared block to hover).
-  const seen = { running: 0, used: 0, seqs: 0, shared: 0 };
+  const seen = { running: 0, used: 0, seqs: 0, shared: 0, tps: 0 };
   const deadline = Date.now() + 60000;
   let shot = false;
   while (Date.now() < deadline) {
@@ -110,11 +110,12 @@ async function main() {
       let shared = 0; for (const o of s.blockOwners.values()) if (o.length > 1) shared++;
       return { running: +document.getElementById("running").dataset.value, used: +document.getElementById("blocks-used").dataset.value,
                seqs: document.querySelectorAll("#seqs tr.seq").length, shared, history: s.history.length,
+               tps: +document.getElementById("tps").dataset.value,
                model: document.getElementById("model").textContent, attention: document.getElementById("attention").textContent,
                conn: document.getElementById("conn").className, statsModel: st.model };
     });
-    for (const k of ["running", "used", "seqs", "shared"]) seen[k] = Math.max(seen[k], v[k]);
-    if (v.running > 0 && v.used > 0 && v.seqs >= 2 && v.shared > 0 && v.history >= 12) {
+    for (const k of ["running", "used", "seqs", "shared", "tps"]) seen[k] = Math.max(seen[k], v[k]);
+    if (v.running > 0 && v.used > 0 && v.seqs >= 2 && v.shared > 0 && v.tps > 0 && v.history >= 12) {
       // Hover a shared block so the screenshot shows who holds it.
       const pos = await page.evaluate(() => {
         const s = window.__mfs, L = s.layout, r = document.getElementById("map").getBoundingClientRect();
@@ -140,6 +141,7 @@ async function main() {
   ok(seen.used > 0, "page showed used blocks > 0");
   ok(seen.seqs >= 2, "page listed the running sequences");
   ok(seen.shared > 0, "page showed blocks shared between sequences");
+  ok(seen.tps > 0, "page showed tokens/s > 0");
   const final = await page.evaluate(() => ({ model: document.getElementById("model").textContent,
     attention: document.getElementById("attention").textContent, conn: document.getElementById("conn").className }));
   ok(final.model === modelId, `page shows the model (${final.model} vs ${modelId})`);
