@@ -86,6 +86,14 @@ mem_mi = int(mem[:-2]) * (1024 if mem.endswith("Gi") else 1) if mem[-2:] in ("Mi
 kv = env.get("MFASERVE_KV_CACHE_MEMORY", "0")
 kv_mi = int(kv[:-1]) * 1024 if kv.endswith("G") else int(kv[:-1]) if kv.endswith("M") else 0
 check(kv_mi > 0 and mem_mi > kv_mi, "memory request (%s) exceeds the KV pool (%s)" % (mem, kv))
+# When the bundled model is there, the request must hold its weights (mmap'd,
+# counted by the cgroup) + the KV pool + 128 MiB of working memory.
+mdir = os.path.join(os.path.dirname(DEPLOY), "models", "default")
+if os.path.isdir(mdir):
+    wbytes = sum(os.path.getsize(os.path.join(mdir, f)) for f in os.listdir(mdir) if f.endswith(".safetensors"))
+    need = wbytes / 2**20 + kv_mi + 128
+    print("bundled model: %.0f MiB of weights; KV %d MiB; request %s (need >= %.0f MiB)" % (wbytes / 2**20, kv_mi, mem, need))
+    check(mem_mi >= need, "memory request %s holds the bundled model (%.0f MiB) + KV pool + 128 MiB" % (mem, wbytes / 2**20))
 sc = spec.get("securityContext", {})
 check(sc.get("runAsNonRoot") is True and sc.get("runAsUser", 0) != 0, "pod runs as non-root")
 
