@@ -406,6 +406,11 @@ int srv_new(srv **out, const srv_opts *o, char *err, size_t errlen) {
   }
   srv *s = calloc(1, sizeof *s);
   if (!s) return MFS_ENOMEM;
+  if (uv_loop_init(&s->loop)) { /* from here on srv_free undoes everything */
+    snprintf(err, errlen, "cannot create the event loop");
+    free(s);
+    return MFS_EIO;
+  }
   s->o = *o;
   s->host = dupstr(host);
   s->model_dir = dupstr(o->model_dir);
@@ -431,16 +436,6 @@ int srv_new(srv **out, const srv_opts *o, char *err, size_t errlen) {
   if (!s->host || !s->model_dir || !s->chat_template_name || !s->evbuf || (o->api_key && *o->api_key && !s->api_key)) {
     srv_free(s);
     return MFS_ENOMEM;
-  }
-  if (uv_loop_init(&s->loop)) {
-    snprintf(err, errlen, "cannot create the event loop");
-    free(s->evbuf);
-    free(s->host);
-    free(s->model_dir);
-    free(s->api_key);
-    free(s->chat_template_name);
-    free(s);
-    return MFS_EIO;
   }
   s->mhd = MHD_start_daemon(MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG | (v6 ? MHD_USE_IPv6 : 0),
                             (uint16_t)o->port, NULL, NULL, srv_http_access, s, MHD_OPTION_EXTERNAL_LOGGER,
