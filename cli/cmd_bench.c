@@ -22,6 +22,7 @@ static double median(double *v, int n) {
 static int bench_engine(int argc, char **argv) {
   cli_session_opts o = {0};
   o.block_size = 16;
+  o.model = cli_default_model();
   const char *kv = "f16";
   int prompt = 512, gen = 128, reps = 3, json = 0;
   cli_flag flags[] = {
@@ -119,7 +120,7 @@ static int bench_engine(int argc, char **argv) {
  * --pool-bytes really holds (sequences are reserved until the pool says
  * full). */
 static int bench_batch(int argc, char **argv) {
-  const char *model = NULL, *kv = "f16", *conc_s = "1,4,16,64";
+  const char *model = cli_default_model(), *kv = "f16", *conc_s = "1,4,16,64";
   int threads = 0, prompt = 128, steps = 32, reps = 3, json = 0, block = 16, ctx = 1024;
   uint64_t pool_bytes = 1ull << 30;
   cli_flag flags[] = {

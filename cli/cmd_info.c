@@ -7,7 +7,7 @@
 #include "kvcache.h"
 
 int cmd_info(int argc, char **argv) {
-  const char *model = NULL;
+  const char *model = cli_default_model();
   int json = 0;
   cli_flag flags[] = {
       {"model", "MFASERVE_MODEL", CLI_STR, &model, "model directory"},
