@@ -325,6 +325,7 @@ enum MHD_Result srv_http_access(void *cls, struct MHD_Connection *mc, const char
     s->n_conns++;
     s->http_requests++;
     *con_cls = cc;
+    MHD_set_connection_option(mc, MHD_CONNECTION_OPTION_TIMEOUT, (unsigned)SRV_REQUEST_TIMEOUT);
     srv_error e = {0};
     const char *allow = NULL;
     cc->route = match(s, cc, url, method, &e, &allow);
@@ -400,12 +401,13 @@ enum MHD_Result srv_http_access(void *cls, struct MHD_Connection *mc, const char
 void srv_conn_unwatch(srv_conn *cc);
 
 void srv_http_completed(void *cls, struct MHD_Connection *mc, void **con_cls, enum MHD_RequestTerminationCode toe) {
-  (void)mc;
   srv *s = cls;
   srv_conn *cc = *con_cls;
   if (!cc) return;
   *con_cls = NULL;
   cc->closed = 1;
+  if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK) /* the connection may idle for the next request */
+    MHD_set_connection_option(mc, MHD_CONNECTION_OPTION_TIMEOUT, (unsigned)SRV_IDLE_TIMEOUT);
   if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && cc->gen && !cc->gen->done)
     LOG(MFS_LOG_INFO, "client connection ended before its response did: cancelling %s", cc->gen->id);
   if (cc->gen) {

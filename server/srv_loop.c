@@ -360,6 +360,20 @@ static void mhd_logger(void *cls, const char *fmt, va_list ap) {
   LOG(MFS_LOG_DEBUG, "microhttpd: %s", msg);
 }
 
+/* microhttpd 0.9.75 does not close a connection whose client sends part of
+ * a request and closes (it stays in CLOSE_WAIT until the connection
+ * timeout), so a crowd of such clients would fill the connection limit. A
+ * connection therefore gets a short inactivity timeout until its first
+ * request's headers are in (the access handler then lengthens it) and again
+ * while it idles between keep-alive requests (srv_http_completed). */
+static void on_connection(void *cls, struct MHD_Connection *mc, void **socket_ctx,
+                          enum MHD_ConnectionNotificationCode code) {
+  (void)cls;
+  (void)socket_ctx;
+  if (code == MHD_CONNECTION_NOTIFY_STARTED)
+    MHD_set_connection_option(mc, MHD_CONNECTION_OPTION_TIMEOUT, (unsigned)SRV_IDLE_TIMEOUT);
+}
+
 static char *dupstr(const char *x) { return x ? strdup(x) : NULL; }
 
 int srv_new(srv **out, const srv_opts *o, char *err, size_t errlen) {
@@ -440,7 +454,8 @@ int srv_new(srv **out, const srv_opts *o, char *err, size_t errlen) {
   s->mhd = MHD_start_daemon(MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG | (v6 ? MHD_USE_IPv6 : 0),
                             (uint16_t)o->port, NULL, NULL, srv_http_access, s, MHD_OPTION_EXTERNAL_LOGGER,
                             mhd_logger, s, MHD_OPTION_SOCK_ADDR, &addr.sa, MHD_OPTION_NOTIFY_COMPLETED,
-                            srv_http_completed, s, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)300, MHD_OPTION_END);
+                            srv_http_completed, s, MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
+                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)SRV_REQUEST_TIMEOUT, MHD_OPTION_END);
   if (!s->mhd) {
     snprintf(err, errlen, "cannot listen on %s:%d: %s", host, o->port, strerror(errno ? errno : EADDRINUSE));
     srv_free(s);

@@ -106,6 +106,23 @@ test('--chat-template llama3 and a model that cannot load', async () => {
   assert(/cannot load model/.test(bad.log()), 'says why: ' + bad.log());
 });
 
+test('1100 clients that send half a request and leave do not lock out the next one', async () => {
+  const net = await import('node:net');
+  const srv = await startServer(bin, model);
+  try {
+    await Promise.all(Array.from({ length: 1100 }, () => new Promise((res) => {
+      const c = net.connect(srv.port, '127.0.0.1', () => c.end('GET /hea', res));
+      c.on('error', res);
+    })));
+    const t0 = Date.now();
+    const r = await fetch(srv.base + '/health', { signal: AbortSignal.timeout(15000) });
+    eq(r.status, 200, '/health');
+    console.log(`     /health answered ${Date.now() - t0} ms after the crowd left (idle timeout 5 s)`);
+  } finally {
+    await srv.stop();
+  }
+});
+
 test('SIGTERM drains: health 503, new requests 503, the running stream finishes, exit 0', async () => {
   const srv = await startServer(bin, model, ['--shutdown-timeout', '20', '--max-model-len', '4096']);
   const r = await streamReq(srv.base, { prompt: 'the', max_tokens: 1500, ignore_eos: true, temperature: 0 });
