@@ -26,10 +26,13 @@ export function needOpenAI() {
   }
 }
 
-export async function startServer(bin, model, extra = [], { env = {}, ready = true } = {}) {
+export async function startServer(bin, model, extra = [], { env = {}, ready = true, nofile = 0 } = {}) {
   const argv = ['serve', '--model', model, '--port', '0', '--kv-cache-memory', '16M', '--served-model-name',
                 'testmodel', '--threads', '1', ...extra];
-  const proc = spawn(bin, argv, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
+  const opts = { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } };
+  // nofile: run under `ulimit -n` (node raises its own limit, which children inherit)
+  const proc = nofile ? spawn('sh', ['-c', `ulimit -n ${nofile} && exec "$0" "$@"`, bin, ...argv], opts)
+                      : spawn(bin, argv, opts);
   let log = '';
   let exited = null;
   const exit = new Promise((res) => proc.on('exit', (code, sig) => { exited = { code, sig }; res(exited); }));
