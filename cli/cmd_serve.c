@@ -39,7 +39,7 @@ int cmd_serve(int argc, char **argv) {
       {"shutdown-timeout", "MFASERVE_SHUTDOWN_TIMEOUT", CLI_DOUBLE, &shutdown_timeout,
        "seconds running requests get to finish after SIGTERM/SIGINT"},
       {"chat-template", "MFASERVE_CHAT_TEMPLATE", CLI_STR, &chat_template,
-       "auto (tokenizer_config.json's if recognised, else ChatML), chatml, llama3 or mistral"},
+       "auto (tokenizer_config.json's if recognised, else ChatML), chatml, llama3, mistral or plain"},
       {"log-level", "MFASERVE_LOG_LEVEL", CLI_STR, &log_level, "debug, info, warn or error"},
   };
   int rc = cli_parse("serve", "Serves the model over an OpenAI-compatible HTTP API.", flags,

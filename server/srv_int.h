@@ -97,7 +97,9 @@ typedef struct srv_hist {
 void srv_hist_observe(srv_hist *h, double v);
 
 /* ---- chat templates ---- */
-typedef enum { SRV_TMPL_CHATML = 0, SRV_TMPL_LLAMA3, SRV_TMPL_MISTRAL } srv_tmpl;
+/* plain: "role: content\n\n" per message, then "assistant: " (the bundled
+ * mfa-kr-29m's tokenizer_config.json template) */
+typedef enum { SRV_TMPL_CHATML = 0, SRV_TMPL_LLAMA3, SRV_TMPL_MISTRAL, SRV_TMPL_PLAIN } srv_tmpl;
 
 /* ---- one generation ---- */
 typedef struct srv_tokrec { /* one token with its logprobs (only kept when asked for) */

@@ -395,8 +395,9 @@ int srv_new(srv **out, const srv_opts *o, char *err, size_t errlen) {
     return MFS_EINVAL;
   }
   const char *tn = o->chat_template && *o->chat_template ? o->chat_template : "auto";
-  if (strcmp(tn, "auto") && strcmp(tn, "chatml") && strcmp(tn, "llama3") && strcmp(tn, "mistral")) {
-    snprintf(err, errlen, "--chat-template '%s': expected auto, chatml, llama3 or mistral", tn);
+  if (strcmp(tn, "auto") && strcmp(tn, "chatml") && strcmp(tn, "llama3") && strcmp(tn, "mistral") &&
+      strcmp(tn, "plain")) {
+    snprintf(err, errlen, "--chat-template '%s': expected auto, chatml, llama3, mistral or plain", tn);
     return MFS_EINVAL;
   }
   union {

@@ -165,6 +165,9 @@ int srv_tmpl_pick(srv *s, char *msg, size_t msglen) {
     } else if (strstr(tmpl, "<|start_header_id|>")) {
       want = "llama3";
       why = "recognised in tokenizer_config.json";
+    } else if (strstr(tmpl, "['role'] }}: {{") && strstr(tmpl, "['content'] }}\n\n") && strstr(tmpl, "assistant: ")) {
+      want = "plain";
+      why = "recognised in tokenizer_config.json";
     } else if (strstr(tmpl, "[INST]")) {
       want = "mistral";
       why = "recognised in tokenizer_config.json";
@@ -183,6 +186,8 @@ int srv_tmpl_pick(srv *s, char *msg, size_t msglen) {
   } else if (!strcmp(want, "llama3")) {
     s->tmpl = SRV_TMPL_LLAMA3;
     end = "<|eot_id|>";
+  } else if (!strcmp(want, "plain")) {
+    s->tmpl = SRV_TMPL_PLAIN;
   } else {
     s->tmpl = SRV_TMPL_MISTRAL;
   }
@@ -264,6 +269,11 @@ static int render_chat(srv_job *j, const cJSON *msgs, int add_gen, sb *out) {
       sb_puts(out, "<|eot_id|>");
       break;
     }
+    case SRV_TMPL_PLAIN:
+      sb_printf(out, "%s: ", role->valuestring); /* the template prints the role as given */
+      sb_puts(out, c);
+      sb_puts(out, "\n\n");
+      break;
     case SRV_TMPL_MISTRAL:
       if (!strcmp(r, "system")) {
         if (sys.len) sb_puts(&sys, "\n\n");
@@ -289,6 +299,7 @@ static int render_chat(srv_job *j, const cJSON *msgs, int add_gen, sb *out) {
   if (add_gen) {
     if (s->tmpl == SRV_TMPL_CHATML) sb_puts(out, "<|im_start|>assistant\n");
     else if (s->tmpl == SRV_TMPL_LLAMA3) sb_puts(out, "<|start_header_id|>assistant<|end_header_id|>\n\n");
+    else if (s->tmpl == SRV_TMPL_PLAIN) sb_puts(out, "assistant: ");
   }
   sb_free(&sys);
   return 0;

@@ -34,7 +34,7 @@ typedef struct srv_opts {
   int threads;               /* engine workers; <= 0: all CPUs */
   uint64_t max_body_bytes;   /* request bodies beyond this get 413 */
   double shutdown_timeout;   /* seconds running requests get after SIGTERM */
-  const char *chat_template; /* "auto" (default), "chatml", "llama3", "mistral" */
+  const char *chat_template; /* "auto" (default), "chatml", "llama3", "mistral", "plain" */
 } srv_opts;
 
 typedef struct srv srv;
