@@ -101,6 +101,14 @@ test('--chat-template llama3 and a model that cannot load', async () => {
   } finally {
     await srv.stop();
   }
+  const plain = await startServer(bin, model, ['--chat-template', 'plain']);
+  try {
+    const t = await post(plain.base, '/tokenize', { messages: [{ role: 'system', content: 'S' }, { role: 'user', content: 'hi' }] });
+    const d = await post(plain.base, '/detokenize', { tokens: t.json.tokens });
+    eq(d.json.prompt, 'system: S\n\nuser: hi\n\nassistant: ', 'plain rendering (the bundled model\'s template)');
+  } finally {
+    await plain.stop();
+  }
   const bad = await startServer(bin, '/nonexistent-model-dir', [], { ready: false });
   const ex = await bad.exit;
   eq(ex.code, 1, 'exit status when the model cannot load');
