@@ -83,6 +83,7 @@ struct sched {
   sreq *dead;          /* finished this step; freed when the step ends, so
                           pointers taken during the step stay valid */
   uint64_t arrival_counter, admit_counter;
+  int64_t prefix_queries, prefix_hits; /* tokens, counted at admission */
   float *logits;       /* [max_num_batched_tokens][V] */
   eng_seq_step *steps; /* [max_num_seqs] */
   sseq **step_seqs;
@@ -575,6 +576,8 @@ static sseq *pick_victim(sched *s, int n_in_step) {
 static void publish_stats(sched *s, int force_snapshot) {
   pthread_mutex_lock(&s->snap_mu);
   kvc_pool_stats(s->kv, &s->st.kv);
+  s->st.kv.prefix_queries_tokens = s->prefix_queries;
+  s->st.kv.prefix_hits_tokens = s->prefix_hits;
   s->st.running = s->running.n;
   pthread_mutex_lock(&s->mu);
   s->st.waiting = s->waiting.n + s->inbox_n;
@@ -648,6 +651,11 @@ static void step(sched *s) {
       break;
     }
     sq_remove(&s->waiting, q);
+    /* prefix-cache counters count admissions, not attempts that found no room */
+    if (r->p.prompt_logprobs < 0) {
+      s->prefix_queries += q->n_toks - 1;
+      s->prefix_hits += matched;
+    }
     q->n_computed = matched;
     if (!r->t_scheduled) {
       r->t_scheduled = mfs_now();

@@ -142,7 +142,9 @@ void sched_abort_all(sched *s);
 
 typedef struct sched_stats {
   int running, waiting, draining;
-  kvc_stats kv;
+  kvc_stats kv; /* the pool's counts, except that the prefix-cache queries
+                   and hits count admitted sequences only (an admission tried
+                   again while the pool is full is counted once) */
   int64_t prompt_tokens_total;     /* prompt tokens computed (not cached) */
   int64_t generation_tokens_total;
   int64_t preemptions_total;

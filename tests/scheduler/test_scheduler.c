@@ -149,6 +149,10 @@ static void test_batched_equals_solo(void) {
   sched_stats st;
   sched_get_stats(s, &st);
   CHECK(st.kv.prefix_hits_tokens > 0, "shared prefixes should hit the prefix cache");
+  long want_q = 0;
+  for (int i = 0; i < NR; i++) want_q += plen[i] - 1;
+  CHECK(st.kv.prefix_queries_tokens == want_q, "prefix queries %lld, want %ld (one per admitted prompt token)",
+        (long long)st.kv.prefix_queries_tokens, want_q);
   sched_free(s);
   /* tiny pool (forces preemption), small token budget (forces chunked prefill) */
   s = mk(8, 16, pool_bytes(20, 4), 4);
