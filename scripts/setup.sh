@@ -27,7 +27,10 @@ build_pkgs="build-essential cmake ninja-build pkg-config libopenblas-dev libcjso
 #   nodejs npm        tokenizer oracles and the official openai client in e2e tests
 #   prometheus        promtool checks the /metrics output and the Prometheus config
 #   chromium          the dashboard page's end-to-end test
-test_pkgs="nodejs npm prometheus chromium"
+#   python3-yaml      the deploy tests read compose and Kubernetes YAML
+#   kubernetes-client kubectl kustomize renders deploy/kubernetes in a test
+#   (the container test installs podman, runc and debootstrap itself)
+test_pkgs="nodejs npm prometheus chromium python3-yaml kubernetes-client"
 
 pkgs="$build_pkgs"
 [ $want_test = 1 ] && pkgs="$pkgs $test_pkgs"
@@ -38,6 +41,7 @@ for p in $pkgs; do
     # conflicts with Debian's npm package): the commands are what count
     nodejs) command -v node >/dev/null && continue ;;
     npm) command -v npm >/dev/null && continue ;;
+    kubernetes-client) command -v kubectl >/dev/null && continue ;;
   esac
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done
