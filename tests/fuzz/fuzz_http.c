@@ -112,8 +112,33 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   return 0;
 }
 
+/* "#FLOOD<n> <bytes>": n connections (at most 2000) each send <bytes> and
+ * close without waiting, as a crowd of clients that go away mid-request;
+ * then /health must still answer. */
+static int flood(const uint8_t *data, size_t size) {
+  if (size < 7 || memcmp(data, "#FLOOD", 6)) return 0;
+  size_t i = 6;
+  int n = 0;
+  while (i < size && data[i] >= '0' && data[i] <= '9' && n < 2000) n = n * 10 + (data[i++] - '0');
+  if (i < size && data[i] == ' ') i++;
+  for (int k = 0; k < MFS_MIN(n, 2000); k++) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    FUZZ_CHECK(fd >= 0, "socket");
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)g_port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) == 0) (void)!send(fd, data + i, size - i, MSG_NOSIGNAL);
+    close(fd);
+  }
+  usleep(200000);
+  return 1;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   static char buf[1 << 16];
+  if (flood(data, size)) {
+    FUZZ_CHECK(health(), "GET /health does not answer 200 after a flood of clients that left mid-request");
+    return 0;
+  }
   long n = exchange(data, size, buf, sizeof buf, 100, 1000);
   if (n > 0) FUZZ_CHECK(n >= 8 && !memcmp(buf, "HTTP/1.", 7), "answer is not HTTP: %.*s", (int)MFS_MIN(n, 80), buf);
   FUZZ_CHECK(health(), "GET /health does not answer 200 after this input");
