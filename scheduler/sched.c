@@ -71,7 +71,7 @@ struct sched {
   pthread_cond_t cv;
   sreq *inbox_head, *inbox_tail;
   int inbox_n;
-  uint64_t *cancels;
+  struct sched_cancel { uint64_t id; int choice; } *cancels; /* choice -1: all */
   int n_cancels, cap_cancels;
   int stop, draining, abort_req, snap_wanted;
   uint64_t next_id;
@@ -97,6 +97,9 @@ struct sched {
   pthread_cond_t ev_space;
   sched_event *ring;
   int ev_cap, ev_head, ev_n;
+
+  /* counters, written by the scheduler thread only; published into st */
+  sched_stats ctr;
 
   /* stats and cache map */
   pthread_mutex_t snap_mu;
@@ -237,7 +240,7 @@ static void seq_finish(sched *s, sseq *q, sched_finish why, int err) {
   /* an unforked request ends all of its choices at once */
   int ending = 1 + (!r->forked ? r->p.n - 1 : 0);
   if (!r->forked) r->n_live = 0;
-  s->st.finished_total[why] += ending;
+  s->ctr.finished_total[why] += ending;
   for (int c = 0; c < ending; c++) {
     sched_event *e = ev_slot(s);
     e->type = SCHED_EV_FINISHED;
@@ -291,7 +294,7 @@ static void seq_preempt(sched *s, sseq *q) {
   q->kv = NULL;
   q->n_computed = 0;
   sq_insert_waiting(&s->waiting, q);
-  s->st.preemptions_total++;
+  s->ctr.preemptions_total++;
   mfs_log(MFS_LOG_DEBUG, "sched", "preempted request %llu choice %d (%d tokens to recompute)",
           (unsigned long long)q->r->id, q->choice, q->n_toks);
 }
@@ -362,20 +365,22 @@ int sched_request_submit(sched *s, const sched_request_params *p, uint64_t *id) 
   return 0;
 }
 
-void sched_request_cancel(sched *s, uint64_t id) {
+void sched_request_cancel_choice(sched *s, uint64_t id, int choice) {
   pthread_mutex_lock(&s->mu);
   if (s->n_cancels == s->cap_cancels) {
     int cap = s->cap_cancels ? 2 * s->cap_cancels : 64;
-    uint64_t *n = realloc(s->cancels, (size_t)cap * sizeof *n);
+    struct sched_cancel *n = realloc(s->cancels, (size_t)cap * sizeof *n);
     if (n) {
       s->cancels = n;
       s->cap_cancels = cap;
     }
   }
-  if (s->n_cancels < s->cap_cancels) s->cancels[s->n_cancels++] = id;
+  if (s->n_cancels < s->cap_cancels) s->cancels[s->n_cancels++] = (struct sched_cancel){id, choice};
   pthread_cond_signal(&s->cv);
   pthread_mutex_unlock(&s->mu);
 }
+
+void sched_request_cancel(sched *s, uint64_t id) { sched_request_cancel_choice(s, id, -1); }
 
 void sched_drain(sched *s) {
   pthread_mutex_lock(&s->mu);
@@ -426,7 +431,7 @@ static int take_inbox(sched *s) {
   s->inbox_head = s->inbox_tail = NULL;
   s->inbox_n = 0;
   int nc = s->n_cancels;
-  uint64_t cancel_buf[256];
+  struct sched_cancel cancel_buf[256];
   int take = MFS_MIN(nc, 256);
   if (take) {
     memcpy(cancel_buf, s->cancels, (size_t)take * sizeof *cancel_buf);
@@ -446,8 +451,11 @@ static int take_inbox(sched *s) {
     sq_insert_waiting(&s->waiting, r->seqs[0]);
   }
   for (int i = 0; i < take; i++) {
-    sreq *r = find_req(s, cancel_buf[i]);
-    if (r) end_request(s, r, SCHED_FINISH_CANCELLED);
+    sreq *r = find_req(s, cancel_buf[i].id);
+    int c = cancel_buf[i].choice;
+    if (!r) continue;
+    if (c < 0 || !r->forked || r->n_live == 1) end_request(s, r, SCHED_FINISH_CANCELLED);
+    else if (c < r->p.n && seq_live(s, r->seqs[c])) seq_finish(s, r->seqs[c], SCHED_FINISH_CANCELLED, 0);
   }
   if (abort_req)
     while (s->reqs) end_request(s, s->reqs, SCHED_FINISH_ABORTED);
@@ -513,7 +521,7 @@ static void sample_and_emit(sched *s, sseq *q, const float *logits) {
   }
   q->n_out++;
   if (!r->t_first_token) r->t_first_token = mfs_now();
-  s->st.generation_tokens_total++;
+  s->ctr.generation_tokens_total++;
   emit_token(s, q, tok, logits);
   if (is_stop_token(s, r, tok)) seq_finish(s, q, SCHED_FINISH_STOP, 0);
   else if (q->n_out >= r->p.max_tokens || q->n_toks >= s->o.max_model_len) seq_finish(s, q, SCHED_FINISH_LENGTH, 0);
@@ -575,6 +583,11 @@ static sseq *pick_victim(sched *s, int n_in_step) {
 
 static void publish_stats(sched *s, int force_snapshot) {
   pthread_mutex_lock(&s->snap_mu);
+  s->st.prompt_tokens_total = s->ctr.prompt_tokens_total;
+  s->st.generation_tokens_total = s->ctr.generation_tokens_total;
+  s->st.preemptions_total = s->ctr.preemptions_total;
+  s->st.steps_total = s->ctr.steps_total;
+  memcpy(s->st.finished_total, s->ctr.finished_total, sizeof s->st.finished_total);
   kvc_pool_stats(s->kv, &s->st.kv);
   s->st.kv.prefix_queries_tokens = s->prefix_queries;
   s->st.kv.prefix_hits_tokens = s->prefix_hits;
@@ -692,7 +705,7 @@ static void step(sched *s) {
     for (int i = 0; i < ns; i++) seq_finish(s, s->step_seqs[i], SCHED_FINISH_ERROR, rc);
     return;
   }
-  s->st.steps_total++;
+  s->ctr.steps_total++;
   /* 4. commit, prompt logprobs, sample */
   for (int i = 0; i < ns; i++) {
     sseq *q = s->step_seqs[i];
@@ -700,7 +713,7 @@ static void step(sched *s) {
     const eng_seq_step *st = &s->steps[i];
     kvc_seq_commit(s->kv, q->kv, q->toks + q->n_computed, st->n_new);
     if (q->n_computed < r->p.n_prompt)
-      s->st.prompt_tokens_total += MFS_MIN(st->n_new, r->p.n_prompt - q->n_computed);
+      s->ctr.prompt_tokens_total += MFS_MIN(st->n_new, r->p.n_prompt - q->n_computed);
     if (st->logits == ENG_LOGITS_ALL) {
       for (int k = 0; k < st->n_new; k++) {
         int pos = q->n_computed + k; /* row k predicts token pos + 1 */

@@ -330,6 +330,36 @@ static void test_fork_and_prompt_logprobs(void) {
   kvc_pool_free(kv);
 }
 
+static void test_cancel_one_choice(void) {
+  static result r[1];
+  memset(r, 0, sizeof r);
+  sched *s = mk(8, 128, pool_bytes(256, 16), 16);
+  sched_request_params p;
+  params(&p, prompts[4], plen[4], 150);
+  p.n = 3;
+  p.sampling.temperature = 1.0f;
+  CHECK(sched_request_submit(s, &p, &r[0].id) == 0, "submit");
+  sched_event ev[64];
+  int got = 0;
+  for (double t0 = mfs_now(); !got && mfs_now() - t0 < 10;) {
+    int n = sched_events_take(s, ev, 64);
+    for (int i = 0; i < n; i++) got |= ev[i].type == SCHED_EV_TOKEN && ev[i].choice == 1;
+    if (!n) usleep(100);
+  }
+  sched_request_cancel_choice(s, r[0].id, 1);
+  run_until_done(s, r, 1, 30);
+  CHECK(r[0].why[1] == SCHED_FINISH_CANCELLED, "choice 1 ended with %d", r[0].why[1]);
+  CHECK(r[0].why[0] == SCHED_FINISH_LENGTH && r[0].why[2] == SCHED_FINISH_LENGTH, "other choices ended with %d, %d",
+        r[0].why[0], r[0].why[2]);
+  CHECK(r[0].completion_tokens[0] == 150 && r[0].completion_tokens[2] == 150 && r[0].completion_tokens[1] < 150,
+        "completion tokens %d %d %d", r[0].completion_tokens[0], r[0].completion_tokens[1], r[0].completion_tokens[2]);
+  sched_stats st;
+  usleep(10000);
+  sched_get_stats(s, &st);
+  CHECK(st.kv.blocks_used == 0, "blocks used after the request ended");
+  sched_free(s);
+}
+
 int main(int argc, char **argv) {
   if (argc < 2) {
     fprintf(stderr, "usage: test_scheduler MODEL_DIR\n");
@@ -347,6 +377,7 @@ int main(int argc, char **argv) {
   test_cancel_and_limits();
   test_queue_full();
   test_fork_and_prompt_logprobs();
+  test_cancel_one_choice();
   eng_model_free(model);
   printf("%s\n", failures ? "FAILED" : "all scheduler tests passed");
   return failures ? 1 : 0;
