@@ -1,8 +1,8 @@
 /* srv_gen.c: one completion / chat request on the loop thread, from submit
  * to the last byte: token events become text through tok_stream (UTF-8
- * safe), stop strings are cut from the text (the request is cancelled in
- * the scheduler once every choice of it has stopped; usage counts the tokens
- * received up to the stop), and the result is written as OpenAI JSON or as
+ * safe), stop strings are cut from the text (that choice is cancelled in
+ * the scheduler at once; usage counts the tokens received up to the stop),
+ * and the result is written as OpenAI JSON or as
  * Server-Sent Events.
  *
  * Streams hold back the tail of a choice's text that could still become a
@@ -120,12 +120,11 @@ static int hidden_token(const srv_gen *g, int32_t id) {
   return 0;
 }
 
-static void maybe_cancel(srv_gen *g, int pi) {
+/* Choice `choice` of prompt pi stopped on a string: the scheduler ends that
+ * choice now (the others go on); the finish reason stays "stop". */
+static void stop_choice(srv_gen *g, int pi, int choice) {
   srv_prompt *p = &g->prompts[pi];
-  if (!p->live) return;
-  for (int j = 0; j < g->n; j++)
-    if (!g->choices[pi * g->n + j].finished) return;
-  sched_request_cancel(g->s->sched, p->req); /* every choice stopped on a string */
+  if (p->live) sched_request_cancel_choice(g->s->sched, p->req, choice);
 }
 
 static void append_text(srv_gen *g, srv_choice *c, const char *s, size_t n) {
@@ -194,7 +193,7 @@ void srv_gen_event(srv_gen *g, const sched_event *ev) {
     c->last_t = ev->t;
     if (g->logprobs >= 0) push_rec(c, ev);
     if (!hidden_token(g, ev->token) && tok_stream_feed(c->ts, ev->token, &o, &on) == 0 && on) append_text(g, c, o, on);
-    if (c->finished) maybe_cancel(g, pi);
+    if (c->finished) stop_choice(g, pi, ev->choice);
     break;
   case SCHED_EV_FINISHED:
     if (!c->finished) {
