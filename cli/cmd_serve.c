@@ -5,17 +5,43 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "common.h"
 #include "server.h"
 
+/* Memory this process may use: physical memory, or the cgroup's limit when
+ * lower (a container). 0 if unknown. */
+static uint64_t usable_memory(void) {
+  uint64_t total = 0;
+  long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+  if (pages > 0 && psz > 0) total = (uint64_t)pages * (uint64_t)psz;
+  FILE *f = fopen("/sys/fs/cgroup/memory.max", "r");
+  if (f) {
+    unsigned long long lim;
+    if (fscanf(f, "%llu", &lim) == 1 && lim > 0 && (total == 0 || lim < total)) total = lim;
+    fclose(f);
+  }
+  return total;
+}
+
+/* The default KV pool: a tenth of usable memory, at least 256 MiB and at
+ * most 8 GiB (MFA-KR's pool of 1 GiB already holds a million tokens of the
+ * bundled model). */
+static uint64_t default_kv_bytes(void) {
+  uint64_t m = usable_memory() / 10;
+  if (m < (256ull << 20)) m = 256ull << 20;
+  if (m > (8ull << 30)) m = 8ull << 30;
+  return m;
+}
+
 int cmd_serve(int argc, char **argv) {
-  const char *model = "models/default", *host = "127.0.0.1", *served = NULL, *api_key = NULL;
+  const char *model = cli_default_model(), *host = "127.0.0.1", *served = NULL, *api_key = NULL;
   const char *kv_dtype = "f16", *chat_template = "auto", *log_level = "info";
   int port = 8000, max_num_seqs = 64, max_batched = 2048, max_queued = 256, max_model_len = 0, block_size = 16;
   int threads = 0;
-  uint64_t kv_bytes = 1ull << 30, max_body = 32ull << 20;
+  uint64_t kv_bytes = default_kv_bytes(), max_body = 32ull << 20;
   double shutdown_timeout = 30;
   cli_flag flags[] = {
       {"model", "MFASERVE_MODEL", CLI_STR, &model, "model directory (config.json, safetensors, tokenizer.json)"},
@@ -31,7 +57,7 @@ int cmd_serve(int argc, char **argv) {
        "waiting requests at most; beyond them 429 with Retry-After"},
       {"max-model-len", "MFASERVE_MAX_MODEL_LEN", CLI_INT, &max_model_len,
        "prompt + output tokens at most (0: the model's)"},
-      {"kv-cache-memory", "MFASERVE_KV_CACHE_MEMORY", CLI_BYTES, &kv_bytes, "bytes for the KV-cache pool (K/M/G)"},
+      {"kv-cache-memory", "MFASERVE_KV_CACHE_MEMORY", CLI_BYTES, &kv_bytes, "bytes for the KV-cache pool (K/M/G; default: 10% of memory, 256M..8G)"},
       {"kv-cache-dtype", "MFASERVE_KV_CACHE_DTYPE", CLI_STR, &kv_dtype, "KV-cache storage: f16 or f32"},
       {"block-size", "MFASERVE_BLOCK_SIZE", CLI_INT, &block_size, "tokens per KV-cache block"},
       {"threads", "MFASERVE_THREADS", CLI_INT, &threads, "engine worker threads (0: all CPUs)"},
@@ -61,6 +87,11 @@ int cmd_serve(int argc, char **argv) {
   if (max_num_seqs < 1 || max_batched < 1 || max_queued < 0 || block_size < 1 || max_model_len < 0) {
     fprintf(stderr, "mfaserve serve: --max-num-seqs, --max-num-batched-tokens and --block-size must be >= 1, "
                     "--max-queued-requests and --max-model-len >= 0\n");
+    return 2;
+  }
+  if (!model) {
+    fprintf(stderr, "mfaserve serve: no model: pass --model DIR or set MFASERVE_MODEL (models/default, the bundled "
+                    "model, is not next to this binary or in the current directory)\n");
     return 2;
   }
   srv_opts o = {

@@ -175,10 +175,24 @@ const char *cli_default_model(void) {
       snprintf(path, sizeof path, "%s/../models/default/config.json", exe);
       if (access(path, R_OK) == 0) {
         snprintf(path, sizeof path, "%s/../models/default", exe);
+        /* resolved, so the served name is the model's, not "default" */
+        char *real = realpath(path, NULL);
+        if (real) {
+          snprintf(path, sizeof path, "%s", real);
+          free(real);
+        }
         return path;
       }
     }
   }
-  if (access("models/default/config.json", R_OK) == 0) return "models/default";
+  if (access("models/default/config.json", R_OK) == 0) {
+    char *real = realpath("models/default", NULL);
+    if (real) {
+      snprintf(path, sizeof path, "%s", real);
+      free(real);
+      return path;
+    }
+    return "models/default";
+  }
   return NULL;
 }
