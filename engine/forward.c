@@ -210,7 +210,10 @@ static void phase_worker(void *arg, int ith, int nth) {
 
 static void phase(eng_ctx *c, phase_kind k) {
   phase_job j = {c, k};
-  tp_pool_run(c->tp, phase_worker, &j);
+  int n = k == PH_FINAL_NORM ? c->n_lrows : c->n_rows;
+  /* a few rows of elementwise work cost less than waking the pool */
+  if (n < 4) phase_worker(&j, 0, 1);
+  else tp_pool_run(c->tp, phase_worker, &j);
 }
 
 /* ------------------------------------------------------------- attention */
