@@ -317,6 +317,7 @@ int sched_request_submit(sched *s, const sched_request_params *p, uint64_t *id) 
   ks = s->st.kv;
   pthread_mutex_unlock(&s->snap_mu);
   if (p->n_prompt + 1 > ks.tokens_capacity) return MFS_ERANGE;
+  if (mfs_fault("sched_submit")) return MFS_ENOMEM; /* test hook: the allocation below failing */
   sreq *r = calloc(1, sizeof *r);
   if (!r) return MFS_ENOMEM;
   r->p = *p;
@@ -699,7 +700,7 @@ static void step(sched *s) {
     ntok += n;
   }
   eng_batch b = {ns, s->steps, s->step_tokens, s->kv, s->logits};
-  int rc = eng_forward(s->eng, &b);
+  int rc = mfs_fault("sched_step") ? MFS_ENOMEM : eng_forward(s->eng, &b); /* test hook: a failed step */
   if (rc) {
     mfs_log(MFS_LOG_ERROR, "sched", "engine step failed (%s); ending its %d sequences", mfs_strerror(rc), ns);
     for (int i = 0; i < ns; i++) seq_finish(s, s->step_seqs[i], SCHED_FINISH_ERROR, rc);

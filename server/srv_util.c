@@ -14,6 +14,7 @@
 static int sb_grow(sb *b, size_t extra) {
   if (b->oom) return -1;
   if (b->len + extra + 1 <= b->cap) return 0;
+  if (mfs_fault("srv_buf")) return b->oom = 1, -1; /* test hook: realloc below failing */
   size_t cap = b->cap ? b->cap : 256;
   while (cap < b->len + extra + 1) cap *= 2;
   char *p = realloc(b->p, cap);

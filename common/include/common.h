@@ -46,6 +46,16 @@ double mfs_now(void);
  * insensitive, optional trailing "B"/"iB"). Returns 0 or MFS_EINVAL. */
 int mfs_parse_bytes(const char *s, uint64_t *out);
 
+/* Fault injection for tests. Returns 1 when the environment variable
+ * MFASERVE_FAULT (read once, at the first call) names `site`, else 0.
+ * MFASERVE_FAULT is a comma-separated list of "site" (every call fails) or
+ * "site:N" (only the Nth call at that site fails, counted from 1 across
+ * threads), e.g. "sched_submit:3,sched_step:10". The caller treats 1 as the
+ * failure the site can have (usually MFS_ENOMEM). Sites: sched_submit
+ * (request allocation), sched_step (the engine step), srv_buf (the
+ * server's response buffers growing). Any thread. */
+int mfs_fault(const char *site);
+
 #define MFS_ALIGN_UP(x, a) (((x) + ((a)-1)) & ~((size_t)(a)-1))
 #define MFS_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define MFS_MAX(a, b) ((a) > (b) ? (a) : (b))
