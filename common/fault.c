@@ -47,11 +47,12 @@ static void fault_parse(void) {
 
 int mfs_fault(const char *site) {
   pthread_once(&g_once, fault_parse);
-  for (int i = 0; i < g_n_faults; i++) {
+  int fail = 0;
+  for (int i = 0; i < g_n_faults; i++) { /* a site may be named more than once ("s:2,s:4") */
     struct fault_entry *f = &g_faults[i];
     if (strcmp(f->site, site)) continue;
-    if (!f->nth) return 1;
-    return atomic_fetch_add(&f->calls, 1) + 1 == f->nth;
+    if (!f->nth) fail = 1;
+    else if (atomic_fetch_add(&f->calls, 1) + 1 == f->nth) fail = 1;
   }
-  return 0;
+  return fail;
 }

@@ -50,7 +50,8 @@ int mfs_parse_bytes(const char *s, uint64_t *out);
  * MFASERVE_FAULT (read once, at the first call) names `site`, else 0.
  * MFASERVE_FAULT is a comma-separated list of "site" (every call fails) or
  * "site:N" (only the Nth call at that site fails, counted from 1 across
- * threads), e.g. "sched_submit:3,sched_step:10". The caller treats 1 as the
+ * threads; a site may be listed more than once), e.g.
+ * "sched_submit:3,sched_step:10". The caller treats 1 as the
  * failure the site can have (usually MFS_ENOMEM). Sites: sched_submit
  * (request allocation), sched_step (the engine step), srv_buf (the
  * server's response buffers growing). Any thread. */
