@@ -34,9 +34,10 @@ static int get_int(cfg_ctx *c, const cJSON *j, const char *key, int def, int min
     *out = def;
     return 0;
   }
+  /* sizes this large would overflow products of them (and no model has them) */
   if (!cJSON_IsNumber(x) || x->valuedouble != floor(x->valuedouble) || x->valuedouble < minv ||
-      x->valuedouble > 1e9)
-    return cfail(c, MFS_EFORMAT, "key '%s' must be an integer >= %d", key, minv);
+      x->valuedouble > 16777216.0)
+    return cfail(c, MFS_EFORMAT, "key '%s' must be an integer from %d to 16777216", key, minv);
   *out = (int)x->valuedouble;
   return 0;
 }
@@ -47,8 +48,9 @@ static int get_num(cfg_ctx *c, const cJSON *j, const char *key, double def, doub
     *out = def;
     return 0;
   }
-  if (!cJSON_IsNumber(x) || !(x->valuedouble > 0) || !isfinite(x->valuedouble))
-    return cfail(c, MFS_EFORMAT, "key '%s' must be a positive number", key);
+  /* it is used as a float: it must stay positive and finite there */
+  if (!cJSON_IsNumber(x) || !(x->valuedouble >= 1e-30 && x->valuedouble <= 1e30))
+    return cfail(c, MFS_EFORMAT, "key '%s' must be a positive number from 1e-30 to 1e30", key);
   *out = x->valuedouble;
   return 0;
 }
@@ -169,6 +171,9 @@ int eng_config_load(eng_config *cfg, const char *dir, char *err, size_t errlen) 
     m->attn = m->n_kv_heads == m->n_heads ? ENG_ATTN_MHA : m->n_kv_heads == 1 ? ENG_ATTN_MQA : ENG_ATTN_GQA;
     m->kv_k_elems = m->kv_v_elems = m->n_kv_heads * m->head_dim;
   }
+  if (!rc && ((int64_t)m->n_heads * m->head_dim > (1 << 24) || (int64_t)m->n_kv_heads * m->head_dim > (1 << 24)))
+    rc = cfail(&c, MFS_EFORMAT, "num_attention_heads x head_dim (%lld) must be at most 16777216",
+               (long long)m->n_heads * m->head_dim);
 out:
   cJSON_Delete(j);
   return rc;

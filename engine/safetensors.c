@@ -9,6 +9,7 @@
  * tensors overlap. */
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <math.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -154,7 +155,7 @@ int st_file_open(st_file *f, const char *path, char *err, size_t errlen) {
     }
     double b = cJSON_GetArrayItem(jo, 0)->valuedouble, e = cJSON_GetArrayItem(jo, 1)->valuedouble;
     if (!cJSON_IsNumber(cJSON_GetArrayItem(jo, 0)) || !cJSON_IsNumber(cJSON_GetArrayItem(jo, 1)) ||
-        b < 0 || e < b || b != (double)(uint64_t)b || e != (double)(uint64_t)e) {
+        b < 0 || e < b || e >= 18446744073709551616.0 /* 2^64 */ || b != floor(b) || e != floor(e)) {
       rc = fail(err, errlen, MFS_EFORMAT, "%s: tensor '%s': data_offsets must be integers 0 <= begin <= end",
                 path, name);
       goto out;

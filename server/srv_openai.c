@@ -437,8 +437,9 @@ static int parse_common(srv_job *j, srv_gen *g, const cJSON *root) {
   sa->frequency_penalty = (float)d;
   const cJSON *seed = cJSON_GetObjectItemCaseSensitive(root, "seed");
   if (seed && !cJSON_IsNull(seed)) {
-    if (!cJSON_IsNumber(seed) || seed->valuedouble != floor(seed->valuedouble))
-      return bad(j, "seed", "'%s' must be %s.", "an integer");
+    if (!cJSON_IsNumber(seed) || seed->valuedouble != floor(seed->valuedouble) ||
+        fabs(seed->valuedouble) > 9007199254740992.0) /* 2^53: exact in a JSON number */
+      return bad(j, "seed", "'%s' must be %s.", "an integer between -2^53 and 2^53");
     sa->has_seed = 1;
     sa->seed = (uint64_t)(int64_t)seed->valuedouble;
   }

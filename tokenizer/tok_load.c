@@ -132,8 +132,8 @@ static int is_null(const cJSON *v) { return !v || cJSON_IsNull(v); }
  * copied back with unnul(). Returns a new buffer, or buf when there is
  * none (or NULL when out of memory). */
 static char *nul_escapes(char *buf, size_t len, size_t *outlen) {
-  size_t hits = 0;
-  for (char *p = buf; (p = strstr(p, "\\u0000")); p += 6) hits++;
+  size_t hits = 0; /* counted over all len bytes: raw NULs must not end the count early */
+  for (char *p = buf; (p = memmem(p, len - (size_t)(p - buf), "\\u0000", 6)); p += 6) hits++;
   *outlen = len;
   if (!hits) return buf;
   char *o = malloc(len + hits * 6 + 1), *q = o;
