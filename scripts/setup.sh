@@ -29,8 +29,9 @@ build_pkgs="build-essential cmake ninja-build pkg-config libopenblas-dev libcjso
 #   chromium          the dashboard page's end-to-end test
 #   python3-yaml      the deploy tests read compose and Kubernetes YAML
 #   kubernetes-client kubectl kustomize renders deploy/kubernetes in a test
+#   clang libclang-rt-14-dev  libFuzzer targets and the sanitizer runtimes
 #   (the container test installs podman, runc and debootstrap itself)
-test_pkgs="nodejs npm prometheus chromium python3-yaml kubernetes-client"
+test_pkgs="nodejs npm prometheus chromium python3-yaml kubernetes-client clang libclang-rt-14-dev"
 
 pkgs="$build_pkgs"
 [ $want_test = 1 ] && pkgs="$pkgs $test_pkgs"

@@ -1,9 +1,20 @@
 #!/usr/bin/env bash
 # test.sh: set up a fresh machine (scripts/setup.sh --test), build, and run
-# the whole test suite with CTest. Extra arguments go to ctest, e.g.
+# the whole test suite with CTest; then the same suite under ASan + UBSan,
+# the concurrency tests under TSan, and every fuzz target for a short time.
+# With arguments, only the main CTest run, with the arguments passed to
+# ctest, e.g.
 #   scripts/test.sh -L unit
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --test
-cd build
-ctest --output-on-failure --timeout 900 -j2 "$@"
+if [ $# -gt 0 ]; then
+  cd build && exec ctest --output-on-failure --timeout 900 -j2 "$@"
+fi
+(cd build && ctest --output-on-failure --timeout 900 -j2)
+echo "== sanitizers: ASan + UBSan (whole suite), TSan (concurrency tests)"
+scripts/sanitize.sh asan --output-on-failure -j2
+scripts/sanitize.sh tsan --output-on-failure
+echo "== fuzzing: each target for ${MFS_FUZZ_SECONDS:-20} s"
+scripts/fuzz.sh "${MFS_FUZZ_SECONDS:-20}"
+echo "== all test stages passed"
