@@ -28,6 +28,7 @@
 
 #define SRV_VERSION "0.1.0"
 #define SRV_MAX_STOP 4
+#define SRV_MAX_CHOICES 1024 /* prompts x n in one request */
 #define SRV_IDLE_TIMEOUT 5      /* s: waiting for a request's headers (keep-alive idle too) */
 #define SRV_REQUEST_TIMEOUT 300 /* s: inactivity once a request started (suspension pauses it) */
 

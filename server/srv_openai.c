@@ -601,6 +601,11 @@ static int finish_prepare(srv_job *j, srv_gen *g, int max_tokens_given, int chat
       }
     }
   int nc = g->n_prompts * g->n;
+  if (nc > SRV_MAX_CHOICES) { /* each choice holds a decoder and buffers: bound one request's memory */
+    srv_error_set(&j->err, SRV_E_INVALID, "n", "At most %d choices (prompts x n) per request; this one asks for %d.",
+                  SRV_MAX_CHOICES, nc);
+    return -1;
+  }
   g->choices = calloc((size_t)nc, sizeof *g->choices);
   if (!g->choices) {
     srv_error_set(&j->err, SRV_E_INTERNAL, NULL, "out of memory");
