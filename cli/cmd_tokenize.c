@@ -29,42 +29,9 @@ static char *read_all(FILE *f, size_t *len) {
   return b;
 }
 
-/* "[1, 2, 3]" or "1,2,3" or "1 2 3" */
-static int parse_ids(char *s, int32_t **ids, size_t *n) {
-  size_t cap = 64, k = 0;
-  int32_t *v = malloc(cap * sizeof *v);
-  if (!v) return -1;
-  for (char *p = s; *p;) {
-    if (strchr("[], \t\r\n", *p)) {
-      p++;
-      continue;
-    }
-    char *end;
-    long x = strtol(p, &end, 10);
-    if (end == p || x < 0 || x > 2147483647L) {
-      fprintf(stderr, "mfaserve tokenize: ids on standard input are malformed at '%.20s' "
-                      "(expected a JSON array of non-negative integers)\n", p);
-      free(v);
-      return -1;
-    }
-    if (k == cap) {
-      int32_t *nv = realloc(v, (cap *= 2) * sizeof *v);
-      if (!nv) {
-        free(v);
-        return -1;
-      }
-      v = nv;
-    }
-    v[k++] = (int32_t)x;
-    p = end;
-  }
-  *ids = v;
-  *n = k;
-  return 0;
-}
 
 int cmd_tokenize(int argc, char **argv) {
-  const char *model = NULL, *add_bos = "auto";
+  const char *model = cli_default_model(), *add_bos = "auto";
   int no_special = 0, decode = 0, skip_special = 0;
   cli_flag flags[] = {
       {"model", "MFASERVE_MODEL", CLI_STR, &model, "model directory (tokenizer.json, tokenizer_config.json)"},
@@ -106,12 +73,12 @@ int cmd_tokenize(int argc, char **argv) {
   int status = 0;
   if (decode) {
     int32_t *ids;
-    size_t n;
+    int n;
     char *out;
     size_t ol;
-    if (parse_ids(in, &ids, &n)) status = 2;
+    if (cli_parse_ids(in, &ids, &n)) status = 2;
     else {
-      rc = tok_decode(t, ids, n, skip_special ? TOK_SKIP_SPECIAL : 0, &out, &ol);
+      rc = tok_decode(t, ids, (size_t)n, skip_special ? TOK_SKIP_SPECIAL : 0, &out, &ol);
       if (rc) {
         fprintf(stderr, "mfaserve tokenize: %s (vocab size %d)\n", mfs_strerror(rc), tok_vocab_size(t));
         status = rc == MFS_ERANGE ? 2 : 1;

@@ -127,14 +127,17 @@ int cli_parse_ids(const char *s, int32_t **ids, int *n) {
   size_t cap = 16, k = 0;
   int32_t *v = malloc(cap * sizeof *v);
   if (!v) return -1;
-  const char *p = s;
-  while (*p) {
+  for (const char *p = s; *p;) {
+    if (strchr("[], \t\r\n", *p)) { /* "5,17,99", "[5, 17, 99]" and "5 17 99" alike */
+      p++;
+      continue;
+    }
     char *end;
     errno = 0;
     long x = strtol(p, &end, 10);
     if (end == p || errno || x < 0 || x > 2147483647L) {
-      fprintf(stderr, "mfaserve: token id list '%s' is malformed at '%s': expected "
-                      "comma-separated non-negative integers\n", s, p);
+      fprintf(stderr, "mfaserve: token ids are malformed at '%.20s': expected non-negative integers "
+                      "separated by commas or spaces (a JSON array is fine)\n", p);
       free(v);
       return -1;
     }
@@ -148,13 +151,6 @@ int cli_parse_ids(const char *s, int32_t **ids, int *n) {
     }
     v[k++] = (int32_t)x;
     p = end;
-    while (*p == ' ') p++;
-    if (*p == ',') p++;
-    else if (*p) {
-      fprintf(stderr, "mfaserve: token id list '%s': unexpected '%c'\n", s, *p);
-      free(v);
-      return -1;
-    }
   }
   *ids = v;
   *n = (int)k;
