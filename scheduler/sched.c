@@ -455,7 +455,10 @@ static int take_inbox(sched *s) {
     sreq *r = find_req(s, cancel_buf[i].id);
     int c = cancel_buf[i].choice;
     if (!r) continue;
-    if (c < 0 || !r->forked || r->n_live == 1) end_request(s, r, SCHED_FINISH_CANCELLED);
+    if (c < 0 || !r->forked) end_request(s, r, SCHED_FINISH_CANCELLED);
+    /* only that choice, and only if it still runs: it may have finished on
+     * its own while the cancel was on its way, and must not take another
+     * choice with it */
     else if (c < r->p.n && seq_live(s, r->seqs[c])) seq_finish(s, r->seqs[c], SCHED_FINISH_CANCELLED, 0);
   }
   if (abort_req)

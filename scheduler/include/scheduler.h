@@ -130,10 +130,10 @@ int sched_request_submit(sched *s, const sched_request_params *p, uint64_t *id);
  * (nothing if it already finished). */
 void sched_request_cancel(sched *s, uint64_t id);
 
-/* Any thread. Ends one choice of an n > 1 request (e.g. its stop string
- * matched) with FINISH_CANCELLED; the other choices go on. Before the
- * choices exist (prompt not yet computed), or for the last live choice, it
- * ends the whole request like sched_request_cancel. */
+/* Any thread. Ends one choice of a request (e.g. its stop string matched)
+ * with FINISH_CANCELLED; the other choices go on. Nothing happens if that
+ * choice already finished. Before the first token (the choices do not
+ * exist yet) it ends the whole request like sched_request_cancel. */
 void sched_request_cancel_choice(sched *s, uint64_t id, int choice);
 
 /* Any thread (normally the consumer's). Moves up to max queued events into
