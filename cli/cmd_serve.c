@@ -41,7 +41,10 @@ int cmd_serve(int argc, char **argv) {
   const char *kv_dtype = "f16", *chat_template = "auto", *log_level = "info";
   int port = 8000, max_num_seqs = 64, max_batched = 2048, max_queued = 256, max_model_len = 0, block_size = 16;
   int threads = 0;
-  uint64_t kv_bytes = default_kv_bytes(), max_body = 32ull << 20;
+  /* a JSON body is parsed into a tree of several times its size: 4 MiB
+   * bounds one request to a few hundred MiB of parsing */
+  uint64_t kv_bytes = default_kv_bytes(), max_body = 4ull << 20;
+  int max_connections = 1000;
   double shutdown_timeout = 30;
   cli_flag flags[] = {
       {"model", "MFASERVE_MODEL", CLI_STR, &model, "model directory (config.json, safetensors, tokenizer.json)"},
@@ -62,6 +65,8 @@ int cmd_serve(int argc, char **argv) {
       {"block-size", "MFASERVE_BLOCK_SIZE", CLI_INT, &block_size, "tokens per KV-cache block"},
       {"threads", "MFASERVE_THREADS", CLI_INT, &threads, "engine worker threads (0: all CPUs)"},
       {"max-body-bytes", "MFASERVE_MAX_BODY_BYTES", CLI_BYTES, &max_body, "request bodies beyond this get 413"},
+      {"max-connections", "MFASERVE_MAX_CONNECTIONS", CLI_INT, &max_connections,
+       "open HTTP connections at most (idle ones close after 5 s); more wait to be accepted"},
       {"shutdown-timeout", "MFASERVE_SHUTDOWN_TIMEOUT", CLI_DOUBLE, &shutdown_timeout,
        "seconds running requests get to finish after SIGTERM/SIGINT"},
       {"chat-template", "MFASERVE_CHAT_TEMPLATE", CLI_STR, &chat_template,
@@ -109,6 +114,7 @@ int cmd_serve(int argc, char **argv) {
       .block_size = block_size,
       .threads = threads,
       .max_body_bytes = max_body,
+      .max_connections = max_connections,
       .shutdown_timeout = shutdown_timeout,
       .chat_template = chat_template,
   };

@@ -1,5 +1,6 @@
 /* main.c: the mfaserve program: dispatches to a subcommand. Exit status:
  * 0 success, 1 runtime failure, 2 bad usage or bad input (model files). */
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -25,6 +26,11 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
+  /* A closed standard descriptor would be reused by the next open (libuv's
+   * epoll descriptor, a socket) and then written to, or refused by libuv on
+   * close: keep 0-2 taken. */
+  for (int fd = 0; fd <= 2; fd++)
+    if (fcntl(fd, F_GETFD) < 0 && open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY) < 0) return 1;
   if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
     usage(argc < 2 ? stderr : stdout);
     return argc < 2 ? 2 : 0;

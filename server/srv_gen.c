@@ -73,6 +73,11 @@ static void finish_now(srv_gen *g) {
 int srv_gen_submit(srv_gen *g, srv_error *e) {
   srv *s = g->s;
   g->t_submit = mfs_now();
+  if (g->n > s->o.max_num_seqs) { /* every choice runs as its own sequence */
+    srv_error_set(e, SRV_E_INVALID, "n", "'n' is %d but this server runs at most %d sequences at once (--max-num-seqs).",
+                  g->n, s->o.max_num_seqs);
+    return -1;
+  }
   int want = g->sp.max_tokens > 0 || g->sp.prompt_logprobs >= 0;
   for (int i = 0; want && i < g->n_prompts; i++) {
     srv_prompt *p = &g->prompts[i];
@@ -545,6 +550,9 @@ void srv_gen_flush(srv_gen *g) {
 }
 
 ssize_t srv_gen_read(srv_gen *g, char *buf, size_t max) {
+  /* output lost to a failed allocation: break the stream rather than end it
+   * as if it were complete */
+  if (g->out.oom) return MHD_CONTENT_READER_END_WITH_ERROR;
   size_t avail = g->out.len - g->out_off;
   if (!avail) {
     g->out.len = g->out_off = 0;

@@ -196,6 +196,7 @@ static enum MHD_Result answer_get(srv *s, srv_conn *cc, const char *url) {
     break;
   case SRV_R_METRICS:
     srv_metrics_text(s, &b);
+    if (b.oom) break; /* answered as an error below */
     r = queue_buf(cc, 200, "text/plain; version=0.0.4; charset=utf-8", b.p ? b.p : "", b.len, 0, NULL);
     sb_free(&b);
     return r;

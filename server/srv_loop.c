@@ -456,7 +456,9 @@ int srv_new(srv **out, const srv_opts *o, char *err, size_t errlen) {
                             (uint16_t)o->port, NULL, NULL, srv_http_access, s, MHD_OPTION_EXTERNAL_LOGGER,
                             mhd_logger, s, MHD_OPTION_SOCK_ADDR, &addr.sa, MHD_OPTION_NOTIFY_COMPLETED,
                             srv_http_completed, s, MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
-                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)SRV_REQUEST_TIMEOUT, MHD_OPTION_END);
+                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)SRV_REQUEST_TIMEOUT,
+                            MHD_OPTION_CONNECTION_LIMIT, (unsigned)(o->max_connections > 0 ? o->max_connections : 1000),
+                            MHD_OPTION_END);
   if (!s->mhd) {
     snprintf(err, errlen, "cannot listen on %s:%d: %s", host, o->port, strerror(errno ? errno : EADDRINUSE));
     srv_free(s);
