@@ -109,9 +109,17 @@ typedef struct tp_pool tp_pool;
 int tp_pool_new(tp_pool **out, int n);
 void tp_pool_free(tp_pool *p);
 int tp_pool_size(const tp_pool *p);
-/* Runs fn(arg, i, n) for i in [0, n) on the pool (i = 0 on the caller) and
- * returns when all are done. Not reentrant. */
+/* Runs a job whose work fn claims from a shared counter: the caller runs
+ * fn(arg, 0, n) and every worker that wakes in time runs fn(arg, i, n) too;
+ * it returns once the caller's fn returned (so all work is claimed) and no
+ * worker is still inside fn. A worker that starts late (another process had
+ * its core) finds the job closed and skips it, so nobody waits for it.
+ * fn must therefore claim its work dynamically, never by index alone; i
+ * only selects per-thread scratch. Not reentrant. */
 void tp_pool_run(tp_pool *p, tp_fn fn, void *arg);
+/* Every worker runs fn(arg, i, n) exactly once; returns when all did (for
+ * work split by index, e.g. the bandwidth probe). */
+void tp_pool_run_all(tp_pool *p, tp_fn fn, void *arg);
 
 /* ---- kernels (kernels.c) ---- */
 

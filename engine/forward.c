@@ -142,6 +142,7 @@ typedef enum { PH_ATTN_NORM, PH_QNORM, PH_ROPE_STORE, PH_FFN_NORM, PH_SWIGLU, PH
 typedef struct {
   eng_ctx *c;
   phase_kind kind;
+  _Atomic int next; /* next unclaimed row */
 } phase_job;
 
 static void store_kv(eng_ctx *c, int r) {
@@ -172,9 +173,11 @@ static void phase_worker(void *arg, int ith, int nth) {
   const eng_model_info *in = &m->info;
   const eng_layer *ly = &m->layers[c->layer < in->n_layers ? c->layer : 0];
   int n = pj->kind == PH_FINAL_NORM ? c->n_lrows : c->n_rows;
-  int r0 = (int)((long)n * ith / nth), r1 = (int)((long)n * (ith + 1) / nth);
   int d = in->d, hd = in->head_dim, H = in->n_heads, KV = in->n_kv_heads;
-  for (int r = r0; r < r1; r++) {
+  (void)ith;
+  int step = MFS_MAX(1, n / (4 * nth)); /* rows are claimed in small runs */
+  for (int r0; (r0 = atomic_fetch_add(&pj->next, step)) < n;)
+  for (int r = r0; r < MFS_MIN(n, r0 + step); r++) {
     switch (pj->kind) {
     case PH_ATTN_NORM:
       k_rmsnorm(c->xn + (size_t)r * d, c->x + (size_t)r * d, ly->attn_norm, d, in->rms_eps);
@@ -209,7 +212,7 @@ static void phase_worker(void *arg, int ith, int nth) {
 }
 
 static void phase(eng_ctx *c, phase_kind k) {
-  phase_job j = {c, k};
+  phase_job j = {c, k, 0};
   int n = k == PH_FINAL_NORM ? c->n_lrows : c->n_rows;
   /* a few rows of elementwise work cost less than waking the pool */
   if (n < 4) phase_worker(&j, 0, 1);
@@ -546,7 +549,7 @@ double eng_bench_bandwidth(eng_ctx *c, size_t bytes, int reps) {
   double best = 1e30;
   for (int r = 0; r < reps + 1; r++) {
     double t0 = mfs_now();
-    tp_pool_run(c->tp, bw_worker, &j);
+    tp_pool_run_all(c->tp, bw_worker, &j);
     double dt = mfs_now() - t0;
     if (r > 0 && dt < best) best = dt;
   }

@@ -1,11 +1,20 @@
 /* threadpool.c: the engine's persistent workers (ggml's shape: threads live
- * across steps and split work by index).
+ * across steps; work is split by claiming from shared counters).
  *
- * A job is published by bumping `gen`; workers spin on it for a short while
- * (decode steps come back to back) and then sleep on a condition variable.
- * The caller runs index 0 itself and spins until `done` counts every worker.
- * Invariant: fn/arg are written before gen is released, and read only
- * after a worker observes the new gen (acquire). */
+ * A job is published by writing fn/arg/mode, opening it (closed = 0) and
+ * bumping `gen`; workers spin on gen for a short while (decode steps come
+ * back to back) and then sleep on a condition variable.
+ *
+ * Claiming jobs (tp_pool_run): a worker that sees a new gen enters (active
+ * += 1), then runs fn only if the job is still open; the caller, once its
+ * own fn returned (all work claimed), closes the job and waits only for the
+ * workers inside fn (active == 0). Both sides use sequentially consistent
+ * operations on closed/active, so either the worker sees the job closed or
+ * the caller sees it active. A worker descheduled by another process thus
+ * never holds the step up.
+ *
+ * All-worker jobs (tp_pool_run_all): the caller waits until every worker
+ * ran fn once (`done`). */
 #include <immintrin.h>
 #include <pthread.h>
 #include <sched.h>
@@ -16,8 +25,7 @@
 /* Spin this many pause loops before sleeping: long enough to catch the next
  * job of a decode step, short enough not to starve other processes. */
 #define TP_SPIN 20000
-/* The caller yields the CPU while waiting once it has spun this long: on a
- * loaded machine the worker it waits for may need this very core. */
+/* The caller yields the CPU while waiting once it has spun this long. */
 #define TP_YIELD_AFTER 2000
 
 struct tp_pool {
@@ -25,7 +33,10 @@ struct tp_pool {
   pthread_t *th;
   tp_fn fn;
   void *arg;
+  int all; /* the current job is an all-worker job */
   _Atomic unsigned gen;
+  _Atomic int closed;
+  _Atomic int active;
   _Atomic int done;
   _Atomic int stop;
   _Atomic int sleepers;
@@ -47,8 +58,7 @@ static void *worker(void *a_) {
   for (;;) {
     unsigned g;
     int spins = 0;
-    while ((g = atomic_load_explicit(&p->gen, memory_order_acquire)) == seen &&
-           !atomic_load_explicit(&p->stop, memory_order_relaxed)) {
+    while ((g = atomic_load(&p->gen)) == seen && !atomic_load_explicit(&p->stop, memory_order_relaxed)) {
       if (++spins < TP_SPIN) {
         _mm_pause();
         continue;
@@ -61,9 +71,13 @@ static void *worker(void *a_) {
       spins = 0;
     }
     if (atomic_load(&p->stop)) return NULL;
-    seen = g;
-    p->fn(p->arg, ith, p->n);
-    atomic_fetch_add_explicit(&p->done, 1, memory_order_release);
+    atomic_fetch_add(&p->active, 1);
+    seen = atomic_load(&p->gen); /* the job this entry belongs to */
+    if (!atomic_load(&p->closed)) {
+      p->fn(p->arg, ith, p->n);
+      if (p->all) atomic_fetch_add(&p->done, 1);
+    }
+    atomic_fetch_sub(&p->active, 1);
   }
 }
 
@@ -72,6 +86,7 @@ int tp_pool_new(tp_pool **out, int n) {
   tp_pool *p = calloc(1, sizeof *p);
   if (!p) return MFS_ENOMEM;
   p->n = n;
+  atomic_store(&p->closed, 1);
   p->th = calloc((size_t)n, sizeof *p->th);
   pthread_mutex_init(&p->mu, NULL);
   pthread_cond_init(&p->cv, NULL);
@@ -112,23 +127,50 @@ void tp_pool_free(tp_pool *p) {
 
 int tp_pool_size(const tp_pool *p) { return p->n; }
 
-void tp_pool_run(tp_pool *p, tp_fn fn, void *arg) {
-  if (p->n == 1) {
-    fn(arg, 0, 1);
-    return;
+static void wait_until(_Atomic int *v, int want_at_least, int want_zero) {
+  for (int spins = 0;; spins++) {
+    int x = atomic_load(v);
+    if (want_zero ? x == 0 : x >= want_at_least) return;
+    if (spins < TP_YIELD_AFTER) _mm_pause();
+    else sched_yield();
   }
+}
+
+static void publish(tp_pool *p, tp_fn fn, void *arg, int all) {
+  /* no worker is inside fn here (the previous job waited for active == 0),
+   * so fn/arg can be replaced before the job is opened */
   p->fn = fn;
   p->arg = arg;
-  atomic_store_explicit(&p->done, 0, memory_order_relaxed);
+  p->all = all;
+  atomic_store(&p->done, 0);
+  atomic_store(&p->closed, 0);
   atomic_fetch_add(&p->gen, 1); /* seq_cst: pairs with the sleepers check */
   if (atomic_load(&p->sleepers) > 0) {
     pthread_mutex_lock(&p->mu);
     pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->mu);
   }
-  fn(arg, 0, p->n);
-  for (int spins = 0; atomic_load_explicit(&p->done, memory_order_acquire) < p->n - 1; spins++) {
-    if (spins < TP_YIELD_AFTER) _mm_pause();
-    else sched_yield();
+}
+
+void tp_pool_run(tp_pool *p, tp_fn fn, void *arg) {
+  if (p->n == 1) {
+    fn(arg, 0, 1);
+    return;
   }
+  publish(p, fn, arg, 0);
+  fn(arg, 0, p->n);
+  atomic_store(&p->closed, 1);
+  wait_until(&p->active, 0, 1);
+}
+
+void tp_pool_run_all(tp_pool *p, tp_fn fn, void *arg) {
+  if (p->n == 1) {
+    fn(arg, 0, 1);
+    return;
+  }
+  publish(p, fn, arg, 1);
+  fn(arg, 0, p->n);
+  wait_until(&p->done, p->n - 1, 0);
+  atomic_store(&p->closed, 1);
+  wait_until(&p->active, 0, 1);
 }
