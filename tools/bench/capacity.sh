@@ -1,0 +1,50 @@
+#!/bin/bash
+# Capacity table (issue 7 item 3): four equal-width random models, KV capacity read
+# from the running server's /metrics, then one long-context serving run each.
+# Env: PROMPTS (64) INPUT (1800) OUTPUT (64) CONC (64) PORT (23100)
+set -u
+source "$(dirname "$0")/lib.sh"
+PROMPTS=${PROMPTS:-64}; INPUT=${INPUT:-1800}; OUTPUT=${OUTPUT:-64}; CONC=${CONC:-64}
+PORT=${PORT:-23100}; TAG=${TAG:-run1}
+COMMON="--dtype bf16 --hidden-size 512 --layers 8 --head-dim 64 --intermediate 1408 --vocab 8192 --tie"
+declare -A ARGS=(
+  [mfa-kr]="--attention mfa-kr --heads 16 --q-rank 256"
+  [mfa]="--attention mfa --heads 16 --q-rank 256"
+  [gqa]="--attention gqa --heads 8 --kv-heads 2"
+  [mha]="--attention mha --heads 8 --kv-heads 8"
+)
+for kind in ${KINDS:-mfa-kr mfa gqa mha}; do
+  m=$(mk_model "cap-$kind" ${ARGS[$kind]} $COMMON)
+  check_load "capacity-$kind-$TAG" 120
+  start_server $PORT --model "$m" --kv-cache-memory 1G --max-num-seqs 64 \
+      --max-model-len 2048 --block-size 16 || exit 1
+  blocks=$(metric $PORT mfaserve:kv_cache_num_blocks)
+  bpt=$(metric $PORT mfaserve:kv_cache_bytes_per_token)
+  log "$kind: $blocks blocks, $bpt bytes/token"
+  # sample the running batch while the benchmark runs
+  ( while :; do
+      echo "$(metric $PORT mfaserve:num_requests_running) $(metric $PORT mfaserve:num_requests_waiting) $(metric $PORT mfaserve:num_preemptions_total)"
+      sleep 0.5
+    done ) > "$WORK/running-$kind.txt" 2>/dev/null &
+  SAMPLER=$!
+  "$BIN" bench serve --base-url http://127.0.0.1:$PORT --num-prompts $PROMPTS \
+      --max-concurrency $CONC --random-input-len $INPUT --random-output-len $OUTPUT \
+      --vocab-range 1000:4000 --seed 1 --quiet --json "$RES/cap-$kind-$TAG.serve.json" \
+      > "$RES/cap-$kind-$TAG.serve.txt"
+  mv "$RES/cap-$kind-$TAG.serve.json" "$WORK/cap-$kind-$TAG.serve.json"
+  kill $SAMPLER; wait $SAMPLER 2>/dev/null
+  stop_server
+  $PY - "$kind" "$blocks" "$bpt" "$m" "$WORK/cap-$kind-$TAG.serve.json" "$RES/cap-$kind-$TAG.json" "$WORK/running-$kind.txt" <<'PYEOF'
+import json, sys
+kind, blocks, bpt, m, sj, out, run = sys.argv[1:]
+s = json.load(open(sj)); cfg = json.load(open(m + "/config.json"))
+for k in ("input_lens", "output_lens", "ttfts", "e2els", "itls", "generated_texts", "errors"):
+    s.pop(k, None)
+rows = [l.split() for l in open(run) if len(l.split()) == 3]
+s["server_max_running"] = max((float(r[0]) for r in rows), default=None)
+s["server_preemptions"] = max((float(r[2]) for r in rows), default=None)
+json.dump({"kind": kind, "kv_cache_num_blocks": int(blocks), "block_size": 16,
+           "kv_bytes_per_token": int(bpt), "seqs_2048": int(blocks) * 16 // 2048,
+           "serve": s}, open(out, "w"), indent=1)
+PYEOF
+done

@@ -1,0 +1,27 @@
+#!/bin/bash
+# Front end (issue 7 item 5): /health requests/s with wrk (median of 3), and the
+# inter-token latency on a tiny model alone (1 stream) vs with 256 concurrent streams.
+set -u
+source "$(dirname "$0")/lib.sh"
+TAG=${TAG:-run1}; PORT=${PORT:-23200}; N=${N:-3}
+TINY=$(mk_model tiny --attention mfa-kr --dtype f32 --hidden-size 128 --layers 2 --heads 2 \
+        --head-dim 64 --q-rank 64 --intermediate 256 --vocab 8192 --tie)
+check_load "frontend-$TAG" 60
+start_server $PORT --model "$TINY" --max-num-seqs 256 --max-queued-requests 1024 \
+    --kv-cache-memory 256M || exit 1
+for i in $(seq 1 $N); do
+  wrk -t1 -c64 -d10s http://127.0.0.1:$PORT/health > "$RES/wrk-health-$TAG-$i.txt"
+done
+for i in $(seq 1 $N); do
+  "$BIN" bench serve --base-url http://127.0.0.1:$PORT --num-prompts 16 --max-concurrency 1 \
+     --random-input-len 32 --random-output-len 128 --seed $i --quiet \
+     --metric-percentiles 50,99 --json "$RES/itl-c1-$TAG-$i.json" > /dev/null
+  "$BIN" bench serve --base-url http://127.0.0.1:$PORT --num-prompts 512 --max-concurrency 256 \
+     --random-input-len 32 --random-output-len 128 --seed $i --quiet \
+     --metric-percentiles 50,99 --json "$RES/itl-c256-$TAG-$i.json" > /dev/null
+done
+stop_server
+# the engine's own step at 1 and 256 sequences on the same model (no HTTP), for the split
+"$BIN" bench batch --model "$TINY" --concurrency 1,256 --prompt-len 96 --steps 64 --reps 3 --json \
+   > "$RES/tiny-batch-$TAG.json"
+$PY "$ROOT/tools/bench/trimjson.py" "$RES"/itl-*-$TAG-*.json
