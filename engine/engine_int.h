@@ -145,6 +145,10 @@ void k_gemv32(float *y, const float *w, int n, int k, const float *x, float beta
  * kernels.c). o[hd] and *m, *l carry the row's state across tiles. */
 void k_attn_tile(float *o, float *m, float *l, const float *q, const float *K, const float *V, int cnt, int hd,
                  float *s);
+/* M (1..8) input rows against W[n][k] of any dtype: out[m][i] (stride
+ * ldo) = beta * out + W[i] . in[m]; W is read once for all M rows. */
+#define K_GEMM_FEW_MAX 8
+void k_gemm_few(float *out, int ldo, const void *w, int n, int k, const float *in, int M, float beta, st_dtype dt);
 /* out[rows][k] = widen(w[rows][k]) */
 void k_widen16(float *out, const uint16_t *w, size_t n, st_dtype dt);
 float k_bf16_to_f32_1(uint16_t h);

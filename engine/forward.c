@@ -91,6 +91,10 @@ static void mm_cols(const mm_job *j, const mm_part *pt, int a, int e, float *wid
     k_gemv16(pt->out + a, w, e - a, j->k, j->in, j->beta, pt->w.dt);
     return;
   }
+  if (j->rows <= K_GEMM_FEW_MAX) { /* a few decodes: stream W once, no widening pass or repacking */
+    k_gemm_few(pt->out + a, pt->n, w, e - a, j->k, j->in, j->rows, j->beta, pt->w.dt);
+    return;
+  }
   /* several rows: widen a slab of weights once, reuse it for every row */
   for (int b = a; b < e; b += WIDE_ROWS) {
     int nb = MFS_MIN(WIDE_ROWS, e - b);

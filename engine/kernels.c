@@ -280,3 +280,47 @@ void k_attn_tile(float *o, float *m, float *l, const float *q, const float *K, c
       for (int i = 0; i < hd; i++) o[i] += s[jj] * V[(size_t)jj * hd + i];
   }
 }
+
+/* A few rows of input against the same weights (batched decode of 2-8
+ * sequences): each weight vector is widened once and used for every input
+ * row, so W is streamed once instead of being widened and repacked for a
+ * GEMM. out[m][i] (row stride ldo) = beta * out + W[i] . in[m]. */
+static inline void gemm_few(float *out, int ldo, const uint16_t *w, int n, int k, const float *in, int M, float beta,
+                            st_dtype dt) {
+  int k8 = k & ~7;
+  for (int i = 0; i < n; i++) {
+    const uint16_t *wr = W_ROW(w, i, k, dt);
+    __m256 acc[8];
+    for (int m = 0; m < M; m++) acc[m] = _mm256_setzero_ps();
+    for (int j = 0; j < k8; j += 8) {
+      __m256 wv = widen8(W_AT(wr, j, dt), dt);
+      for (int m = 0; m < M; m++) acc[m] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(in + (size_t)m * k + j), acc[m]);
+    }
+    for (int m = 0; m < M; m++) {
+      float s = hsum8(acc[m]);
+      for (int j = k8; j < k; j++) s += wval(wr, j, dt) * in[(size_t)m * k + j];
+      float *o = out + (size_t)m * ldo + i;
+      *o = beta == 0.0f ? s : beta * *o + s;
+    }
+  }
+}
+
+#define GEMM_FEW_CASE(MM)                                                        \
+  case MM:                                                                       \
+    if (dt == ST_F16) gemm_few(out, ldo, w, n, k, in, MM, beta, ST_F16);         \
+    else if (dt == ST_BF16) gemm_few(out, ldo, w, n, k, in, MM, beta, ST_BF16);  \
+    else gemm_few(out, ldo, w, n, k, in, MM, beta, ST_F32);                      \
+    break;
+
+void k_gemm_few(float *out, int ldo, const void *w, int n, int k, const float *in, int M, float beta, st_dtype dt) {
+  switch (M) {
+    GEMM_FEW_CASE(1)
+    GEMM_FEW_CASE(2)
+    GEMM_FEW_CASE(3)
+    GEMM_FEW_CASE(4)
+    GEMM_FEW_CASE(5)
+    GEMM_FEW_CASE(6)
+    GEMM_FEW_CASE(7)
+    GEMM_FEW_CASE(8)
+  }
+}
