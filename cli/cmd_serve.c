@@ -45,6 +45,7 @@ int cmd_serve(int argc, char **argv) {
    * bounds one request to a few hundred MiB of parsing */
   uint64_t kv_bytes = default_kv_bytes(), max_body = 4ull << 20;
   int max_connections = 1000;
+  double receive_timeout = 30;
   double shutdown_timeout = 30;
   cli_flag flags[] = {
       {"model", "MFASERVE_MODEL", CLI_STR, &model, "model directory (config.json, safetensors, tokenizer.json)"},
@@ -67,6 +68,8 @@ int cmd_serve(int argc, char **argv) {
       {"max-body-bytes", "MFASERVE_MAX_BODY_BYTES", CLI_BYTES, &max_body, "request bodies beyond this get 413"},
       {"max-connections", "MFASERVE_MAX_CONNECTIONS", CLI_INT, &max_connections,
        "open HTTP connections at most (idle ones close after 5 s); more wait to be accepted"},
+      {"receive-timeout", "MFASERVE_RECEIVE_TIMEOUT", CLI_DOUBLE, &receive_timeout,
+       "seconds a request's headers and body may take to arrive, however slowly they trickle"},
       {"shutdown-timeout", "MFASERVE_SHUTDOWN_TIMEOUT", CLI_DOUBLE, &shutdown_timeout,
        "seconds running requests get to finish after SIGTERM/SIGINT"},
       {"chat-template", "MFASERVE_CHAT_TEMPLATE", CLI_STR, &chat_template,
@@ -115,6 +118,7 @@ int cmd_serve(int argc, char **argv) {
       .threads = threads,
       .max_body_bytes = max_body,
       .max_connections = max_connections,
+      .receive_timeout = receive_timeout,
       .shutdown_timeout = shutdown_timeout,
       .chat_template = chat_template,
   };

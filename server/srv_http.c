@@ -341,6 +341,7 @@ enum MHD_Result srv_http_access(void *cls, struct MHD_Connection *mc, const char
                     s->state == SRV_LOADING ? "The model is loading; retry shortly." : "The server is shutting down.");
     if (e.kind) {
       cc->started = 1;
+      srv_sock_received(mc);
       return queue_error(cc, &e, allow);
     }
     return MHD_YES;
@@ -369,6 +370,7 @@ enum MHD_Result srv_http_access(void *cls, struct MHD_Connection *mc, const char
     return MHD_YES;
   }
   cc->started = 1;
+  srv_sock_received(mc);
   srv_error e = {0};
   if (cc->too_large) {
     srv_error_set(&e, SRV_E_TOO_LARGE, NULL, "Request body exceeds --max-body-bytes (%llu).",
@@ -407,8 +409,10 @@ void srv_http_completed(void *cls, struct MHD_Connection *mc, void **con_cls, en
   if (!cc) return;
   *con_cls = NULL;
   cc->closed = 1;
-  if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK) /* the connection may idle for the next request */
+  if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK) { /* the connection may idle for the next request */
     MHD_set_connection_option(mc, MHD_CONNECTION_OPTION_TIMEOUT, (unsigned)SRV_IDLE_TIMEOUT);
+    srv_sock_waiting(mc);
+  }
   if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && cc->gen && !cc->gen->done)
     LOG(MFS_LOG_INFO, "client connection ended before its response did: cancelling %s", cc->gen->id);
   if (cc->gen) {

@@ -31,6 +31,20 @@
 #define SRV_MAX_CHOICES 1024 /* prompts x n in one request */
 #define SRV_IDLE_TIMEOUT 5      /* s: waiting for a request's headers (keep-alive idle too) */
 #define SRV_REQUEST_TIMEOUT 300 /* s: inactivity once a request started (suspension pauses it) */
+#define SRV_RECEIVE_DEADLINE 30 /* s, default of --receive-timeout: a request's headers and body must all
+                                   arrive within this of the connection starting to wait for it, however
+                                   slowly bytes trickle */
+
+/* One open socket, for the receive deadline (MHD's timeouts count only
+ * inactivity). Allocated when MHD reports the connection, freed when it
+ * closes; loop thread only. */
+typedef struct srv_sock {
+  int fd;
+  int waiting;   /* between requests, or receiving one: the deadline runs */
+  int killed;
+  double t_wait; /* mfs_now() when it started waiting */
+  struct srv_sock *next, *prev;
+} srv_sock;
 
 /* ---- growable byte buffer ---- */
 typedef struct sb {
@@ -235,6 +249,8 @@ struct srv {
   uv_loop_t loop;
   uv_poll_t mhd_poll;
   uv_timer_t mhd_timer, drain_timer, stop_timer;
+  srv_sock *socks;            /* open sockets (receive deadline) */
+  double t_deadline_check;
   uv_async_t ev_async;
   uv_signal_t sig_term, sig_int;
   uv_work_t load_work;
@@ -277,6 +293,10 @@ void srv_conn_suspend(srv_conn *cc); /* and starts watching for a disconnect */
 void srv_kick(srv *s);               /* run MHD on the next loop iteration */
 int srv_accepting(const srv *s);     /* READY and not draining */
 void srv_check_drained(srv *s);      /* while draining: stop once nothing runs */
+/* The request on mc is fully received (its receive deadline stops) / was
+ * answered (the connection waits for the next one: the deadline restarts). */
+void srv_sock_received(struct MHD_Connection *mc);
+void srv_sock_waiting(struct MHD_Connection *mc);
 
 /* srv_http.c */
 enum MHD_Result srv_http_access(void *cls, struct MHD_Connection *mc, const char *url,

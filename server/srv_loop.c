@@ -41,10 +41,27 @@ int srv_accepting(const srv *s) { return s->state == SRV_READY; }
 
 static void mhd_arm(srv *s);
 
+/* Once a second: connections whose request has not fully arrived within
+ * SRV_RECEIVE_DEADLINE of their wait starting (a client trickling bytes
+ * keeps MHD's inactivity timeout at bay) are shut down; MHD then sees the
+ * end of the stream and closes them. */
+static void check_deadlines(srv *s) {
+  double now = mfs_now(), limit = s->o.receive_timeout > 0 ? s->o.receive_timeout : SRV_RECEIVE_DEADLINE;
+  if (now - s->t_deadline_check < 0.25) return;
+  s->t_deadline_check = now;
+  for (srv_sock *k = s->socks; k; k = k->next)
+    if (k->waiting && !k->killed && now - k->t_wait > limit) {
+      k->killed = 1;
+      shutdown(k->fd, SHUT_RDWR);
+      LOG(MFS_LOG_INFO, "closing a connection whose request did not arrive within %g s (--receive-timeout)", limit);
+    }
+}
+
 static void on_mhd_timer(uv_timer_t *t) {
   srv *s = t->data;
   if (!s->mhd) return;
   MHD_run(s->mhd);
+  check_deadlines(s);
   mhd_arm(s);
 }
 
@@ -54,7 +71,26 @@ static void on_mhd_poll(uv_poll_t *p, int status, int events) {
   srv *s = p->data;
   if (!s->mhd) return;
   MHD_run(s->mhd);
+  check_deadlines(s);
   mhd_arm(s);
+}
+
+static srv_sock *sock_of(struct MHD_Connection *mc) {
+  const union MHD_ConnectionInfo *ci = MHD_get_connection_info(mc, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+  return ci ? ci->socket_context : NULL;
+}
+
+void srv_sock_received(struct MHD_Connection *mc) {
+  srv_sock *k = sock_of(mc);
+  if (k) k->waiting = 0;
+}
+
+void srv_sock_waiting(struct MHD_Connection *mc) {
+  srv_sock *k = sock_of(mc);
+  if (k) {
+    k->waiting = 1;
+    k->t_wait = mfs_now();
+  }
 }
 
 static void mhd_arm(srv *s) {
@@ -368,10 +404,28 @@ static void mhd_logger(void *cls, const char *fmt, va_list ap) {
  * while it idles between keep-alive requests (srv_http_completed). */
 static void on_connection(void *cls, struct MHD_Connection *mc, void **socket_ctx,
                           enum MHD_ConnectionNotificationCode code) {
-  (void)cls;
-  (void)socket_ctx;
-  if (code == MHD_CONNECTION_NOTIFY_STARTED)
+  srv *s = cls;
+  if (code == MHD_CONNECTION_NOTIFY_STARTED) {
     MHD_set_connection_option(mc, MHD_CONNECTION_OPTION_TIMEOUT, (unsigned)SRV_IDLE_TIMEOUT);
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(mc, MHD_CONNECTION_INFO_CONNECTION_FD);
+    srv_sock *k = ci ? calloc(1, sizeof *k) : NULL; /* without it only the deadline is lost */
+    if (k) {
+      k->fd = ci->connect_fd;
+      k->waiting = 1;
+      k->t_wait = mfs_now();
+      k->next = s->socks;
+      if (s->socks) s->socks->prev = k;
+      s->socks = k;
+    }
+    *socket_ctx = k;
+  } else if (code == MHD_CONNECTION_NOTIFY_CLOSED && *socket_ctx) {
+    srv_sock *k = *socket_ctx;
+    if (k->prev) k->prev->next = k->next;
+    else s->socks = k->next;
+    if (k->next) k->next->prev = k->prev;
+    free(k);
+    *socket_ctx = NULL;
+  }
 }
 
 static char *dupstr(const char *x) { return x ? strdup(x) : NULL; }

@@ -34,6 +34,7 @@ typedef struct srv_opts {
   int threads;               /* engine workers; <= 0: all CPUs */
   uint64_t max_body_bytes;   /* request bodies beyond this get 413 */
   int max_connections;       /* open connections at most (<= 0: 1000); more wait in the kernel's queue */
+  double receive_timeout;    /* s a request's headers and body may take to arrive (<= 0: 30) */
   double shutdown_timeout;   /* seconds running requests get after SIGTERM */
   const char *chat_template; /* "auto" (default), "chatml", "llama3", "mistral", "plain" */
 } srv_opts;
