@@ -433,6 +433,14 @@ static size_t holdback(const srv_gen *g, const srv_choice *c) {
   return 0;
 }
 
+/* The error a failed (engine) or aborted (shutdown) request ends with. */
+static void gen_error(const srv_gen *g, srv_error *e) {
+  if (g->failed)
+    srv_error_set(e, SRV_E_INTERNAL, NULL, "The request failed in the engine: %s.", mfs_strerror(g->err_code));
+  else
+    srv_error_set(e, SRV_E_UNAVAILABLE, NULL, "The server shut down before the request finished.");
+}
+
 static void stream_chunks(srv_gen *g) {
   int chat = g->kind == SRV_KIND_CHAT;
   sb *out = &g->out;
@@ -494,10 +502,7 @@ static void stream_chunks(srv_gen *g) {
     g->final_written = 1;
     if (g->failed || g->aborted) {
       srv_error e = {0};
-      if (g->failed)
-        srv_error_set(&e, SRV_E_INTERNAL, NULL, "The request failed in the engine: %s.", mfs_strerror(g->err_code));
-      else
-        srv_error_set(&e, SRV_E_UNAVAILABLE, NULL, "The server shut down before the request finished.");
+      gen_error(g, &e);
       sb_puts(out, "data: ");
       srv_error_json(out, &e);
       sb_puts(out, "\n\n");
@@ -527,10 +532,7 @@ void srv_gen_flush(srv_gen *g) {
   sb body = {0};
   if (g->failed || g->aborted) {
     srv_error e = {0};
-    if (g->failed)
-      srv_error_set(&e, SRV_E_INTERNAL, NULL, "The request failed in the engine: %s.", mfs_strerror(g->err_code));
-    else
-      srv_error_set(&e, SRV_E_UNAVAILABLE, NULL, "The server shut down before the request finished.");
+    gen_error(g, &e);
     srv_conn_set_error(cc, &e);
   } else {
     final_body(g, &body);
