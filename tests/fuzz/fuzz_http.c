@@ -80,14 +80,16 @@ static long exchange(const void *req, size_t n, char *buf, size_t cap, int first
   return (long)got;
 }
 
-static int health(void) {
+static int health_within(int ms) {
   static const char req[] = "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
   char buf[512];
-  long n = exchange(req, sizeof req - 1, buf, sizeof buf - 1, 10000, 10000);
+  long n = exchange(req, sizeof req - 1, buf, sizeof buf - 1, ms, ms);
   if (n < 12) return 0;
   buf[n] = 0;
   return !strncmp(buf, "HTTP/1.1 200", 12);
 }
+
+static int health(void) { return health_within(10000); }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
   (void)argc;
@@ -136,7 +138,10 @@ static int flood(const uint8_t *data, size_t size) {
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   static char buf[1 << 16];
   if (flood(data, size)) {
-    FUZZ_CHECK(health(), "GET /health does not answer 200 after a flood of clients that left mid-request");
+    /* past --max-connections the probe waits in the backlog behind the
+     * flood until the server has closed the departed clients: allow that
+     * on a loaded (sanitized) build */
+    FUZZ_CHECK(health_within(30000), "GET /health does not answer 200 after a flood of clients that left mid-request");
     return 0;
   }
   long n = exchange(data, size, buf, sizeof buf, 100, 1000);
