@@ -15,6 +15,7 @@
  * status line, and afterwards a fresh GET /health answers 200 within 10 s
  * (the server keeps serving). A crash or sanitizer report in any server
  * thread stops the fuzzer. */
+#include <errno.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -50,7 +51,18 @@ static long exchange(const void *req, size_t n, char *buf, size_t cap, int first
   FUZZ_CHECK(fd >= 0, "socket");
   struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)g_port)};
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  FUZZ_CHECK(connect(fd, (struct sockaddr *)&a, sizeof a) == 0, "connect to the server failed");
+  int cr;
+  while ((cr = connect(fd, (struct sockaddr *)&a, sizeof a)) != 0 && errno == EINTR) {
+  }
+  /* interrupted mid-connect (libFuzzer's -timeout alarm): EISCONN or
+   * EALREADY mean the connection is under way or made */
+  if (cr != 0 && (errno == EALREADY || errno == EINPROGRESS || errno == EISCONN)) {
+    struct pollfd pw = {.fd = fd, .events = POLLOUT};
+    while (poll(&pw, 1, 10000) < 0 && errno == EINTR) {
+    }
+    cr = 0;
+  }
+  FUZZ_CHECK(cr == 0, "connect to the server failed");
   struct timeval tv = {.tv_sec = 5};
   setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
   const char *p = req;
@@ -65,9 +77,17 @@ static long exchange(const void *req, size_t n, char *buf, size_t cap, int first
   size_t got = 0, seen = 0;
   for (;;) {
     struct pollfd pf = {.fd = fd, .events = POLLIN};
-    if (poll(&pf, 1, seen ? idle_ms : first_ms) <= 0) break;
+    /* libFuzzer's -timeout alarm interrupts poll and recv: EINTR is not an
+     * answer, wait out the rest of the time */
+    double until = mfs_now() + (seen ? idle_ms : first_ms) / 1000.0;
+    int pr;
+    while ((pr = poll(&pf, 1, (int)MFS_MAX(0.0, (until - mfs_now()) * 1000))) < 0 && errno == EINTR) {
+    }
+    if (pr <= 0) break;
     char tmp[4096];
-    ssize_t r = recv(fd, tmp, sizeof tmp, 0);
+    ssize_t r;
+    while ((r = recv(fd, tmp, sizeof tmp, 0)) < 0 && errno == EINTR) {
+    }
     if (r <= 0) break;
     seen += (size_t)r;
     if (got < cap) {
