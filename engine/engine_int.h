@@ -129,13 +129,10 @@ void k_rmsnorm(float *out, const float *x, const float *w, int n, float eps);
 void k_rope(float *x, const float *cs, int hd);
 /* out[hd] = RoPE(x) (out != x) */
 void k_rope_to(float *out, const float *x, const float *cs, int hd);
-/* In place softmax of x[n]; returns nothing. */
-void k_softmax(float *x, int n);
 /* g[n] = silu(g) * u */
 void k_swiglu(float *g, const float *u, int n);
 void k_f16_to_f32(float *out, const uint16_t *in, size_t n);
 void k_f32_to_f16(uint16_t *out, const float *in, size_t n);
-void k_bf16_to_f32(float *out, const uint16_t *in, size_t n);
 float k_f16_to_f32_1(uint16_t h);
 /* y[n] = beta * y + W[n][k] x[k] for 16-bit W (dt ST_F16 or ST_BF16);
  * beta 0 never reads y. */

@@ -48,18 +48,6 @@ void k_rope(float *x, const float *cs, int hd) {
   }
 }
 
-void k_softmax(float *x, int n) {
-  float mx = -INFINITY;
-  for (int i = 0; i < n; i++) mx = x[i] > mx ? x[i] : mx;
-  double sum = 0;
-  for (int i = 0; i < n; i++) {
-    x[i] = expf(x[i] - mx);
-    sum += x[i];
-  }
-  float inv = (float)(1.0 / sum);
-  for (int i = 0; i < n; i++) x[i] *= inv;
-}
-
 void k_swiglu(float *g, const float *u, int n) {
   for (int i = 0; i < n; i++) {
     float x = g[i];
@@ -88,10 +76,6 @@ float k_bf16_to_f32_1(uint16_t h) {
   float f;
   memcpy(&f, &u, 4);
   return f;
-}
-
-void k_bf16_to_f32(float *out, const uint16_t *in, size_t n) {
-  for (size_t i = 0; i < n; i++) out[i] = k_bf16_to_f32_1(in[i]);
 }
 
 /* 8 consecutive weights as F32 (dt ST_F32 reads floats) */
