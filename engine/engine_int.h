@@ -138,10 +138,13 @@ float k_f16_to_f32_1(uint16_t h);
  * beta 0 never reads y. */
 void k_gemv16(float *y, const uint16_t *w, int n, int k, const float *x, float beta, st_dtype dt);
 void k_gemv32(float *y, const float *w, int n, int k, const float *x, float beta);
-/* One query row against a tile of keys/values with an online softmax (see
- * kernels.c). o[hd] and *m, *l carry the row's state across tiles. */
-void k_attn_tile(float *o, float *m, float *l, const float *q, const float *K, const float *V, int cnt, int hd,
-                 float *s);
+/* Attention on a tile of keys (see kernels.c): S[t][r] = K[t] . Q[r] with Q
+ * transposed (Qt[hd][ldq], R8 rows, a multiple of 8; T4 keys, a multiple of
+ * 4); the online-softmax update of R8 rows (keys t >= valid[r] masked);
+ * and O[r] = O[r] corr[r] + sum_t S[t][r] V[t]. */
+void k_attn_scores(float *S, int lds, const float *Qt, int ldq, int R8, const float *K, int T4, int hd);
+void k_attn_softmax(float *S, int lds, int T, int R8, const float *valid, float *m, float *l, float *corr);
+void k_attn_accum(float *O, const float *P, int ldp, const float *V, int T, int R, int hd, const float *corr);
 /* M (1..8) input rows against W[n][k] of any dtype: out[m][i] (stride
  * ldo) = beta * out + W[i] . in[m]; W is read once for all M rows. */
 #define K_GEMM_FEW_MAX 8

@@ -29,8 +29,17 @@ extern void openblas_set_num_threads(int);
 
 typedef struct {
   int seq, t0, t1; /* rows [t0, t1) of the step, all in seq */
-  int u0, u1;      /* head units: KV heads if KV > 1, else single heads */
+  int k0, k1;      /* key positions [k0, k1) it reads (k1: what its last row sees) */
+  int part;        /* -1: the whole context, result to att; else its partial-result slot */
+  int group;       /* split group, when part >= 0 */
 } att_item;
+
+/* An item whose context was split into parts (flash-decoding): each part
+ * leaves (O, m, l) in its slot; the part that finishes last merges them. */
+typedef struct {
+  int seq, t0, t1, slot0, nparts;
+  _Atomic int done;
+} att_group;
 
 struct eng_ctx {
   const eng_model *m;
@@ -43,9 +52,12 @@ struct eng_ctx {
   int *seq_row0;               /* [max_seqs] */
   att_item *items;             /* [max_items] */
   int max_items;
-  float **kbuf, **vbuf;        /* per thread [KV_TILE][hd]: one tile of keys / values */
-  float **sbuf;                /* per thread [KV_TILE] scores, then [item_rows_max] max and sum */
-  float **qbuf, **obuf;        /* per thread [max rows per item][hd] */
+  att_item *base;              /* [nth] items before splitting */
+  att_group *groups;           /* [nth] */
+  float **part;                /* [2 nth] partial results: [item_rows_max][hd], then m and l */
+  float **kbuf, **vbuf;        /* per thread: keys, values [KV_TILE][hd] */
+  float **sbuf;                /* per thread [KV_TILE][rows8 + 8] scores, then m, l, corr, valid [rows8] each */
+  float **qbuf, **obuf;        /* per thread: queries transposed [hd][rows8 + 8], outputs [rows][hd] */
   float **wide;                /* per thread [WIDE_ROWS][max k] widened weights */
   int item_rows_max;
   /* the step being run */
@@ -226,14 +238,19 @@ static void phase(eng_ctx *c, phase_kind k) {
 /* ------------------------------------------------------------- attention */
 
 /* Attention reads the cache in tiles of KV_TILE positions: a tile's keys
- * (rotated) and values are widened into the worker's L1/L2-sized scratch,
- * every query row of the item consumes it with an online softmax, and the
- * next tile overwrites it. The cache is therefore streamed once per item,
- * whatever the context length. */
-#define KV_TILE 128
+ * (rotated, transposed) and values are widened into the worker's L1-sized
+ * scratch, every query row of the item consumes it (scores, online
+ * softmax, weighted values: kernels.c), and the next tile overwrites it.
+ * The cache is therefore streamed once per item, whatever the context
+ * length. With fewer items than workers (a few decodes), each item's
+ * context is split between items and the partial softmaxes are merged, so
+ * every core works on one sequence's keys without reading any key twice. */
+#define KV_TILE 64
+#define SPLIT_MIN_KEYS 64 /* no part of a split context is shorter */
 
-/* Positions [j0, j1) of KV head g into Kt/Vt ([KV_TILE][hd], F32); MFA-KR:
- * the value is the stored pre-RoPE key and the key is its rotation. */
+/* Positions [j0, j1) of KV head g: keys (rotated) into Kt[KV_TILE][hd]
+ * (rows up to the next multiple of 4 zeroed), values into Vt[KV_TILE][hd].
+ * MFA-KR: the value is the stored pre-RoPE key and the key its rotation. */
 static void gather_tile(eng_ctx *c, const eng_seq_step *s, int g, int j0, int j1, float *Kt, float *Vt) {
   const eng_model_info *in = &c->m->info;
   const kvc_geom *geo = kvc_pool_geom(c->b->kv);
@@ -260,48 +277,84 @@ static void gather_tile(eng_ctx *c, const eng_seq_step *s, int g, int j0, int j1
       }
     }
   }
+  int n = j1 - j0, n4 = (n + 3) & ~3;
+  memset(Kt + (size_t)n * hd, 0, (size_t)(n4 - n) * hd * sizeof *Kt);
+}
+
+/* A split group's parts are all done: att = sum_p O_p e^(m_p - m) / sum_p l_p e^(m_p - m). */
+static void attn_merge(eng_ctx *c, const att_group *gp) {
+  const eng_model_info *in = &c->m->info;
+  int H = in->n_heads, hd = in->head_dim, R = c->item_rows_max, rows = (gp->t1 - gp->t0) * H;
+  for (int r = 0; r < rows; r++) {
+    float m = -1e30f, l = 0;
+    for (int p = 0; p < gp->nparts; p++) {
+      float mp = c->part[gp->slot0 + p][(size_t)R * hd + r];
+      m = mp > m ? mp : m;
+    }
+    float *dst = c->att + (size_t)(gp->t0 + r / H) * H * hd + (size_t)(r % H) * hd;
+    memset(dst, 0, (size_t)hd * sizeof *dst);
+    for (int p = 0; p < gp->nparts; p++) {
+      const float *pt = c->part[gp->slot0 + p];
+      float mp = pt[(size_t)R * hd + r], lp = pt[(size_t)R * hd + R + r];
+      if (lp == 0) continue; /* this part saw no key of this row */
+      float w = expf(mp - m);
+      l += lp * w;
+      for (int i = 0; i < hd; i++) dst[i] += pt[(size_t)r * hd + i] * w;
+    }
+    float inv = 1.0f / l;
+    for (int i = 0; i < hd; i++) dst[i] *= inv;
+  }
 }
 
 static void attn_item_run(eng_ctx *c, int ith, const att_item *it) {
   const eng_model_info *in = &c->m->info;
   const eng_seq_step *s = &c->b->seqs[it->seq];
-  int H = in->n_heads, KV = in->n_kv_heads, hd = in->head_dim, G = H / KV;
-  int row0 = c->seq_row0[it->seq];
-  int n_ctx = s->n_past + (it->t1 - row0); /* keys visible to the tile's last row */
-  int h0, h1, g0, g1;                       /* head units -> heads and KV heads */
-  if (KV > 1) {
-    g0 = it->u0, g1 = it->u1, h0 = g0 * G, h1 = g1 * G;
-  } else {
-    h0 = it->u0, h1 = it->u1, g0 = 0, g1 = 1;
-  }
-  float *Q = c->qbuf[ith], *O = c->obuf[ith], *Kt = c->kbuf[ith], *Vt = c->vbuf[ith];
-  float *S = c->sbuf[ith], *M = S + KV_TILE, *L = M + c->item_rows_max;
+  int H = in->n_heads, KV = in->n_kv_heads, hd = in->head_dim, G = H / KV, R = c->item_rows_max;
+  int row0 = c->seq_row0[it->seq], ntok = it->t1 - it->t0, rows = ntok * G, R8 = (rows + 7) & ~7;
+  int ld = R8 + 8; /* row stride of Qt and S: off powers of two, so no cache-set conflicts */
+  float *Qt = c->qbuf[ith], *O = c->obuf[ith], *Kt = c->kbuf[ith], *Vt = c->vbuf[ith];
+  float *S = c->sbuf[ith], *M = S + (size_t)KV_TILE * ld, *L = M + R8, *corr = L + R8, *valid = corr + R8;
+  float *part = it->part >= 0 ? c->part[it->part] : NULL;
   float scale = 1.0f / sqrtf((float)hd);
-  for (int g = g0; g < g1; g++) {
-    int a = MFS_MAX(h0, g * G), e = MFS_MIN(h1, (g + 1) * G), nh = e - a;
-    int rows = (it->t1 - it->t0) * nh;
-    for (int r = 0; r < rows; r++) {
-      const float *q = c->q + (size_t)(it->t0 + r / nh) * H * hd + (size_t)(a + r % nh) * hd;
-      for (int i = 0; i < hd; i++) Q[(size_t)r * hd + i] = q[i] * scale;
-      M[r] = -INFINITY;
+  for (int g = 0; g < KV; g++) {
+    /* row r: token r / G, head g * G + r % G; Q transposed: Qt[d][r] */
+    for (int r = 0; r < R8; r++) {
+      if (r < rows) {
+        const float *q = c->q + (size_t)(it->t0 + r / G) * H * hd + (size_t)(g * G + r % G) * hd;
+        for (int d = 0; d < hd; d++) Qt[(size_t)d * ld + r] = q[d] * scale;
+      } else {
+        for (int d = 0; d < hd; d++) Qt[(size_t)d * ld + r] = 0;
+      }
+      M[r] = -1e30f; /* finite: a row with every key masked so far stays NaN-free */
       L[r] = 0;
     }
     memset(O, 0, (size_t)rows * hd * sizeof *O);
-    for (int j0 = 0; j0 < n_ctx; j0 += KV_TILE) {
-      int j1 = MFS_MIN(n_ctx, j0 + KV_TILE);
+    for (int j0 = it->k0; j0 < it->k1; j0 += KV_TILE) {
+      int j1 = MFS_MIN(it->k1, j0 + KV_TILE), cnt = j1 - j0;
       gather_tile(c, s, g, j0, j1, Kt, Vt);
-      for (int r = 0; r < rows; r++) {
-        int valid = s->n_past + (it->t0 + r / nh - row0) + 1; /* causal: keys [0, valid) */
-        int cnt = MFS_MIN(j1, valid) - j0;
-        if (cnt <= 0) continue;
-        k_attn_tile(O + (size_t)r * hd, &M[r], &L[r], Q + (size_t)r * hd, Kt, Vt, cnt, hd, S);
-      }
+      for (int r = 0; r < R8; r++) /* causal: row r sees keys [j0, j0 + valid) of this tile */
+        valid[r] = r < rows ? (float)MFS_MIN(cnt, s->n_past + (it->t0 + r / G - row0) + 1 - j0) : 0.0f;
+      k_attn_scores(S, ld, Qt, ld, R8, Kt, (cnt + 3) & ~3, hd);
+      k_attn_softmax(S, ld, cnt, R8, valid, M, L, corr);
+      k_attn_accum(O, S, ld, Vt, cnt, rows, hd, corr);
     }
     for (int r = 0; r < rows; r++) {
+      int tok = r / G, h = g * G + r % G;
+      if (part) { /* partial row tok * H + h: O, m, l */
+        size_t pr = (size_t)tok * H + h;
+        memcpy(part + pr * hd, O + (size_t)r * hd, (size_t)hd * sizeof *O);
+        part[(size_t)R * hd + pr] = M[r];
+        part[(size_t)R * hd + R + pr] = L[r];
+        continue;
+      }
       float inv = 1.0f / L[r];
-      float *dst = c->att + (size_t)(it->t0 + r / nh) * H * hd + (size_t)(a + r % nh) * hd;
+      float *dst = c->att + (size_t)(it->t0 + tok) * H * hd + (size_t)h * hd;
       for (int i = 0; i < hd; i++) dst[i] = O[(size_t)r * hd + i] * inv;
     }
+  }
+  if (part) {
+    att_group *gp = &c->groups[it->group];
+    if (atomic_fetch_add(&gp->done, 1) == gp->nparts - 1) attn_merge(c, gp); /* the last part merges */
   }
 }
 
@@ -315,26 +368,45 @@ static void attn_worker(void *arg, int ith, int nth) {
   }
 }
 
-/* Splits the step into attention items: token tiles that keep the score
- * tile within budget, and head ranges when there are fewer sequences than
- * workers (so a single decode still uses every core). */
+/* Splits the step into attention items: token tiles of up to ITEM_TOKENS
+ * rows of one sequence, all heads. With fewer items than workers (a few
+ * decodes) each item's context is split further into about 2 parts per
+ * worker (dynamic claiming balances them), never shorter than
+ * SPLIT_MIN_KEYS and aligned to 16 positions. */
 static void plan_items(eng_ctx *c) {
-  const eng_model_info *in = &c->m->info;
   const eng_batch *b = c->b;
-  int H = in->n_heads, KV = in->n_kv_heads;
-  int units = KV > 1 ? KV : H, heads_per_unit = KV > 1 ? H / KV : 1;
-  int hsplit = b->n_seqs < c->nth ? MFS_MIN(units, c->nth) : 1;
   int n = 0;
   for (int s = 0; s < b->n_seqs; s++) {
     const eng_seq_step *st = &b->seqs[s];
     int row0 = c->seq_row0[s];
-    for (int hs = 0; hs < hsplit; hs++) {
-      int u0 = units * hs / hsplit, u1 = units * (hs + 1) / hsplit;
-      int nh_max = heads_per_unit; /* rows per token in one GEMM (per KV head) */
-      if (KV == 1) nh_max = u1 - u0;
-      int tile = MFS_MAX(1, MFS_MIN(ITEM_TOKENS, c->item_rows_max / nh_max));
-      for (int t = 0; t < st->n_new; t += tile)
-        c->items[n++] = (att_item){s, row0 + t, row0 + MFS_MIN(st->n_new, t + tile), u0, u1};
+    for (int t = 0; t < st->n_new; t += ITEM_TOKENS) {
+      int t1 = MFS_MIN(st->n_new, t + ITEM_TOKENS);
+      c->items[n++] = (att_item){s, row0 + t, row0 + t1, 0, st->n_past + t1, -1, -1};
+    }
+  }
+  if (n < c->nth && c->nth > 1) {
+    int nb = n, want = 2 * c->nth, slot = 0;
+    memcpy(c->base, c->items, (size_t)nb * sizeof *c->base);
+    n = 0;
+    for (int i = 0; i < nb; i++) {
+      att_item it = c->base[i];
+      int parts = MFS_MIN(want / nb, it.k1 / SPLIT_MIN_KEYS);
+      if (parts < 2) {
+        c->items[n++] = it;
+        continue;
+      }
+      att_group *gp = &c->groups[i];
+      gp->seq = it.seq, gp->t0 = it.t0, gp->t1 = it.t1, gp->slot0 = slot, gp->nparts = parts;
+      atomic_store(&gp->done, 0);
+      for (int p = 0; p < parts; p++) {
+        att_item q = it;
+        q.k0 = p ? (int)((long)it.k1 * p / parts) & ~15 : 0;
+        q.k1 = p == parts - 1 ? it.k1 : (int)((long)it.k1 * (p + 1) / parts) & ~15;
+        q.part = slot + p;
+        q.group = i;
+        c->items[n++] = q;
+      }
+      slot += parts;
     }
   }
   c->n_items = n;
@@ -440,6 +512,11 @@ void eng_ctx_free(eng_ctx *c) {
   free(c->lrows);
   free(c->seq_row0);
   free(c->items);
+  free(c->base);
+  free(c->groups);
+  if (c->part)
+    for (int p = 0; p < 2 * c->nth; p++) free(c->part[p]);
+  free(c->part);
   free(c);
 }
 
@@ -476,11 +553,19 @@ int eng_ctx_new(eng_ctx **out, const eng_model *m, const eng_ctx_opts *o) {
   c->row_pos = malloc(T * sizeof(int32_t));
   c->lrows = malloc(T * sizeof(int32_t));
   c->seq_row0 = malloc((size_t)c->max_seqs * sizeof(int));
-  /* items: per sequence at most nth head ranges x token tiles (<= tokens) */
-  c->max_items = (int)T * MFS_MIN(c->nth, (int)H) + c->max_seqs * MFS_MIN(c->nth, (int)H);
+  /* items: token tiles (at most one per token plus one per sequence), or
+   * when split (fewer items than workers) at most 2 nth parts */
+  c->max_items = (int)T + c->max_seqs + 2 * c->nth;
   c->items = malloc((size_t)c->max_items * sizeof *c->items);
-  if (!c->row_seq || !c->row_pos || !c->lrows || !c->seq_row0 || !c->items) goto fail;
-  c->item_rows_max = (int)(MFS_MIN((size_t)ITEM_TOKENS, T) * H);
+  c->base = malloc((size_t)c->nth * sizeof *c->base);
+  c->groups = calloc((size_t)c->nth, sizeof *c->groups);
+  c->part = calloc(2 * (size_t)c->nth, sizeof(float *));
+  if (!c->row_seq || !c->row_pos || !c->lrows || !c->seq_row0 || !c->items || !c->base || !c->groups || !c->part)
+    goto fail;
+  c->item_rows_max = (int)(MFS_MIN((size_t)ITEM_TOKENS, T) * H); /* one item: tokens x heads */
+  size_t rows8 = ((size_t)c->item_rows_max + 7) & ~(size_t)7;
+  for (int p = 0; p < 2 * c->nth; p++)
+    if (!(c->part[p] = falloc((size_t)c->item_rows_max * (hd + 2)))) goto fail;
   c->kbuf = calloc((size_t)c->nth, sizeof(float *));
   c->vbuf = calloc((size_t)c->nth, sizeof(float *));
   c->sbuf = calloc((size_t)c->nth, sizeof(float *));
@@ -491,7 +576,7 @@ int eng_ctx_new(eng_ctx **out, const eng_model *m, const eng_ctx_opts *o) {
   size_t kmax = MFS_MAX(MFS_MAX(d, (size_t)in->inter), MFS_MAX(H * hd, C));
   for (int t = 0; t < c->nth; t++)
     if (!(c->kbuf[t] = falloc((size_t)KV_TILE * hd)) || !(c->vbuf[t] = falloc((size_t)KV_TILE * hd)) ||
-        !(c->sbuf[t] = falloc(KV_TILE + 2 * (size_t)c->item_rows_max)) || !(c->qbuf[t] = falloc((size_t)c->item_rows_max * hd)) ||
+        !(c->sbuf[t] = falloc((rows8 + 8) * KV_TILE + 4 * rows8)) || !(c->qbuf[t] = falloc((rows8 + 8) * hd)) ||
         !(c->obuf[t] = falloc((size_t)c->item_rows_max * hd)) || !(c->wide[t] = falloc(WIDE_ROWS * kmax)))
       goto fail;
   *out = c;

@@ -181,87 +181,154 @@ static inline __m256 exp8(__m256 x) {
   return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
 }
 
-/* One query row against one tile of keys/values, online softmax:
- *   s_j = q . K_j (q pre-scaled),  m' = max(m, max_j s_j),
- *   o <- o * e^(m - m') + sum_j e^(s_j - m') V_j,  l <- l * e^(m - m') + sum_j e^(s_j - m')
- * o[hd], K[cnt][hd], V[cnt][hd], s[cnt] scratch. */
-void k_attn_tile(float *o, float *m, float *l, const float *q, const float *K, const float *V, int cnt, int hd,
-                 float *s) {
-  float mx = -INFINITY;
-  if ((hd & 7) == 0) {
-    for (int j = 0; j < cnt; j++) {
-      const float *k = K + (size_t)j * hd;
-      __m256 acc = _mm256_mul_ps(_mm256_loadu_ps(q), _mm256_loadu_ps(k));
-      for (int i = 8; i < hd; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_loadu_ps(k + i), acc);
-      s[j] = hsum8(acc);
-      mx = s[j] > mx ? s[j] : mx;
+/* Attention on one tile of keys for R query rows (tokens x heads), in three
+ * passes that keep the FMA units busy (flash-attention's inner loop,
+ * register-blocked, with the rows along the vector lanes):
+ *
+ *   k_attn_scores:  S[t][r] = K[t] . Q[r]          (4 keys x 16 rows per block)
+ *   k_attn_softmax: online-softmax update of 8 rows at a time: m' = max(m,
+ *                   max_t S), S[t] <- e^(S[t] - m'), l <- l e^(m - m') + sum_t S[t]
+ *   k_attn_accum:   O[r] <- O[r] corr[r] + sum_t S[t][r] V[t]   (2 rows x 32 dims)
+ *
+ * Q arrives transposed (Qt[d][r], once per item), so one broadcast of a key
+ * element feeds 8 rows' scores at once: no horizontal sums, and keys and
+ * values are used as the cache stores them (row-major). m starts at a finite
+ * -1e30 (not -inf), so fully masked rows never produce NaN. */
+
+/* S[t*lds + r] for t < T4 (a multiple of 4; K has T4 finite rows) and
+ * r < R8 (a multiple of 8; Qt[d*ldq + r] finite up to R8). */
+void k_attn_scores(float *S, int lds, const float *Qt, int ldq, int R8, const float *K, int T4, int hd) {
+  int r = 0;
+  for (; r + 16 <= R8; r += 16)
+    for (int t = 0; t < T4; t += 4) {
+      const float *k0 = K + (size_t)t * hd, *k1 = k0 + hd, *k2 = k1 + hd, *k3 = k2 + hd;
+      const float *q = Qt + r;
+      __m256 a0 = _mm256_setzero_ps(), b0 = a0, a1 = a0, b1 = a0, a2 = a0, b2 = a0, a3 = a0, b3 = a0;
+      for (int d = 0; d < hd; d++, q += ldq) {
+        __m256 q0 = _mm256_loadu_ps(q), q1 = _mm256_loadu_ps(q + 8), k;
+        k = _mm256_broadcast_ss(k0 + d);
+        a0 = _mm256_fmadd_ps(k, q0, a0);
+        b0 = _mm256_fmadd_ps(k, q1, b0);
+        k = _mm256_broadcast_ss(k1 + d);
+        a1 = _mm256_fmadd_ps(k, q0, a1);
+        b1 = _mm256_fmadd_ps(k, q1, b1);
+        k = _mm256_broadcast_ss(k2 + d);
+        a2 = _mm256_fmadd_ps(k, q0, a2);
+        b2 = _mm256_fmadd_ps(k, q1, b2);
+        k = _mm256_broadcast_ss(k3 + d);
+        a3 = _mm256_fmadd_ps(k, q0, a3);
+        b3 = _mm256_fmadd_ps(k, q1, b3);
+      }
+      float *s = S + (size_t)t * lds + r;
+      _mm256_storeu_ps(s, a0), _mm256_storeu_ps(s + 8, b0), s += lds;
+      _mm256_storeu_ps(s, a1), _mm256_storeu_ps(s + 8, b1), s += lds;
+      _mm256_storeu_ps(s, a2), _mm256_storeu_ps(s + 8, b2), s += lds;
+      _mm256_storeu_ps(s, a3), _mm256_storeu_ps(s + 8, b3);
     }
-  } else {
-    for (int j = 0; j < cnt; j++) {
-      float a = 0;
-      for (int i = 0; i < hd; i++) a += q[i] * K[(size_t)j * hd + i];
-      s[j] = a;
-      mx = a > mx ? a : mx;
+  if (r < R8) /* 8 rows left */
+    for (int t = 0; t < T4; t += 4) {
+      const float *k0 = K + (size_t)t * hd, *k1 = k0 + hd, *k2 = k1 + hd, *k3 = k2 + hd;
+      const float *q = Qt + r;
+      __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+      for (int d = 0; d < hd; d++, q += ldq) {
+        __m256 q0 = _mm256_loadu_ps(q);
+        a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(k0 + d), q0, a0);
+        a1 = _mm256_fmadd_ps(_mm256_broadcast_ss(k1 + d), q0, a1);
+        a2 = _mm256_fmadd_ps(_mm256_broadcast_ss(k2 + d), q0, a2);
+        a3 = _mm256_fmadd_ps(_mm256_broadcast_ss(k3 + d), q0, a3);
+      }
+      float *s = S + (size_t)t * lds + r;
+      _mm256_storeu_ps(s, a0), _mm256_storeu_ps(s + lds, a1);
+      _mm256_storeu_ps(s + 2 * (size_t)lds, a2), _mm256_storeu_ps(s + 3 * (size_t)lds, a3);
     }
-  }
-  float m_new = mx > *m ? mx : *m;
-  float corr = *m == -INFINITY ? 0.0f : expf(*m - m_new);
-  __m256 vm = _mm256_set1_ps(m_new), vsum = _mm256_setzero_ps();
-  int j = 0;
-  for (; j + 8 <= cnt; j += 8) {
-    __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(s + j), vm));
-    _mm256_storeu_ps(s + j, e);
-    vsum = _mm256_add_ps(vsum, e);
-  }
-  float sum = hsum8(vsum);
-  for (; j < cnt; j++) {
-    s[j] = expf(s[j] - m_new);
-    sum += s[j];
-  }
-  *l = *l * corr + sum;
-  *m = m_new;
-  if (hd == 64) { /* the common width: o stays in registers across the tile */
-    __m256 o0 = _mm256_mul_ps(_mm256_loadu_ps(o), _mm256_set1_ps(corr));
-    __m256 o1 = _mm256_mul_ps(_mm256_loadu_ps(o + 8), _mm256_set1_ps(corr));
-    __m256 o2 = _mm256_mul_ps(_mm256_loadu_ps(o + 16), _mm256_set1_ps(corr));
-    __m256 o3 = _mm256_mul_ps(_mm256_loadu_ps(o + 24), _mm256_set1_ps(corr));
-    __m256 o4 = _mm256_mul_ps(_mm256_loadu_ps(o + 32), _mm256_set1_ps(corr));
-    __m256 o5 = _mm256_mul_ps(_mm256_loadu_ps(o + 40), _mm256_set1_ps(corr));
-    __m256 o6 = _mm256_mul_ps(_mm256_loadu_ps(o + 48), _mm256_set1_ps(corr));
-    __m256 o7 = _mm256_mul_ps(_mm256_loadu_ps(o + 56), _mm256_set1_ps(corr));
-    for (int jj = 0; jj < cnt; jj++) {
-      const float *v = V + (size_t)jj * 64;
-      __m256 p = _mm256_set1_ps(s[jj]);
-      o0 = _mm256_fmadd_ps(p, _mm256_loadu_ps(v), o0);
-      o1 = _mm256_fmadd_ps(p, _mm256_loadu_ps(v + 8), o1);
-      o2 = _mm256_fmadd_ps(p, _mm256_loadu_ps(v + 16), o2);
-      o3 = _mm256_fmadd_ps(p, _mm256_loadu_ps(v + 24), o3);
-      o4 = _mm256_fmadd_ps(p, _mm256_loadu_ps(v + 32), o4);
-      o5 = _mm256_fmadd_ps(p, _mm256_loadu_ps(v + 40), o5);
-      o6 = _mm256_fmadd_ps(p, _mm256_loadu_ps(v + 48), o6);
-      o7 = _mm256_fmadd_ps(p, _mm256_loadu_ps(v + 56), o7);
+}
+
+/* Rows r < R8, 8 at a time: S[t*lds + r] for t < T, masked (-> 0) where
+ * t >= valid[r]; m, l updated, corr[r] = e^(m - m'). */
+void k_attn_softmax(float *S, int lds, int T, int R8, const float *valid, float *m, float *l, float *corr) {
+  const __m256 ninf = _mm256_set1_ps(-INFINITY);
+  for (int r = 0; r < R8; r += 8) {
+    __m256 vv = _mm256_loadu_ps(valid + r), m0 = _mm256_loadu_ps(m + r), mx = m0;
+    float *s = S + r;
+    for (int t = 0; t < T; t++, s += lds) {
+      __m256 keep = _mm256_cmp_ps(_mm256_set1_ps((float)t), vv, _CMP_LT_OQ);
+      __m256 x = _mm256_blendv_ps(ninf, _mm256_loadu_ps(s), keep);
+      _mm256_storeu_ps(s, x);
+      mx = _mm256_max_ps(mx, x);
     }
-    _mm256_storeu_ps(o, o0);
-    _mm256_storeu_ps(o + 8, o1);
-    _mm256_storeu_ps(o + 16, o2);
-    _mm256_storeu_ps(o + 24, o3);
-    _mm256_storeu_ps(o + 32, o4);
-    _mm256_storeu_ps(o + 40, o5);
-    _mm256_storeu_ps(o + 48, o6);
-    _mm256_storeu_ps(o + 56, o7);
+    __m256 c = exp8(_mm256_sub_ps(m0, mx)), sum = _mm256_setzero_ps();
+    s = S + r;
+    for (int t = 0; t < T; t++, s += lds) { /* exp8 of -inf (masked) is exactly 0 */
+      __m256 p = exp8(_mm256_sub_ps(_mm256_loadu_ps(s), mx));
+      _mm256_storeu_ps(s, p);
+      sum = _mm256_add_ps(sum, p);
+    }
+    _mm256_storeu_ps(l + r, _mm256_fmadd_ps(_mm256_loadu_ps(l + r), c, sum));
+    _mm256_storeu_ps(m + r, mx);
+    _mm256_storeu_ps(corr + r, c);
+  }
+}
+
+/* O[r][:] = O[r][:] corr[r] + sum_{t < T} P[t*ldp + r] V[t][:], r < R;
+ * V is [T][hd] (hd a multiple of 8 for the vector paths). */
+void k_attn_accum(float *O, const float *P, int ldp, const float *V, int T, int R, int hd, const float *corr) {
+  if (hd % 8) {
+    for (int r = 0; r < R; r++) {
+      float *o = O + (size_t)r * hd;
+      for (int i = 0; i < hd; i++) o[i] *= corr[r];
+      for (int t = 0; t < T; t++) {
+        float p = P[(size_t)t * ldp + r];
+        for (int i = 0; i < hd; i++) o[i] += p * V[(size_t)t * hd + i];
+      }
+    }
     return;
   }
-  for (int i = 0; i < hd; i++) o[i] *= corr;
-  if ((hd & 7) == 0) {
-    for (int i = 0; i < hd; i += 8) {
-      __m256 acc = _mm256_loadu_ps(o + i);
-      for (int jj = 0; jj < cnt; jj++)
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(s[jj]), _mm256_loadu_ps(V + (size_t)jj * hd + i), acc);
-      _mm256_storeu_ps(o + i, acc);
+  int r = 0;
+  for (; r + 2 <= R; r += 2) {
+    float *oa = O + (size_t)r * hd, *ob = oa + hd;
+    __m256 ca = _mm256_set1_ps(corr[r]), cb = _mm256_set1_ps(corr[r + 1]);
+    int i = 0;
+    for (; i + 32 <= hd; i += 32) {
+      __m256 a0 = _mm256_mul_ps(_mm256_loadu_ps(oa + i), ca), a1 = _mm256_mul_ps(_mm256_loadu_ps(oa + i + 8), ca);
+      __m256 a2 = _mm256_mul_ps(_mm256_loadu_ps(oa + i + 16), ca), a3 = _mm256_mul_ps(_mm256_loadu_ps(oa + i + 24), ca);
+      __m256 b0 = _mm256_mul_ps(_mm256_loadu_ps(ob + i), cb), b1 = _mm256_mul_ps(_mm256_loadu_ps(ob + i + 8), cb);
+      __m256 b2 = _mm256_mul_ps(_mm256_loadu_ps(ob + i + 16), cb), b3 = _mm256_mul_ps(_mm256_loadu_ps(ob + i + 24), cb);
+      const float *v = V + i, *p = P + r;
+      for (int t = 0; t < T; t++, v += hd, p += ldp) {
+        __m256 v0 = _mm256_loadu_ps(v), v1 = _mm256_loadu_ps(v + 8), v2 = _mm256_loadu_ps(v + 16),
+               v3 = _mm256_loadu_ps(v + 24);
+        __m256 w = _mm256_broadcast_ss(p);
+        a0 = _mm256_fmadd_ps(w, v0, a0), a1 = _mm256_fmadd_ps(w, v1, a1);
+        a2 = _mm256_fmadd_ps(w, v2, a2), a3 = _mm256_fmadd_ps(w, v3, a3);
+        w = _mm256_broadcast_ss(p + 1);
+        b0 = _mm256_fmadd_ps(w, v0, b0), b1 = _mm256_fmadd_ps(w, v1, b1);
+        b2 = _mm256_fmadd_ps(w, v2, b2), b3 = _mm256_fmadd_ps(w, v3, b3);
+      }
+      _mm256_storeu_ps(oa + i, a0), _mm256_storeu_ps(oa + i + 8, a1);
+      _mm256_storeu_ps(oa + i + 16, a2), _mm256_storeu_ps(oa + i + 24, a3);
+      _mm256_storeu_ps(ob + i, b0), _mm256_storeu_ps(ob + i + 8, b1);
+      _mm256_storeu_ps(ob + i + 16, b2), _mm256_storeu_ps(ob + i + 24, b3);
     }
-  } else {
-    for (int jj = 0; jj < cnt; jj++)
-      for (int i = 0; i < hd; i++) o[i] += s[jj] * V[(size_t)jj * hd + i];
+    for (; i < hd; i += 8) {
+      __m256 a = _mm256_mul_ps(_mm256_loadu_ps(oa + i), ca), b = _mm256_mul_ps(_mm256_loadu_ps(ob + i), cb);
+      const float *v = V + i, *p = P + r;
+      for (int t = 0; t < T; t++, v += hd, p += ldp) {
+        __m256 v0 = _mm256_loadu_ps(v);
+        a = _mm256_fmadd_ps(_mm256_broadcast_ss(p), v0, a);
+        b = _mm256_fmadd_ps(_mm256_broadcast_ss(p + 1), v0, b);
+      }
+      _mm256_storeu_ps(oa + i, a), _mm256_storeu_ps(ob + i, b);
+    }
+  }
+  for (; r < R; r++) {
+    float *o = O + (size_t)r * hd;
+    __m256 c = _mm256_set1_ps(corr[r]);
+    for (int i = 0; i < hd; i += 8) {
+      __m256 a = _mm256_mul_ps(_mm256_loadu_ps(o + i), c);
+      const float *v = V + i, *p = P + r;
+      for (int t = 0; t < T; t++, v += hd, p += ldp) a = _mm256_fmadd_ps(_mm256_broadcast_ss(p), _mm256_loadu_ps(v), a);
+      _mm256_storeu_ps(o + i, a);
+    }
   }
 }
 

@@ -4,9 +4,10 @@ reference (tests/reference/mfa_ref.py) on random-weight models written by
 tools/make_model.py, for every attention kind x weight dtype.
 
 Per model (prompt of 37 tokens: more than 2 blocks of 16, 9 blocks of 4;
+two more models with 300 tokens: many KV tiles, split decode contexts;
 eps / rope_theta vary over the models, one config omits rope_theta, two
 models have sizes off the SIMD width: d 72, hd 18, I 200, V 301):
-- `logits --kv-dtype f32` with --chunk 0, 1, 3 (--threads 3), and
+- `logits --kv-dtype f32` with --chunk 0, 1, 3 (--threads 3), 1 (--threads 2), and
   --block-size 4 with --chunk 5 and 1, --block-size 1 with --chunk 2:
   max|C - ref| <= TOL = 1e-3 * max|ref| (relative to the largest logit);
   argmax must match wherever the top-2 gap exceeds GAP = 1e-3 * max|ref|.
@@ -73,6 +74,12 @@ def quick_cases():
         x.setdefault("vocab", 300)
         x["seed"] = 100 + i
         x["prompt_len"] = 37
+    # long prompts: many KV tiles (64 positions), and decode steps whose context
+    # the engine splits between workers and merges (flash-decoding)
+    c.append(dict(attention="mfa-kr", dtype="bf16", hidden_size=128, heads=8, head_dim=32, q_rank=64,
+                  layers=2, vocab=300, seed=200, prompt_len=300, rms_norm_eps=1e-5, rope_theta=10000.0))
+    c.append(dict(attention="gqa", dtype="f16", hidden_size=64, heads=4, kv_heads=2, head_dim=24,
+                  layers=2, vocab=300, seed=201, prompt_len=300, rms_norm_eps=1e-5, rope_theta=10000.0))
     return c
 
 
@@ -183,6 +190,7 @@ def run_case(rec, args, c, tmp, errs):
     for label, extra, tol in [("chunk0", ["--chunk", "0"] + f32, TOL),
                               ("chunk1", ["--chunk", "1"] + f32, TOL),
                               ("chunk3 threads3", ["--chunk", "3", "--threads", "3"] + f32, TOL),
+                              ("chunk1 threads2", ["--chunk", "1", "--threads", "2"] + f32, TOL),
                               ("chunk5 block4", ["--chunk", "5", "--block-size", "4"] + f32, TOL),
                               ("chunk1 block4", ["--chunk", "1", "--block-size", "4"] + f32, TOL),
                               ("chunk2 block1", ["--chunk", "2", "--block-size", "1"] + f32, TOL),
