@@ -104,6 +104,11 @@ static inline float hsum8(__m256 v) {
   return _mm_cvtss_f32(a);
 }
 
+/* Rows are short (k = 512: 1 KB), too short for the hardware prefetcher to
+ * lock on to each; the block of 4 is one contiguous run, so prefetch that
+ * run a fixed distance ahead. */
+#define GEMV_PREFETCH 8192
+
 /* Four rows at a time share each load of x; two accumulators per row hide
  * the FMA latency. The loop streams W once: this is the decode hot path.
  * Works for F32 rows too (dt ST_F32, w reinterpreted). */
@@ -114,7 +119,11 @@ static inline void gemv_rows(float *y, const uint16_t *w, int n, int k, const fl
     const uint16_t *w0 = W_ROW(w, i, k, dt), *w1 = W_ROW(w, i + 1, k, dt), *w2 = W_ROW(w, i + 2, k, dt),
                    *w3 = W_ROW(w, i + 3, k, dt);
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+    /* the 4 rows are one contiguous run: prefetch it ahead (see GEMV_PREFETCH) */
+    const size_t esz = dt == ST_F32 ? 4 : 2;
+    const char *pf = (const char *)w0 + GEMV_PREFETCH;
     for (int j = 0; j < k16; j += 16) {
+      for (size_t b = 0; b < 64 * esz; b += 64) _mm_prefetch(pf + (size_t)j * 4 * esz + b, _MM_HINT_T0);
       __m256 x0 = _mm256_loadu_ps(x + j), x1 = _mm256_loadu_ps(x + j + 8);
       a0 = _mm256_fmadd_ps(widen8(W_AT(w0, j, dt), dt), x0, a0);
       b0 = _mm256_fmadd_ps(widen8(W_AT(w0, j + 8, dt), dt), x1, b0);
@@ -144,9 +153,72 @@ static inline void gemv_rows(float *y, const uint16_t *w, int n, int k, const fl
   }
 }
 
+/* BF16 rows without a widening instruction: a bf16 is the high half of an
+ * f32, so interleaving 16 weights with zeros (vpunpcklwd / vpunpckhwd, one
+ * shuffle per 8) yields them as f32, in the order [0-3, 8-11] and [4-7,
+ * 12-15] within each 16; x is permuted the same way once per call. Half the
+ * vector work per weight of the zero-extend-and-shift path, which made the
+ * decode GEMV compute-bound (~20 GB/s on one core against ~50 of reads). */
+#define GEMV_BF16_MAX_K 16384
+static void gemv_bf16(float *y, const uint16_t *w, int n, int k, const float *x, float beta) {
+  int k16 = k & ~15;
+  float xp[k16 > 0 ? k16 : 1];
+  for (int j = 0; j < k16; j += 16) {
+    __m256 lo = _mm256_loadu_ps(x + j), hi = _mm256_loadu_ps(x + j + 8);
+    _mm256_storeu_ps(xp + j, _mm256_permute2f128_ps(lo, hi, 0x20));
+    _mm256_storeu_ps(xp + j + 8, _mm256_permute2f128_ps(lo, hi, 0x31));
+  }
+  const __m256i z = _mm256_setzero_si256();
+#define BF_LO(v) _mm256_castsi256_ps(_mm256_unpacklo_epi16(z, v))
+#define BF_HI(v) _mm256_castsi256_ps(_mm256_unpackhi_epi16(z, v))
+  int i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const uint16_t *w0 = w + (size_t)i * k, *w1 = w0 + k, *w2 = w1 + k, *w3 = w2 + k;
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+    const char *pf = (const char *)w0 + GEMV_PREFETCH; /* the 4 rows are contiguous: 128 B per step */
+    for (int j = 0; j < k16; j += 16) {
+      _mm_prefetch(pf + (size_t)j * 8, _MM_HINT_T0);
+      _mm_prefetch(pf + (size_t)j * 8 + 64, _MM_HINT_T0);
+      __m256 x0 = _mm256_loadu_ps(xp + j), x1 = _mm256_loadu_ps(xp + j + 8);
+      __m256i v0 = _mm256_loadu_si256((const __m256i *)(w0 + j)), v1 = _mm256_loadu_si256((const __m256i *)(w1 + j));
+      __m256i v2 = _mm256_loadu_si256((const __m256i *)(w2 + j)), v3 = _mm256_loadu_si256((const __m256i *)(w3 + j));
+      a0 = _mm256_fmadd_ps(BF_LO(v0), x0, a0);
+      b0 = _mm256_fmadd_ps(BF_HI(v0), x1, b0);
+      a1 = _mm256_fmadd_ps(BF_LO(v1), x0, a1);
+      b1 = _mm256_fmadd_ps(BF_HI(v1), x1, b1);
+      a2 = _mm256_fmadd_ps(BF_LO(v2), x0, a2);
+      b2 = _mm256_fmadd_ps(BF_HI(v2), x1, b2);
+      a3 = _mm256_fmadd_ps(BF_LO(v3), x0, a3);
+      b3 = _mm256_fmadd_ps(BF_HI(v3), x1, b3);
+    }
+    float s[4] = {hsum8(_mm256_add_ps(a0, b0)), hsum8(_mm256_add_ps(a1, b1)), hsum8(_mm256_add_ps(a2, b2)),
+                  hsum8(_mm256_add_ps(a3, b3))};
+    const uint16_t *rows[4] = {w0, w1, w2, w3};
+    for (int r = 0; r < 4; r++) {
+      for (int j = k16; j < k; j++) s[r] += k_bf16_to_f32_1(rows[r][j]) * x[j];
+      y[i + r] = beta == 0.0f ? s[r] : beta * y[i + r] + s[r];
+    }
+  }
+  for (; i < n; i++) {
+    const uint16_t *wr = w + (size_t)i * k;
+    __m256 a = _mm256_setzero_ps(), b = a;
+    for (int j = 0; j < k16; j += 16) {
+      __m256i v = _mm256_loadu_si256((const __m256i *)(wr + j));
+      a = _mm256_fmadd_ps(BF_LO(v), _mm256_loadu_ps(xp + j), a);
+      b = _mm256_fmadd_ps(BF_HI(v), _mm256_loadu_ps(xp + j + 8), b);
+    }
+    float t = hsum8(_mm256_add_ps(a, b));
+    for (int j = k16; j < k; j++) t += k_bf16_to_f32_1(wr[j]) * x[j];
+    y[i] = beta == 0.0f ? t : beta * y[i] + t;
+  }
+#undef BF_LO
+#undef BF_HI
+}
+
 /* one instantiation per dtype, so the dtype test folds away in the loop */
 void k_gemv16(float *y, const uint16_t *w, int n, int k, const float *x, float beta, st_dtype dt) {
   if (dt == ST_F16) gemv_rows(y, w, n, k, x, beta, ST_F16);
+  else if (k <= GEMV_BF16_MAX_K) gemv_bf16(y, w, n, k, x, beta);
   else gemv_rows(y, w, n, k, x, beta, ST_BF16);
 }
 
@@ -336,42 +408,23 @@ void k_attn_accum(float *O, const float *P, int ldp, const float *V, int T, int 
  * sequences): each weight vector is widened once and used for every input
  * row, so W is streamed once instead of being widened and repacked for a
  * GEMM. out[m][i] (row stride ldo) = beta * out + W[i] . in[m]. */
-static inline void gemm_few(float *out, int ldo, const uint16_t *w, int n, int k, const float *in, int M, float beta,
-                            st_dtype dt) {
-  int k8 = k & ~7;
-  for (int i = 0; i < n; i++) {
-    const uint16_t *wr = W_ROW(w, i, k, dt);
-    __m256 acc[8];
-    for (int m = 0; m < M; m++) acc[m] = _mm256_setzero_ps();
-    for (int j = 0; j < k8; j += 8) {
-      __m256 wv = widen8(W_AT(wr, j, dt), dt);
-      for (int m = 0; m < M; m++) acc[m] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(in + (size_t)m * k + j), acc[m]);
-    }
-    for (int m = 0; m < M; m++) {
-      float s = hsum8(acc[m]);
-      for (int j = k8; j < k; j++) s += wval(wr, j, dt) * in[(size_t)m * k + j];
-      float *o = out + (size_t)m * ldo + i;
-      *o = beta == 0.0f ? s : beta * *o + s;
-    }
-  }
-}
-
-#define GEMM_FEW_CASE(MM)                                                        \
-  case MM:                                                                       \
-    if (dt == ST_F16) gemm_few(out, ldo, w, n, k, in, MM, beta, ST_F16);         \
-    else if (dt == ST_BF16) gemm_few(out, ldo, w, n, k, in, MM, beta, ST_BF16);  \
-    else gemm_few(out, ldo, w, n, k, in, MM, beta, ST_F32);                      \
-    break;
+/* A few rows (decodes batched together): each block of weight rows (about
+ * L1-sized) is streamed from memory by the first input row's GEMV and
+ * re-read from cache by the others, so the weights cross the memory bus
+ * once and every row runs the fast GEMV kernels above. */
+#define GEMM_FEW_BLOCK_BYTES 32768
 
 void k_gemm_few(float *out, int ldo, const void *w, int n, int k, const float *in, int M, float beta, st_dtype dt) {
-  switch (M) {
-    GEMM_FEW_CASE(1)
-    GEMM_FEW_CASE(2)
-    GEMM_FEW_CASE(3)
-    GEMM_FEW_CASE(4)
-    GEMM_FEW_CASE(5)
-    GEMM_FEW_CASE(6)
-    GEMM_FEW_CASE(7)
-    GEMM_FEW_CASE(8)
+  size_t esz = dt == ST_F32 ? 4 : 2;
+  int nb = (int)(GEMM_FEW_BLOCK_BYTES / ((size_t)k * esz)) & ~3;
+  if (nb < 4) nb = 4;
+  for (int i = 0; i < n; i += nb) {
+    int cnt = n - i < nb ? n - i : nb;
+    for (int m = 0; m < M; m++) {
+      float *y = out + (size_t)m * ldo + i;
+      const float *x = in + (size_t)m * k;
+      if (dt == ST_F32) k_gemv32(y, (const float *)w + (size_t)i * k, cnt, k, x, beta);
+      else k_gemv16(y, (const uint16_t *)w + (size_t)i * k, cnt, k, x, beta, dt);
+    }
   }
 }
