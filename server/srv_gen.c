@@ -241,6 +241,12 @@ void srv_gen_event(srv_gen *g, const sched_event *ev) {
   }
 }
 
+/* Cancels the requests still running (their blocks are freed within a step). */
+static void gen_cancel(srv_gen *g) {
+  for (int i = 0; i < g->n_prompts; i++)
+    if (g->prompts[i].live) sched_request_cancel(g->s->sched, g->prompts[i].req);
+}
+
 void srv_gen_detach(srv_gen *g) {
   if (g->cc && g->cc->gen == g) g->cc->gen = NULL;
   g->cc = NULL;
@@ -248,8 +254,7 @@ void srv_gen_detach(srv_gen *g) {
     srv_gen_free(g);
     return;
   }
-  for (int i = 0; i < g->n_prompts; i++)
-    if (g->prompts[i].live) sched_request_cancel(g->s->sched, g->prompts[i].req);
+  gen_cancel(g);
   if (!g->linked) srv_gen_free(g);
 }
 
@@ -444,6 +449,9 @@ static void gen_error(const srv_gen *g, srv_error *e) {
 static void stream_chunks(srv_gen *g) {
   int chat = g->kind == SRV_KIND_CHAT;
   sb *out = &g->out;
+  /* test hook: the stream's buffer failing to grow at its Nth flush (the
+   * general srv_buf hook rarely lands inside a stream: its buffer is reused) */
+  if (!out->oom && mfs_fault("srv_sse")) out->oom = 1;
   for (int i = 0; i < g->n_prompts * g->n; i++) {
     srv_choice *c = &g->choices[i];
     srv_prompt *p = &g->prompts[c->prompt];
@@ -551,10 +559,36 @@ void srv_gen_flush(srv_gen *g) {
   srv_conn_resume(cc);
 }
 
+/* A stream whose buffer failed to grow ends with this error event, which
+ * needs no allocation (same shape as srv_error_json's SRV_E_INTERNAL). */
+static const char oom_tail[] =
+    "data: {\"error\":{\"message\":\"The server ran out of memory; the rest of this response was lost.\","
+    "\"type\":\"server_error\",\"param\":null,\"code\":\"internal_error\"}}\n\ndata: [DONE]\n\n";
+
 ssize_t srv_gen_read(srv_gen *g, char *buf, size_t max) {
-  /* output lost to a failed allocation: break the stream rather than end it
-   * as if it were complete */
-  if (g->out.oom) return MHD_CONTENT_READER_END_WITH_ERROR;
+  if (g->out.oom && !g->oom_cut) {
+    /* output lost to a failed allocation: keep the complete events (up to
+     * the last blank line), then the error event; if part of an incomplete
+     * event already left, only breaking the connection tells the client */
+    size_t end = 0;
+    for (size_t i = g->out.len; i >= 2; i--)
+      if (g->out.p[i - 1] == '\n' && g->out.p[i - 2] == '\n') {
+        end = i;
+        break;
+      }
+    if (end < g->out_off) return MHD_CONTENT_READER_END_WITH_ERROR;
+    g->out.len = end;
+    g->oom_cut = 1;
+    gen_cancel(g); /* nobody will read the rest: free its sequences now */
+  }
+  if (g->oom_cut && g->out_off >= g->out.len) {
+    size_t left = sizeof oom_tail - 1 - g->oom_off;
+    if (!left) return MHD_CONTENT_READER_END_OF_STREAM;
+    size_t n = MFS_MIN(left, max);
+    memcpy(buf, oom_tail + g->oom_off, n);
+    g->oom_off += n;
+    return (ssize_t)n;
+  }
   size_t avail = g->out.len - g->out_off;
   if (!avail) {
     g->out.len = g->out_off = 0;

@@ -190,6 +190,8 @@ typedef struct srv_gen {
   struct srv_gen *next, *prev; /* srv's list of gens in the scheduler */
   int linked;                  /* in srv's list (submitted) */
   int final_written;           /* stream: finish chunks and [DONE] written */
+  int oom_cut;                 /* stream: out failed to grow; ends with oom_tail (srv_gen.c) */
+  size_t oom_off;              /* bytes of oom_tail sent */
   int dirty;                   /* in srv's list of gens with new events */
   struct srv_gen *dnext;
   double t_submit;

@@ -54,7 +54,8 @@ int mfs_parse_bytes(const char *s, uint64_t *out);
  * "sched_submit:3,sched_step:10". The caller treats 1 as the
  * failure the site can have (usually MFS_ENOMEM). Sites: sched_submit
  * (request allocation), sched_step (the engine step), srv_buf (the
- * server's response buffers growing). Any thread. */
+ * server's response buffers growing), srv_sse (a stream's buffer, at its
+ * Nth flush of events). Any thread. */
 int mfs_fault(const char *site);
 
 #define MFS_ALIGN_UP(x, a) (((x) + ((a)-1)) & ~((size_t)(a)-1))
