@@ -251,7 +251,10 @@ struct srv {
   uv_loop_t loop;
   uv_poll_t mhd_poll;
   uv_timer_t mhd_timer, drain_timer, stop_timer;
-  srv_sock *socks;            /* open sockets (receive deadline) */
+  srv_sock *socks;            /* open sockets (receive deadline, idle eviction) */
+  int n_socks;                /* connections MHD reported open */
+  long long n_evicted;        /* idle connections closed near the connection limit */
+  double t_evict_log;
   double t_deadline_check;
   uv_async_t ev_async;
   uv_signal_t sig_term, sig_int;

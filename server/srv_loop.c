@@ -402,10 +402,36 @@ static void mhd_logger(void *cls, const char *fmt, va_list ap) {
  * connection therefore gets a short inactivity timeout until its first
  * request's headers are in (the access handler then lengthens it) and again
  * while it idles between keep-alive requests (srv_http_completed). */
+/* Near the connection limit a newcomer would wait in the listen queue
+ * behind every idle client until idle timeouts free slots; instead each
+ * new connection closes the longest-idle one (waiting for a request, none
+ * in progress), as nginx drops keep-alive connections when it runs out.
+ * Clients with a request running are never touched. */
+static void evict_idle(srv *s) {
+  int limit = s->o.max_connections > 0 ? s->o.max_connections : 1000;
+  int margin = MFS_MAX(2, limit / 16);
+  if (s->n_socks < limit - margin) return;
+  srv_sock *old = NULL;
+  for (srv_sock *k = s->socks; k; k = k->next)
+    if (k->waiting && !k->killed && (!old || k->t_wait < old->t_wait)) old = k;
+  if (!old) return;
+  old->killed = 1;
+  shutdown(old->fd, SHUT_RDWR);
+  s->n_evicted++;
+  double now = mfs_now();
+  if (now - s->t_evict_log > 5) {
+    s->t_evict_log = now;
+    LOG(MFS_LOG_WARN, "%d connections open, near --max-connections %d: closing the longest-idle ones to admit new "
+        "clients (%lld so far)", s->n_socks, limit, (long long)s->n_evicted);
+  }
+}
+
 static void on_connection(void *cls, struct MHD_Connection *mc, void **socket_ctx,
                           enum MHD_ConnectionNotificationCode code) {
   srv *s = cls;
   if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+    evict_idle(s); /* before this one joins the list: never itself */
+    s->n_socks++;
     MHD_set_connection_option(mc, MHD_CONNECTION_OPTION_TIMEOUT, (unsigned)SRV_IDLE_TIMEOUT);
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(mc, MHD_CONNECTION_INFO_CONNECTION_FD);
     srv_sock *k = ci ? calloc(1, sizeof *k) : NULL; /* without it only the deadline is lost */
@@ -418,8 +444,10 @@ static void on_connection(void *cls, struct MHD_Connection *mc, void **socket_ct
       s->socks = k;
     }
     *socket_ctx = k;
-  } else if (code == MHD_CONNECTION_NOTIFY_CLOSED && *socket_ctx) {
+  } else if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
+    s->n_socks--;
     srv_sock *k = *socket_ctx;
+    if (!k) return;
     if (k->prev) k->prev->next = k->next;
     else s->socks = k->next;
     if (k->next) k->next->prev = k->prev;

@@ -110,6 +110,9 @@ void srv_metrics_text(srv *s, sb *o) {
     sb_printf(o, ",finished_reason=\"%s\"} %llu\n", reasons[i], (unsigned long long)s->finished[i]);
   }
   counter(o, s, "http_requests_total", "HTTP requests received.", (double)s->http_requests);
+  gauge(o, s, "http_connections", "Open client connections.", (double)s->n_socks);
+  counter(o, s, "http_idle_connections_closed_total",
+          "Idle connections closed near --max-connections to admit new clients.", (double)s->n_evicted);
   hist(o, s, &s->h_ttft);
   hist(o, s, &s->h_itl);
   hist(o, s, &s->h_e2e);
