@@ -1,11 +1,35 @@
 /* sampling.c: see sampling.h. */
 #include "sampling.h"
 
+#include <immintrin.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common.h"
+
+/* The first index of the largest value (NaNs never win), as the plain loop
+ * `if (x[i] > x[best]) best = i` gives: 8-wide max, then a scan for it. */
+static int argmax_first(const float *x, int n) {
+  int i = 0;
+  float mx = -INFINITY;
+  if (n >= 32) {
+    __m256 m0 = _mm256_set1_ps(-INFINITY), m1 = m0, m2 = m0, m3 = m0;
+    for (; i + 32 <= n; i += 32) { /* max(a, NaN) keeps a: NaNs drop out */
+      m0 = _mm256_max_ps(_mm256_loadu_ps(x + i), m0);
+      m1 = _mm256_max_ps(_mm256_loadu_ps(x + i + 8), m1);
+      m2 = _mm256_max_ps(_mm256_loadu_ps(x + i + 16), m2);
+      m3 = _mm256_max_ps(_mm256_loadu_ps(x + i + 24), m3);
+    }
+    float t[8];
+    _mm256_storeu_ps(t, _mm256_max_ps(_mm256_max_ps(m0, m1), _mm256_max_ps(m2, m3)));
+    for (int k = 0; k < 8; k++) mx = t[k] > mx ? t[k] : mx;
+  }
+  for (; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+  for (i = 0; i < n; i++)
+    if (x[i] == mx) return i;
+  return 0; /* every value NaN or -inf: the plain loop also answers 0 */
+}
 
 int smp_scratch_init(smp_scratch *s, int V) {
   s->V = V;
@@ -49,6 +73,12 @@ static int by_desc(const void *a, const void *b) {
 int32_t smp_sample(smp_scratch *s, const smp_input *in, uint64_t *rng) {
   const sched_sampling *p = in->p;
   int V = s->V;
+  /* plain greedy (the common benchmark and eval case): argmax of the logits
+   * as they are, no copy */
+  if ((p->temperature <= 0 || p->top_k == 1) && !p->n_bias && !in->n_suppress &&
+      (p->repetition_penalty <= 0 || p->repetition_penalty == 1.0f) && p->presence_penalty == 0 &&
+      p->frequency_penalty == 0)
+    return argmax_first(in->logits, V);
   float *w = s->work;
   memcpy(w, in->logits, (size_t)V * sizeof *w);
   for (int i = 0; i < p->n_bias; i++)
@@ -86,9 +116,7 @@ int32_t smp_sample(smp_scratch *s, const smp_input *in, uint64_t *rng) {
   }
   for (int i = 0; i < in->n_suppress; i++)
     if (in->suppress[i] >= 0 && in->suppress[i] < V) w[in->suppress[i]] = -INFINITY;
-  int best = 0;
-  for (int i = 1; i < V; i++)
-    if (w[i] > w[best]) best = i;
+  int best = argmax_first(w, V);
   if (p->temperature <= 0 || p->top_k == 1) return best;
   /* probabilities at temperature */
   double mx = w[best], sum = 0;

@@ -15,6 +15,7 @@
  */
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -746,7 +747,13 @@ static void *sched_main(void *arg) {
     step(s);
     free_dead(s);
     publish_stats(s, 0);
-    if (s->o.notify) s->o.notify(s->o.notify_u);
+    if (s->o.notify) {
+      s->o.notify(s->o.notify_u);
+      /* the consumer (the server's loop thread) was just woken to stream
+       * this step's tokens; with every core busy stepping it would wait for
+       * the kernel's next tick (~4 ms) to preempt us: let it run now */
+      sched_yield();
+    }
   }
   free_dead(s);
   publish_stats(s, 0);
