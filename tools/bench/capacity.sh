@@ -1,10 +1,12 @@
 #!/bin/bash
 # Capacity table (issue 7 item 3): four equal-width random models, KV capacity read
 # from the running server's /metrics, then one long-context serving run each.
-# Env: PROMPTS (64) INPUT (1800) OUTPUT (64) CONC (64) PORT (23100)
+# Env: PROMPTS (64) INPUT (1800) OUTPUT (64) CONC (64) MAXSEQS (64) MAXLEN (2048) PORT (23100)
+#      NAME (cap: result files NAME-KIND-TAG.json; capdec for the decode-heavy table)
 set -u
 source "$(dirname "$0")/lib.sh"
 PROMPTS=${PROMPTS:-64}; INPUT=${INPUT:-1800}; OUTPUT=${OUTPUT:-64}; CONC=${CONC:-64}
+MAXSEQS=${MAXSEQS:-64}; MAXLEN=${MAXLEN:-2048}; NAME=${NAME:-cap}
 PORT=${PORT:-23100}; TAG=${TAG:-run1}
 COMMON="--dtype bf16 --hidden-size 512 --layers 8 --head-dim 64 --intermediate 1408 --vocab 8192 --tie"
 declare -A ARGS=(
@@ -15,9 +17,9 @@ declare -A ARGS=(
 )
 for kind in ${KINDS:-mfa-kr mfa gqa mha}; do
   m=$(mk_model "cap-$kind" ${ARGS[$kind]} $COMMON)
-  check_load "capacity-$kind-$TAG" 120
-  start_server $PORT --model "$m" --kv-cache-memory 1G --max-num-seqs 64 \
-      --max-model-len 2048 --block-size 16 || exit 1
+  check_load "$([ "$NAME" = cap ] && echo capacity || echo "$NAME")-$kind-$TAG" 120
+  start_server $PORT --model "$m" --kv-cache-memory 1G --max-num-seqs $MAXSEQS \
+      --max-model-len $MAXLEN --block-size 16 || exit 1
   blocks=$(metric $PORT mfaserve:kv_cache_num_blocks)
   bpt=$(metric $PORT mfaserve:kv_cache_bytes_per_token)
   log "$kind: $blocks blocks, $bpt bytes/token"
@@ -29,12 +31,12 @@ for kind in ${KINDS:-mfa-kr mfa gqa mha}; do
   SAMPLER=$!
   "$BIN" bench serve --base-url http://127.0.0.1:$PORT --num-prompts $PROMPTS \
       --max-concurrency $CONC --random-input-len $INPUT --random-output-len $OUTPUT \
-      --vocab-range 1000:4000 --seed 1 --quiet --json "$RES/cap-$kind-$TAG.serve.json" \
-      > "$RES/cap-$kind-$TAG.serve.txt"
-  mv "$RES/cap-$kind-$TAG.serve.json" "$WORK/cap-$kind-$TAG.serve.json"
+      --vocab-range 1000:4000 --seed 1 --quiet --json "$RES/$NAME-$kind-$TAG.serve.json" \
+      > "$RES/$NAME-$kind-$TAG.serve.txt"
+  mv "$RES/$NAME-$kind-$TAG.serve.json" "$WORK/$NAME-$kind-$TAG.serve.json"
   kill $SAMPLER; wait $SAMPLER 2>/dev/null
   stop_server
-  $PY - "$kind" "$blocks" "$bpt" "$m" "$WORK/cap-$kind-$TAG.serve.json" "$RES/cap-$kind-$TAG.json" "$WORK/running-$kind.txt" <<'PYEOF'
+  $PY - "$kind" "$blocks" "$bpt" "$m" "$WORK/$NAME-$kind-$TAG.serve.json" "$RES/$NAME-$kind-$TAG.json" "$WORK/running-$kind.txt" <<'PYEOF'
 import json, sys
 kind, blocks, bpt, m, sj, out, run = sys.argv[1:]
 s = json.load(open(sj)); cfg = json.load(open(m + "/config.json"))

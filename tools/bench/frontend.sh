@@ -1,6 +1,9 @@
 #!/bin/bash
 # Front end (issue 7 item 5): /health requests/s with wrk (median of 3), and the
-# inter-token latency on a tiny model alone (1 stream) vs with 256 concurrent streams.
+# inter-token latency on a tiny model alone (1 stream) vs with 256 concurrent streams:
+# first sharing both cores with the load generator, then isolated (the server with one
+# engine thread pinned to CPU 0, the load generator pinned to CPU 1), against the
+# engine's own step time on CPU 0.
 set -u
 source "$(dirname "$0")/lib.sh"
 TAG=${TAG:-run1}; PORT=${PORT:-23200}; N=${N:-3}
@@ -24,4 +27,21 @@ stop_server
 # the engine's own step at 1 and 256 sequences on the same model (no HTTP), for the split
 "$BIN" bench batch --model "$TINY" --concurrency 1,256 --prompt-len 96 --steps 64 --reps 3 --json \
    > "$RES/tiny-batch-$TAG.json"
+# isolated: server on CPU 0, load generator on CPU 1
+PORT2=$((PORT + 1))
+taskset -c 0 "$BIN" serve --port $PORT2 --log-level warn --model "$TINY" --threads 1 --max-num-seqs 256 \
+    --max-queued-requests 1024 --kv-cache-memory 256M > "$WORK/server-$PORT2.log" 2>&1 &
+ISO_PID=$!
+for t in $(seq 1 50); do curl -sf http://127.0.0.1:$PORT2/health >/dev/null && break; sleep 0.2; done
+for i in $(seq 1 $N); do
+  taskset -c 1 "$BIN" bench serve --base-url http://127.0.0.1:$PORT2 --num-prompts 16 --max-concurrency 1 \
+     --random-input-len 32 --random-output-len 128 --seed $i --quiet \
+     --metric-percentiles 50,99 --json "$RES/itl-iso-c1-$TAG-$i.json" > /dev/null
+  taskset -c 1 "$BIN" bench serve --base-url http://127.0.0.1:$PORT2 --num-prompts 512 --max-concurrency 256 \
+     --random-input-len 32 --random-output-len 128 --seed $i --quiet \
+     --metric-percentiles 50,99 --json "$RES/itl-iso-c256-$TAG-$i.json" > /dev/null
+done
+kill $ISO_PID; wait $ISO_PID 2>/dev/null
+taskset -c 0 "$BIN" bench batch --model "$TINY" --threads 1 --concurrency 1,256 --prompt-len 96 --steps 64 --reps 3 \
+   --json > "$RES/tiny-batch-iso-$TAG.json"
 $PY "$ROOT/tools/bench/trimjson.py" "$RES"/itl-*-$TAG-*.json

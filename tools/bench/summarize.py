@@ -28,13 +28,13 @@ def files(pat, label_of):
 
 def label_of(name):
     n = re.sub(r"\.(serve\.)?json$|\.txt$", "", name)
-    m = re.match(r"cap-(.+)-(run\d+)$", n)
-    if m: return f"capacity-{m[1]}-{m[2]}"
+    m = re.match(r"(cap|capdec)-(.+)-(run\d+)$", n)
+    if m: return f"{'capacity' if m[1] == 'cap' else m[1]}-{m[2]}-{m[3]}"
     m = re.match(r"engine-bundled-after-batch-(.+)$", n)
     if m: return f"batch-bundled-{m[1]}"
     m = re.match(r"attn-(?:4096|16)-(.+)$", n)
     if m: return f"attn-{m[1]}"
-    m = re.match(r"(?:wrk-health|itl-c1|itl-c256)-(run\d+)-\d+$", n)
+    m = re.match(r"(?:wrk-health|itl-c1|itl-c256|itl-iso-c1|itl-iso-c256)-(run\d+)-\d+$", n)
     if m: return f"frontend-{m[1]}"
     return n
 
@@ -65,13 +65,18 @@ def matmul_params(model_dir):
 out = []
 P = out.append
 
-# ---- capacity table
+# ---- capacity tables: "cap" (prefill-heavy), "capdec" (decode-heavy)
 KINDS = ["mfa-kr", "mfa", "gqa", "mha"]
-cap = {k: load(f"cap-{k}-run*.json") for k in KINDS}
-cap = {k: [r for r in v if "serve" in r] for k, v in cap.items()}
-if all(cap.values()):
-    P("| attention | KV bytes/token | blocks in 1 GiB (/metrics) | 2048-token seqs | output tok/s | req/s | p99 TTFT (s) | most running (server) | runs |")
-    P("|---|---|---|---|---|---|---|---|---|")
+CAPS = {}
+for name in ["cap", "capdec"]:
+    cap = {k: load(f"{name}-{k}-run*.json") for k in KINDS}
+    cap = {k: [r for r in v if "serve" in r] for k, v in cap.items()}
+    CAPS[name] = cap
+    if not all(cap.values()):
+        continue
+    P(f"[{name}]")
+    P("| attention | KV bytes/token | blocks in 1 GiB (/metrics) | 2048-token seqs | output tok/s | req/s | p99 TTFT (s) | median TPOT (ms) | most running (server) | preemptions | runs |")
+    P("|---|---|---|---|---|---|---|---|---|---|---|")
     rows = {}
     for k in KINDS:
         rs = cap[k]
@@ -79,14 +84,16 @@ if all(cap.values()):
         ot = med([r["serve"]["output_throughput"] for r in rs])
         rq = med([r["serve"]["request_throughput"] for r in rs])
         tt = med([r["serve"]["p99_ttft_ms"] for r in rs]) / 1000
+        tp = med([r["serve"].get("median_tpot_ms") or 0 for r in rs])
         pk = max([r["serve"].get("server_max_running") or 0 for r in rs])
+        pe = max([r["serve"].get("server_preemptions") or 0 for r in rs])
         rows[k] = (r0["kv_bytes_per_token"], r0["seqs_2048"], ot, rq, tt)
-        P(f"| {k} | {r0['kv_bytes_per_token']} | {r0['kv_cache_num_blocks']} | {r0['seqs_2048']} | {ot:.1f} | {rq:.3f} | {tt:.1f} | {pk:.0f} | {len(rs)} |")
+        P(f"| {k} | {r0['kv_bytes_per_token']} | {r0['kv_cache_num_blocks']} | {r0['seqs_2048']} | {ot:.1f} | {rq:.3f} | {tt:.1f} | {tp:.1f} | {pk:.0f} | {pe:.0f} | {len(rs)} |")
     b = rows["mfa-kr"]
     P("")
     P(f"MFA-KR / MHA: {b[1] / rows['mha'][1]:.0f}x sequences, {b[2] / rows['mha'][2]:.2f}x output tok/s; "
       f"MFA-KR / MFA: {b[1] / rows['mfa'][1]:.0f}x sequences, {b[2] / rows['mfa'][2]:.2f}x output tok/s; "
-      f"MFA-KR / GQA: {b[1] / rows['gqa'][1]:.0f}x sequences")
+      f"MFA-KR / GQA: {b[1] / rows['gqa'][1]:.0f}x sequences, {b[2] / rows['gqa'][2]:.2f}x output tok/s")
     P("")
 
 # ---- kv capacity at 1024 tokens
@@ -160,15 +167,18 @@ for f in files("wrk-health-*.txt", label_of):
         wr.append(float(m.group(1)))
 if wr:
     P(f"/health: median {med(wr):.0f} req/s (runs {', '.join(f'{x:.0f}' for x in wr)})")
-for tag in sorted({re.match(r"itl-c1-(run\d+)-", os.path.basename(f))[1] for f in glob.glob(os.path.join(RES, "itl-c1-run*-*.json"))}):
-    i1 = load(f"itl-c1-{tag}-*.json"); i256 = load(f"itl-c256-{tag}-*.json")
-    if not (i1 and i256):
-        continue
-    m1 = [r["median_itl_ms"] for r in i1]; m2 = [r["median_itl_ms"] for r in i256]
-    P(f"{tag} ({STATE.get('frontend-' + tag, '?')}): ITL median 1 stream {med(m1):.2f} ms (runs {', '.join(f'{x:.2f}' for x in m1)}); "
-      f"256 streams {med(m2):.2f} ms (runs {', '.join(f'{x:.2f}' for x in m2)}); difference {med(m2)-med(m1):.2f} ms; "
-      f"p99 ITL {med([r['p99_itl_ms'] for r in i1]):.2f} vs {med([r['p99_itl_ms'] for r in i256]):.2f} ms; "
-      f"peak concurrent {max(r['max_concurrent_requests'] for r in i256)}")
+for pre, what in [("itl", "shared cores"), ("itl-iso", "isolated: server on CPU 0, client on CPU 1")]:
+    tags = sorted({re.match(rf"{pre}-c1-(run\d+)-", os.path.basename(f))[1]
+                   for f in glob.glob(os.path.join(RES, f"{pre}-c1-run*-*.json"))})
+    for tag in tags:
+        i1 = load(f"{pre}-c1-{tag}-*.json"); i256 = load(f"{pre}-c256-{tag}-*.json")
+        if not (i1 and i256):
+            continue
+        m1 = [r["median_itl_ms"] for r in i1]; m2 = [r["median_itl_ms"] for r in i256]
+        P(f"{what}, {tag} ({STATE.get('frontend-' + tag, '?')}): ITL median 1 stream {med(m1):.2f} ms (runs {', '.join(f'{x:.2f}' for x in m1)}); "
+          f"256 streams {med(m2):.2f} ms (runs {', '.join(f'{x:.2f}' for x in m2)}); difference {med(m2)-med(m1):.2f} ms; "
+          f"p99 ITL {med([r['p99_itl_ms'] for r in i1]):.2f} vs {med([r['p99_itl_ms'] for r in i256]):.2f} ms; "
+          f"peak concurrent {max(r['max_concurrent_requests'] for r in i256)}")
 for f in sorted(glob.glob(os.path.join(RES, "tiny-batch-*.json"))):
     r = json.load(open(f))
     P(f"{os.path.basename(f)}: engine step alone " + ", ".join(f"{d['concurrency']} seqs {d['concurrency'] / d['tokens_per_s'] * 1e3:.2f} ms" for d in r["decode"]))
@@ -183,7 +193,11 @@ try:
 except ImportError:
     sys.exit(0)
 os.makedirs(IMG, exist_ok=True)
-if all(cap.values()):
+for name, png in [("cap", "capacity.png"), ("capdec", "capacity-decode.png")]:
+    cap = CAPS.get(name) or {}
+    if not cap or not all(cap.values()):
+        continue
+    s0 = cap["mfa-kr"][0]["serve"]
     fig, ax = plt.subplots(1, 2, figsize=(8, 3.2), dpi=90)
     seqs = [cap[k][0]["seqs_2048"] for k in KINDS]
     ax[0].bar(KINDS, seqs, color=["#2a7", "#7a2", "#aa2", "#a52"])
@@ -192,10 +206,11 @@ if all(cap.values()):
         ax[0].text(i, s, str(s), ha="center", va="bottom")
     ot = [med([r["serve"]["output_throughput"] for r in cap[k]]) for k in KINDS]
     ax[1].bar(KINDS, ot, color=["#2a7", "#7a2", "#aa2", "#a52"])
-    ax[1].set_title("output tok/s, input 1800 / output 64\n64 clients, 1 GiB pool")
+    ax[1].set_title(f"output tok/s, {s0['completed']} requests, 1 GiB pool\n"
+                    f"input {s0['total_input_tokens'] // s0['completed']} / output {s0['total_output_tokens'] // s0['completed']}")
     for i, s in enumerate(ot):
         ax[1].text(i, s, f"{s:.0f}", ha="center", va="bottom")
-    fig.tight_layout(); fig.savefig(os.path.join(IMG, "capacity.png")); plt.close(fig)
+    fig.tight_layout(); fig.savefig(os.path.join(IMG, png)); plt.close(fig)
 if bs:
     cs = [d["concurrency"] for d in bs[0]["decode"]]
     ts = [med([r["decode"][i]["tokens_per_s"] for r in bs]) for i in range(len(cs))]
