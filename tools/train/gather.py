@@ -291,16 +291,7 @@ def src_fortunes():
             continue
         with open(path, encoding="utf-8", errors="replace") as f:
             items = [clean(x) for x in f.read().split("\n%\n")]
-        items = [x for x in items if x.strip()]
-        cur, n = [], 0
-        for it in items:
-            cur.append(it)
-            n += len(it)
-            if n > 3000:
-                docs.append("\n%\n".join(cur))
-                cur, n = [], 0
-        if cur:
-            docs.append("\n%\n".join(cur))
+        docs.extend(pack([x for x in items if x.strip()], 3000, "\n%\n"))
     return docs
 
 
@@ -471,17 +462,7 @@ def src_lohelp():
         t = re.sub(r"^(Help content is not installed|Open menu|Home|Please support us!).*$", "", t, flags=re.M)
         if len(t) > 200:
             docs.append(clean(t))
-    # many help pages are short: pack them into ~6 KB documents
-    packed, cur, n = [], [], 0
-    for d in docs:
-        cur.append(d)
-        n += len(d)
-        if n > 6000:
-            packed.append("\n\n".join(cur))
-            cur, n = [], 0
-    if cur:
-        packed.append("\n\n".join(cur))
-    return packed
+    return pack(docs)  # many help pages are short: ~6 KB documents
 
 
 def src_rustbooks():
@@ -536,16 +517,17 @@ def dictd_entries(name):
     return out
 
 
-def pack(entries, size=6000):
+def pack(entries, size=6000, sep="\n\n"):
+    """Short entries joined into documents of a little over `size` characters."""
     docs, cur, n = [], [], 0
     for e in entries:
         cur.append(e)
         n += len(e)
         if n > size:
-            docs.append("\n\n".join(cur))
+            docs.append(sep.join(cur))
             cur, n = [], 0
     if cur:
-        docs.append("\n\n".join(cur))
+        docs.append(sep.join(cur))
     return docs
 
 
