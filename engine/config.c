@@ -102,7 +102,7 @@ int eng_config_load(eng_config *cfg, const char *dir, char *err, size_t errlen) 
                a0->valuestring);
     goto out;
   }
-  double eps, theta;
+  double eps = 0, theta = 0; /* set by get_num (gcc -O3 cannot see it) */
   if ((rc = get_int(&c, j, "hidden_size", -1, 1, &m->d)) || (rc = get_int(&c, j, "num_hidden_layers", -1, 1, &m->n_layers)) ||
       (rc = get_int(&c, j, "num_attention_heads", -1, 1, &m->n_heads)) ||
       (rc = get_int(&c, j, "intermediate_size", -1, 1, &m->inter)) ||

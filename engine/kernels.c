@@ -408,10 +408,83 @@ void k_attn_accum(float *O, const float *P, int ldp, const float *V, int T, int 
  * sequences): each weight vector is widened once and used for every input
  * row, so W is streamed once instead of being widened and repacked for a
  * GEMM. out[m][i] (row stride ldo) = beta * out + W[i] . in[m]. */
+/* 2 weight rows x M (2..4) input rows per pass: each weight vector is
+ * widened once and feeds M FMAs, each input vector feeds 2; 2M independent
+ * accumulators keep both FMA pipes busy. M and dt are constants in every
+ * instantiation (the switch below), so the unused accumulators fold away. */
+static inline void gemm_m4(float *out, int ldo, const uint16_t *w, int n, int k, const float *in, int M, float beta,
+                           st_dtype dt) {
+  int k8 = k & ~7;
+  const size_t esz = dt == ST_F32 ? 4 : 2;
+  const float *x0 = in, *x1 = in + (size_t)k * (M > 1), *x2 = in + (size_t)k * 2 * (M > 2),
+              *x3 = in + (size_t)k * 3 * (M > 3);
+  int i = 0;
+  for (; i + 2 <= n; i += 2) {
+    const uint16_t *wa = W_ROW(w, i, k, dt), *wb = W_ROW(w, i + 1, k, dt);
+    const char *pf = (const char *)wa + GEMV_PREFETCH; /* the 2 rows are contiguous */
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+    for (int j = 0; j < k8; j += 8) {
+      if (((size_t)j * esz) % 32 == 0) _mm_prefetch(pf + (size_t)j * 2 * esz, _MM_HINT_T0);
+      __m256 va = widen8(W_AT(wa, j, dt), dt), vb = widen8(W_AT(wb, j, dt), dt), x;
+      x = _mm256_loadu_ps(x0 + j);
+      a0 = _mm256_fmadd_ps(va, x, a0);
+      b0 = _mm256_fmadd_ps(vb, x, b0);
+      if (M > 1) {
+        x = _mm256_loadu_ps(x1 + j);
+        a1 = _mm256_fmadd_ps(va, x, a1);
+        b1 = _mm256_fmadd_ps(vb, x, b1);
+      }
+      if (M > 2) {
+        x = _mm256_loadu_ps(x2 + j);
+        a2 = _mm256_fmadd_ps(va, x, a2);
+        b2 = _mm256_fmadd_ps(vb, x, b2);
+      }
+      if (M > 3) {
+        x = _mm256_loadu_ps(x3 + j);
+        a3 = _mm256_fmadd_ps(va, x, a3);
+        b3 = _mm256_fmadd_ps(vb, x, b3);
+      }
+    }
+    __m256 acc[2][4] = {{a0, a1, a2, a3}, {b0, b1, b2, b3}};
+    const uint16_t *rows[2] = {wa, wb};
+    for (int r = 0; r < 2; r++)
+      for (int m = 0; m < M; m++) {
+        float t = hsum8(acc[r][m]);
+        for (int j = k8; j < k; j++) t += wval(rows[r], j, dt) * in[(size_t)m * k + j];
+        float *o = out + (size_t)m * ldo + i + r;
+        *o = beta == 0.0f ? t : beta * *o + t;
+      }
+  }
+  for (; i < n; i++) /* an odd last row */
+    for (int m = 0; m < M; m++) {
+      const uint16_t *wr = W_ROW(w, i, k, dt);
+      float t = 0;
+      for (int j = 0; j < k; j++) t += wval(wr, j, dt) * in[(size_t)m * k + j];
+      float *o = out + (size_t)m * ldo + i;
+      *o = beta == 0.0f ? t : beta * *o + t;
+    }
+}
+
+#define GEMM_M4_CASE(MM)                                                        \
+  case MM:                                                                      \
+    if (dt == ST_F16) gemm_m4(out, ldo, w, n, k, in, MM, beta, ST_F16);         \
+    else if (dt == ST_BF16) gemm_m4(out, ldo, w, n, k, in, MM, beta, ST_BF16);  \
+    else gemm_m4(out, ldo, w, n, k, in, MM, beta, ST_F32);                      \
+    break;
+
+static void gemm_m4_any(float *out, int ldo, const uint16_t *w, int n, int k, const float *in, int M, float beta,
+                        st_dtype dt) {
+  switch (M) {
+    GEMM_M4_CASE(2)
+    GEMM_M4_CASE(3)
+    GEMM_M4_CASE(4)
+  }
+}
+
 /* A few rows (decodes batched together): each block of weight rows (about
- * L1-sized) is streamed from memory by the first input row's GEMV and
- * re-read from cache by the others, so the weights cross the memory bus
- * once and every row runs the fast GEMV kernels above. */
+ * L1-sized) is streamed from memory by the first pass and re-read from cache
+ * by the others, so the weights cross the memory bus once; a pass takes up
+ * to 4 input rows (gemm_m4), a single leftover row the GEMV above. */
 #define GEMM_FEW_BLOCK_BYTES 32768
 
 void k_gemm_few(float *out, int ldo, const void *w, int n, int k, const float *in, int M, float beta, st_dtype dt) {
@@ -420,11 +493,15 @@ void k_gemm_few(float *out, int ldo, const void *w, int n, int k, const float *i
   if (nb < 4) nb = 4;
   for (int i = 0; i < n; i += nb) {
     int cnt = n - i < nb ? n - i : nb;
-    for (int m = 0; m < M; m++) {
+    const uint16_t *wb = dt == ST_F32 ? (const uint16_t *)(const void *)((const float *)w + (size_t)i * k)
+                                       : (const uint16_t *)w + (size_t)i * k;
+    for (int m = 0; m < M; m += 4) {
+      int mm = M - m < 4 ? M - m : 4;
       float *y = out + (size_t)m * ldo + i;
       const float *x = in + (size_t)m * k;
-      if (dt == ST_F32) k_gemv32(y, (const float *)w + (size_t)i * k, cnt, k, x, beta);
-      else k_gemv16(y, (const uint16_t *)w + (size_t)i * k, cnt, k, x, beta, dt);
+      if (mm > 1) gemm_m4_any(y, ldo, wb, cnt, k, x, mm, beta, dt);
+      else if (dt == ST_F32) k_gemv32(y, (const float *)(const void *)wb, cnt, k, x, beta);
+      else k_gemv16(y, wb, cnt, k, x, beta, dt);
     }
   }
 }

@@ -7,7 +7,7 @@ Per model (prompt of 37 tokens: more than 2 blocks of 16, 9 blocks of 4;
 two more models with 300 tokens: many KV tiles, split decode contexts;
 eps / rope_theta vary over the models, one config omits rope_theta, two
 models have sizes off the SIMD width: d 72, hd 18, I 200, V 301):
-- `logits --kv-dtype f32` with --chunk 0, 1, 3 (--threads 3), 1 (--threads 2), and
+- `logits --kv-dtype f32` with --chunk 0, 1, 3 (--threads 3), 1 (--threads 2), 32, and
   --block-size 4 with --chunk 5 and 1, --block-size 1 with --chunk 2:
   max|C - ref| <= TOL = 1e-3 * max|ref| (relative to the largest logit);
   argmax must match wherever the top-2 gap exceeds GAP = 1e-3 * max|ref|.
@@ -192,6 +192,7 @@ def run_case(rec, args, c, tmp, errs):
                               ("chunk3 threads3", ["--chunk", "3", "--threads", "3"] + f32, TOL),
                               ("chunk1 threads2", ["--chunk", "1", "--threads", "2"] + f32, TOL),
                               ("chunk5 block4", ["--chunk", "5", "--block-size", "4"] + f32, TOL),
+                              ("chunk32", ["--chunk", "32"] + f32, TOL),
                               ("chunk1 block4", ["--chunk", "1", "--block-size", "4"] + f32, TOL),
                               ("chunk2 block1", ["--chunk", "2", "--block-size", "1"] + f32, TOL),
                               ("chunk0 kv-f16", ["--chunk", "0"] + f16, TOL_KV16),
