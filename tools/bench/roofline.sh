@@ -19,7 +19,7 @@ check_load "engine-bundled-$TAG" 60
    > "$RES/engine-bundled-$TAG.json"
 # 2. aggregate decode at 1,4,16,64 (issue 4) on the bundled model; sgemm ceiling from the run above
 check_load "batch-bundled-$TAG" 60
-"$BIN" bench batch --model "$BUNDLED" --threads $TH --concurrency 1,4,16,64 --prompt-len 128 \
+"$BIN" bench batch --model "$BUNDLED" --threads $TH --concurrency 1,2,4,8,16,32,64 --prompt-len 128 \
    --steps 32 --reps 3 --json > "$RES/batch-bundled-$TAG.json"
 "$BIN" bench engine --model "$BUNDLED" --threads $TH --prompt-len 512 --gen-len 16 --reps 3 --json \
    > "$RES/engine-bundled-after-batch-$TAG.json"
