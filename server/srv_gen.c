@@ -533,7 +533,8 @@ void srv_gen_flush(srv_gen *g) {
   }
   if (g->stream) {
     stream_chunks(g);
-    if (cc->streaming && (g->out.len > g->out_off || g->done)) srv_conn_resume(cc);
+    /* new bytes, the end, or a failed buffer (srv_gen_read ends the stream at once) */
+    if (cc->streaming && (g->out.len > g->out_off || g->done || g->out.oom)) srv_conn_resume(cc);
     return;
   }
   if (!g->done) return;

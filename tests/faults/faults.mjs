@@ -199,7 +199,8 @@ T('a stream whose buffer fails to grow (srv_sse:K, its Kth flush): an error even
   for (const k of [1, 2, 3, 5, 8, 13, 21]) {
     const srv = await startServerInRange(bin, model, [], { env: { MFASERVE_FAULT: `srv_sse:${k}` } });
     try {
-      const r = await streamReq(srv.base, { prompt: 'the', max_tokens: 30, ignore_eos: true });
+      const MAX = 3000;
+      const r = await streamReq(srv.base, { prompt: 'the', max_tokens: MAX, ignore_eos: true });
       let text = '';
       try { text = await r.text(); } catch (e) { text = 'READ ERROR ' + e.message; }
       if (r.status !== 200) { seen.before++; continue; }  // failed before the stream started: a plain 5xx
@@ -212,6 +213,11 @@ T('a stream whose buffer fails to grow (srv_sse:K, its Kth flush): an error even
       if (err) {
         seen.error++;
         if (!isErrorObject(err) || err.error.type !== 'server_error') bad.push(`K=${k}: malformed error event`);
+        // the stream ends at the failure and its request is cancelled, not run to max_tokens
+        await sleep(100);
+        const m = await (await fetch(srv.base + '/metrics')).text();
+        const gen = Number((m.match(/^mfaserve:generation_tokens_total\{[^}]*\} (\S+)/m) || [])[1]);
+        if (!(gen < MAX)) bad.push(`K=${k}: ${gen} tokens generated: the request ran on after its stream failed`);
       } else {
         seen.whole++;
         const fin = parsed.filter((j) => j.choices && j.choices.length && j.choices[0].finish_reason);
