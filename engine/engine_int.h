@@ -143,6 +143,9 @@ void k_gemv32(float *y, const float *w, int n, int k, const float *x, float beta
  * 4); the online-softmax update of R8 rows (keys t >= valid[r] masked);
  * and O[r] = O[r] corr[r] + sum_t S[t][r] V[t]. */
 void k_attn_scores(float *S, int lds, const float *Qt, int ldq, int R8, const float *K, int T4, int hd);
+/* The same for R <= 4 rows given as row pointers (hd a multiple of 8):
+ * S[t*lds + r] = scale * q[r] . K[t], one dot product each. */
+void k_attn_scores_few(float *S, int lds, const float *const *q, int R, float scale, const float *K, int T, int hd);
 void k_attn_softmax(float *S, int lds, int T, int R8, const float *valid, float *m, float *l, float *corr);
 void k_attn_accum(float *O, const float *P, int ldp, const float *V, int T, int R, int hd, const float *corr);
 /* M (1..K_GEMM_FEW_MAX) input rows against W[n][k] of any dtype: out[m][i]

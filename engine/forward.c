@@ -319,11 +319,17 @@ static void attn_item_run(eng_ctx *c, int ith, const att_item *it) {
   float *S = c->sbuf[ith], *M = S + (size_t)KV_TILE * ld, *L = M + R8, *corr = L + R8, *valid = corr + R8;
   float *part = it->part >= 0 ? c->part[it->part] : NULL;
   float scale = 1.0f / sqrtf((float)hd);
+  /* up to 4 rows (a decode of MHA or small-group GQA): one dot product per
+   * row and key beats 8 padded lanes of the transposed layout */
+  int few = rows <= 4 && hd % 8 == 0;
+  const float *qr[4] = {0};
   for (int g = 0; g < KV; g++) {
     /* row r: token r / G, head g * G + r % G; Q transposed: Qt[d][r] */
     for (int r = 0; r < R8; r++) {
-      if (r < rows) {
-        const float *q = c->q + (size_t)(it->t0 + r / G) * H * hd + (size_t)(g * G + r % G) * hd;
+      const float *q = r < rows ? c->q + (size_t)(it->t0 + r / G) * H * hd + (size_t)(g * G + r % G) * hd : NULL;
+      if (few) {
+        if (q) qr[r] = q;
+      } else if (q) {
         for (int d = 0; d < hd; d++) Qt[(size_t)d * ld + r] = q[d] * scale;
       } else {
         for (int d = 0; d < hd; d++) Qt[(size_t)d * ld + r] = 0;
@@ -337,7 +343,8 @@ static void attn_item_run(eng_ctx *c, int ith, const att_item *it) {
       gather_tile(c, s, g, j0, j1, Kt, Vt);
       for (int r = 0; r < R8; r++) /* causal: row r sees keys [j0, j0 + valid) of this tile */
         valid[r] = r < rows ? (float)MFS_MIN(cnt, s->n_past + (it->t0 + r / G - row0) + 1 - j0) : 0.0f;
-      k_attn_scores(S, ld, Qt, ld, R8, Kt, (cnt + 3) & ~3, hd);
+      if (few) k_attn_scores_few(S, ld, qr, rows, scale, Kt, cnt, hd);
+      else k_attn_scores(S, ld, Qt, ld, R8, Kt, (cnt + 3) & ~3, hd);
       k_attn_softmax(S, ld, cnt, R8, valid, M, L, corr);
       k_attn_accum(O, S, ld, Vt, cnt, rows, hd, corr);
     }

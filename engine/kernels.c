@@ -315,6 +315,36 @@ void k_attn_scores(float *S, int lds, const float *Qt, int ldq, int R8, const fl
     }
 }
 
+/* R <= 4 rows (MHA / small-group GQA decodes): 4 keys at a time per row,
+ * 4 independent FMA chains, then one horizontal sum per score. */
+void k_attn_scores_few(float *S, int lds, const float *const *q, int R, float scale, const float *K, int T, int hd) {
+  for (int r = 0; r < R; r++) {
+    const float *qv = q[r];
+    int t = 0;
+    for (; t + 4 <= T; t += 4) {
+      const float *k0 = K + (size_t)t * hd, *k1 = k0 + hd, *k2 = k1 + hd, *k3 = k2 + hd;
+      __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+      for (int d = 0; d < hd; d += 8) {
+        __m256 x = _mm256_loadu_ps(qv + d);
+        a0 = _mm256_fmadd_ps(x, _mm256_loadu_ps(k0 + d), a0);
+        a1 = _mm256_fmadd_ps(x, _mm256_loadu_ps(k1 + d), a1);
+        a2 = _mm256_fmadd_ps(x, _mm256_loadu_ps(k2 + d), a2);
+        a3 = _mm256_fmadd_ps(x, _mm256_loadu_ps(k3 + d), a3);
+      }
+      S[(size_t)t * lds + r] = scale * hsum8(a0);
+      S[(size_t)(t + 1) * lds + r] = scale * hsum8(a1);
+      S[(size_t)(t + 2) * lds + r] = scale * hsum8(a2);
+      S[(size_t)(t + 3) * lds + r] = scale * hsum8(a3);
+    }
+    for (; t < T; t++) {
+      const float *k0 = K + (size_t)t * hd;
+      __m256 a = _mm256_setzero_ps();
+      for (int d = 0; d < hd; d += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(qv + d), _mm256_loadu_ps(k0 + d), a);
+      S[(size_t)t * lds + r] = scale * hsum8(a);
+    }
+  }
+}
+
 /* Rows r < R8, 8 at a time: S[t*lds + r] for t < T, masked (-> 0) where
  * t >= valid[r]; m, l updated, corr[r] = e^(m - m'). */
 void k_attn_softmax(float *S, int lds, int T, int R8, const float *valid, float *m, float *l, float *corr) {
