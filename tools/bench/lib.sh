@@ -34,9 +34,9 @@ mk_model() {  # mk_model NAME make_model.py-args...
 }
 
 SRV_PID=
-start_server() {  # start_server PORT serve-args...  (sets SRV_PID)
+start_server() {  # start_server PORT serve-args...  (sets SRV_PID; SRV_PREFIX, e.g. "taskset -c 0", runs it under a command)
   local port=$1; shift
-  "$BIN" serve --port "$port" --log-level warn "$@" >"$WORK/server-$port.log" 2>&1 &
+  ${SRV_PREFIX:-} "$BIN" serve --port "$port" --log-level warn "$@" >"$WORK/server-$port.log" 2>&1 &
   SRV_PID=$!
   for _ in $(seq 1 300); do
     curl -sf "http://127.0.0.1:$port/health" >/dev/null 2>&1 && return 0
