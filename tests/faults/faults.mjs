@@ -18,7 +18,7 @@ import { createServer } from 'node:net';
 import { cpSync, mkdtempSync, openSync, closeSync, readFileSync, rmSync, truncateSync, writeFileSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { test, run, post, sse, assert, eq, sleep, here } from '../server/lib.mjs';
+import { test, run, post, sse, assert, eq, sleep, here, metric } from '../server/lib.mjs';
 import { startServerInRange, freePort, isErrorObject } from '../soak/common.mjs';
 
 const [bin, model, only] = process.argv.slice(2);
@@ -46,6 +46,21 @@ function isServerError(r, what) {
   assert(isErrorObject(r.json), `${what}: OpenAI error object: ${r.text}`);
   eq(r.json.error.type, 'server_error', `${what} type`);
 }
+
+// KV blocks still referenced once the server settles (polled up to ~1 s:
+// a cancelled request frees its blocks within a step).
+async function blocksUsedWhenIdle(base) {
+  let used = -1;
+  for (let i = 0; i < 20 && used !== 0; i++) {
+    const st = await (await fetch(base + '/v1/cache/stats')).json();
+    if (st.blocks) used = st.blocks.used;
+    if (used !== 0) await sleep(50);
+  }
+  return used;
+}
+
+// SSE body -> the data of each event ('[DONE]' included)
+const sseData = (text) => text.split('\n\n').filter((e) => e.trim()).map((e) => e.replace(/^data: /, ''));
 
 // Runs `mfaserve serve` to its exit (it is expected to fail at start).
 function serveExit(dir, extra = [], timeout = 20000) {
@@ -158,7 +173,7 @@ T('server buffers failing to grow (srv_buf:K for many K): whole responses, JSON 
           bad.push(`K=${k} /metrics: 200 with a truncated body (${o.text.length} bytes)`);
         } else if (o.what === 'stream' && o.status === 200) {
           if (o.text.startsWith('READ ERROR')) { streamBreaks++; continue; } // the client sees the break
-          const events = o.text.split('\n\n').filter((e) => e.trim()).map((e) => e.replace(/^data: /, ''));
+          const events = sseData(o.text);
           if (events[events.length - 1] !== '[DONE]') {
             bad.push(`K=${k} stream: 200, ended without [DONE] or a broken connection: ${o.text.slice(-120)}`);
             continue;
@@ -175,12 +190,7 @@ T('server buffers failing to grow (srv_buf:K for many K): whole responses, JSON 
         }
       }
       await serves(srv.base, `after srv_buf:${k}`, true);
-      let used = -1; // every request ended (or was cancelled): no block stays referenced
-      for (let i = 0; i < 20 && used !== 0; i++) {
-        const st = await (await fetch(srv.base + '/v1/cache/stats')).json();
-        if (st.blocks) used = st.blocks.used;
-        if (used !== 0) await sleep(50);
-      }
+      const used = await blocksUsedWhenIdle(srv.base); // every request ended or was cancelled
       if (used !== 0) bad.push(`K=${k}: ${used} KV blocks still used after the sweep`);
     } finally {
       const ex = await srv.stop();
@@ -205,7 +215,7 @@ T('a stream whose buffer fails to grow (srv_sse:K, its Kth flush): an error even
       try { text = await r.text(); } catch (e) { text = 'READ ERROR ' + e.message; }
       if (r.status !== 200) { seen.before++; continue; }  // failed before the stream started: a plain 5xx
       if (text.startsWith('READ ERROR')) { seen.broken++; continue; }
-      const events = text.split('\n\n').filter((e) => e.trim()).map((e) => e.replace(/^data: /, ''));
+      const events = sseData(text);
       if (events[events.length - 1] !== '[DONE]') { bad.push(`K=${k}: no [DONE]: ${text.slice(-100)}`); continue; }
       const parsed = events.slice(0, -1).map((e) => { try { return JSON.parse(e); } catch { return null; } });
       if (parsed.some((j) => !j)) { bad.push(`K=${k}: an event that is not JSON: ${text.slice(0, 200)}`); continue; }
@@ -215,8 +225,7 @@ T('a stream whose buffer fails to grow (srv_sse:K, its Kth flush): an error even
         if (!isErrorObject(err) || err.error.type !== 'server_error') bad.push(`K=${k}: malformed error event`);
         // the stream ends at the failure and its request is cancelled, not run to max_tokens
         await sleep(100);
-        const m = await (await fetch(srv.base + '/metrics')).text();
-        const gen = Number((m.match(/^mfaserve:generation_tokens_total\{[^}]*\} (\S+)/m) || [])[1]);
+        const gen = await metric(srv.base, 'mfaserve:generation_tokens_total');
         if (!(gen < MAX)) bad.push(`K=${k}: ${gen} tokens generated: the request ran on after its stream failed`);
       } else {
         seen.whole++;
@@ -226,12 +235,7 @@ T('a stream whose buffer fails to grow (srv_sse:K, its Kth flush): an error even
         break; // the stream had fewer than K flushes: larger K miss it too
       }
       await serves(srv.base, `after srv_sse:${k}`);
-      let used = -1;
-      for (let i = 0; i < 20 && used !== 0; i++) {
-        const st = await (await fetch(srv.base + '/v1/cache/stats')).json();
-        if (st.blocks) used = st.blocks.used;
-        if (used !== 0) await sleep(50);
-      }
+      const used = await blocksUsedWhenIdle(srv.base);
       if (used !== 0) bad.push(`K=${k}: ${used} KV blocks still used`);
     } finally {
       const ex = await srv.stop();

@@ -22,7 +22,7 @@
 // Usage: node hostile.mjs MFASERVE MODEL_DIR [test name filter]
 import { connect } from 'node:net';
 import { readFileSync } from 'node:fs';
-import { test, run, post, assert, eq, sleep } from '../server/lib.mjs';
+import { test, run, post, assert, eq, sleep, metric } from '../server/lib.mjs';
 import { startServerInRange, rssKiB, openFds, isErrorObject, median } from '../soak/common.mjs';
 
 const [bin, model, only] = process.argv.slice(2);
@@ -122,8 +122,7 @@ T('2000 idle connections: bounded, dropped after the idle timeout; /health answe
                   `while held -> ${rssRound[round]} KiB after; fds ${openFds(pid)} (idle ${fds0})`);
       assert(held <= 1100, 'connections held are bounded: ' + held);
       assert(h.ms < IDLE_TIMEOUT * 1000, `/health waited ${h.ms.toFixed(0)} ms: behind idle connections`);
-      const m = await (await fetch(srv.base + '/metrics')).text();
-      const closed = Number((m.match(/^mfaserve:http_idle_connections_closed_total\{[^}]*\} (\S+)/m) || [])[1]);
+      const closed = await metric(srv.base, 'mfaserve:http_idle_connections_closed_total');
       assert(closed > 0, 'idle connections closed near the limit are counted: ' + closed);
     }
     assert(openFds(pid) <= fds0 + 2, `descriptors back: ${openFds(pid)} vs ${fds0}`);
