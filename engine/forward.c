@@ -37,7 +37,7 @@ typedef struct {
 /* An item whose context was split into parts (flash-decoding): each part
  * leaves (O, m, l) in its slot; the part that finishes last merges them. */
 typedef struct {
-  int seq, t0, t1, slot0, nparts;
+  int t0, t1, slot0, nparts; /* the item's rows; its parts' slots */
   _Atomic int done;
 } att_group;
 
@@ -241,9 +241,9 @@ static void phase(eng_ctx *c, phase_kind k) {
 /* ------------------------------------------------------------- attention */
 
 /* Attention reads the cache in tiles of KV_TILE positions: a tile's keys
- * (rotated, transposed) and values are widened into the worker's L1-sized
- * scratch, every query row of the item consumes it (scores, online
- * softmax, weighted values: kernels.c), and the next tile overwrites it.
+ * (rotated) and values are widened into the worker's L1-sized scratch,
+ * every query row of the item consumes it (scores, online softmax,
+ * weighted values: kernels.c), and the next tile overwrites it.
  * The cache is therefore streamed once per item, whatever the context
  * length. With fewer items than workers (a few decodes), each item's
  * context is split between items and the partial softmaxes are merged, so
@@ -406,7 +406,7 @@ static void plan_items(eng_ctx *c) {
         continue;
       }
       att_group *gp = &c->groups[i];
-      gp->seq = it.seq, gp->t0 = it.t0, gp->t1 = it.t1, gp->slot0 = slot, gp->nparts = parts;
+      gp->t0 = it.t0, gp->t1 = it.t1, gp->slot0 = slot, gp->nparts = parts;
       atomic_store(&gp->done, 0);
       for (int p = 0; p < parts; p++) {
         att_item q = it;

@@ -523,8 +523,7 @@ void k_gemm_few(float *out, int ldo, const void *w, int n, int k, const float *i
   if (nb < 4) nb = 4;
   for (int i = 0; i < n; i += nb) {
     int cnt = n - i < nb ? n - i : nb;
-    const uint16_t *wb = dt == ST_F32 ? (const uint16_t *)(const void *)((const float *)w + (size_t)i * k)
-                                       : (const uint16_t *)w + (size_t)i * k;
+    const uint16_t *wb = W_ROW((const uint16_t *)w, i, k, dt);
     for (int m = 0; m < M; m += 4) {
       int mm = M - m < 4 ? M - m : 4;
       float *y = out + (size_t)m * ldo + i;
