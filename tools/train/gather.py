@@ -79,6 +79,23 @@ SOURCES = {
                  "Novel public domain (Herman Melville, 1851); package Apache-2.0"),
     "foldoc": ("dict-foldoc (Debian; Free On-line Dictionary of Computing)",
                "GFDL-1.1+ without invariant sections (FOLDOC)"),
+    "manpages": ("manpages, manpages-dev (Debian; the Linux man-pages project, rendered with man -l)",
+                 "Various free licences per page (Verbatim, GPL-2+, BSD, MIT; see /usr/share/doc/manpages/copyright)"),
+    "gnuinfo": ("Info manuals: coreutils, grep, sed, diffutils, findutils, gzip, wget, gnupg, time, bash (bash-doc), "
+                "R manuals (r-doc-info) (Debian)",
+                "GFDL-1.3+ without invariant sections (GNU manuals in Debian main), GPL-3+ (gnupg), "
+                "GPL-2+ (R manuals: verbatim copying and modified versions permitted)"),
+    "sqlitedoc": ("sqlite3-doc (Debian; HTML converted to text)", "Public domain (SQLite documentation)"),
+    "apachedoc": ("apache2-doc (Debian; the English HTML manual converted to text)", "Apache-2.0"),
+    "nodedoc": ("nodejs-doc (Debian; the API documentation's Markdown sources)", "MIT (Node.js)"),
+    "netdocs": ("exim4-doc-html (the Exim specification), bind9-doc (BIND 9 ARM) (Debian; HTML converted to text)",
+                "GPL-2+ (Exim), MPL-2.0 (BIND 9)"),
+    "freeciv": ("freeciv-data (Debian; nation legends and help texts from the rulesets and helpdata.txt)",
+                "GPL-2+ (Freeciv)"),
+    "crawl": ("crawl-common (Debian; Dungeon Crawl Stone Soup's description and quote database)",
+              "GPL-2+ (Crawl; quotations are short citations of published works)"),
+    "gimphelp": ("gimp-help-en (Debian; the GIMP user manual, HTML converted to text)", "GFDL-1.2+ (GIMP help)"),
+    "devil": ("dict-devil (Debian; Ambrose Bierce, The Devil's Dictionary, dictd entries)", "Public domain"),
 }
 OUTSIDE = {
     "outside-history": ("debian-history (Debian; English HTML converted to text)",
@@ -546,6 +563,155 @@ def src_mobydick(npm):
     return docs
 
 
+def render_man(path):
+    r = subprocess.run(["man", "--no-hyphenation", "--no-justification", "-E", "UTF-8", "-l", path],
+                       capture_output=True, env=dict(os.environ, MANWIDTH="100", MAN_KEEP_FORMATTING="",
+                                                     GROFF_NO_SGR="1", LC_ALL="C.UTF-8"))
+    t = r.stdout.decode("utf-8", errors="replace")
+    t = re.sub(r".\x08", "", t)  # overstrike bold/underline
+    lines = t.strip("\n").split("\n")[1:-1]  # the running header and footer
+    return clean(re.sub(r"^ {7}", "", "\n".join(lines), flags=re.M))  # man's body indent
+
+
+def src_manpages():
+    import concurrent.futures
+    files = subprocess.run(["dpkg", "-L", "manpages", "manpages-dev"], capture_output=True, text=True).stdout.split()
+    files = sorted(f for f in files if re.match(r"/usr/share/man/man\d/", f) and os.path.isfile(f)
+                   and not os.path.islink(f))
+    with concurrent.futures.ThreadPoolExecutor(4) as ex:
+        pages = list(ex.map(render_man, files))
+    return [p for p in pages if len(p) > 300]
+
+
+def info_nodes(path):
+    """An Info manual (all its .info-N parts) -> the text of each node, header line dropped."""
+    parts = [path] + sorted(glob.glob(path.replace(".info.gz", ".info-*.gz")),
+                            key=lambda q: int(re.search(r"-(\d+)\.gz$", q).group(1)))
+    nodes = []
+    for q in parts:
+        with gzip.open(q, "rt", encoding="utf-8", errors="replace") as f:
+            t = f.read()
+        for node in t.split("\x1f")[1:]:
+            node = node.lstrip("\n")
+            if not node.startswith("File:") or node.startswith("Tag Table") or "\nEnd Tag Table" in node:
+                continue
+            body = node.split("\n", 1)[1] if "\n" in node else ""
+            body = re.sub(r"^\* Menu:\n(.*\n)*?\n", "", body, flags=re.M)
+            body = re.sub(r"\*[Nn]ote ([^:]*)::", r"see \1", body)
+            body = re.sub(r"^[*=\-.]{4,}$", "", body, flags=re.M)
+            if len(body.strip()) > 200:
+                nodes.append(clean(body))
+    return nodes
+
+
+def src_gnuinfo():
+    docs = []
+    names = ["coreutils", "grep", "sed", "diffutils", "find", "gzip", "wget", "gnupg", "time", "bash",
+             "R-intro", "R-lang", "R-data", "R-admin", "R-exts", "R-FAQ", "R-ints"]
+    for n in names:
+        docs.extend(pack(info_nodes(f"/usr/share/info/{n}.info.gz"), 8000))
+    return docs
+
+
+def html_pages(paths, size=8000, drop=None):
+    docs = []
+    for path in paths:
+        t = html_to_text(path)
+        if drop:
+            t = clean(re.sub(drop, "", t, flags=re.M))
+        if len(t) > 200:
+            docs.extend(chunk_paragraphs(t, size))
+    return docs
+
+
+def src_sqlitedoc():
+    paths = sorted(p for p in glob.glob("/usr/share/doc/sqlite3/*.html")
+                   if not re.search(r"/(changes|releaselog|chronology|index|sitemap|toc|keyword_index|doclist|news|"
+                                    r"capi3ref|c3ref)", p))
+    return html_pages(paths, drop=r"^(-\s*)?(Small\. Fast\. Reliable\.|Choose any three\.|Home|Menu|About|"
+                                   r"Documentation|Download|License|Support|Purchase|Search)\s*$")
+
+
+def src_apachedoc():
+    base = "/usr/share/doc/apache2-doc/manual/en"
+    return html_pages(sorted(glob.glob(base + "/**/*.html", recursive=True)),
+                      drop=r"^(Available Languages:|Modules \| Directives \| FAQ \| Glossary \| Sitemap|"
+                           r"Apache HTTP Server Version 2\.4|Copyright 20\d\d The Apache Software Foundation\.|"
+                           r"Licensed under the Apache License|Comments|Notice:|This is not a Q&A section).*$")
+
+
+def src_nodedoc():
+    docs = []
+    for path in sorted(glob.glob("/usr/share/doc/nodejs/api/*.md.gz")):
+        if re.search(r"/(all|index|changelog)", path):
+            continue
+        with gzip.open(path, "rt", encoding="utf-8", errors="replace") as f:
+            t = f.read()
+        t = re.sub(r"<!--.*?-->", "", t, flags=re.S)
+        t = re.sub(r"^\[[^\]]+\]: .*$", "", t, flags=re.M)       # link definitions
+        t = re.sub(r"\[([^\]]+)\]\[[^\]]*\]", r"\1", t)           # [text][ref]
+        t = re.sub(r"\[([^\]]+)\]\([^)]*\)", r"\1", t)             # [text](url)
+        docs.extend(chunk_paragraphs(clean(t), 8000))
+    return docs
+
+
+def src_netdocs():
+    paths = sorted(glob.glob("/usr/share/doc/exim4-doc-html/spec_html/ch-*.html"))
+    paths += sorted(glob.glob("/usr/share/doc/bind9-doc/arm/*.html"))
+    return html_pages([p for p in paths if not re.search(r"/(index|genindex|search)\.html$", p)],
+                      drop=r"^(Go to (the )?(first|previous|next|last) (chapter|page)|Table of contents|Previous|Next).*$")
+
+
+def ruleset_strings(path):
+    """The translatable strings _("...") of a Freeciv ruleset or helpdata file, joined per key."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        t = f.read()
+    out = []
+    for m in re.finditer(r'^\s*(legend|helptext|text)\s*=\s*((?:_\(".*?"\)\s*,?\s*\\?\s*)+)', t, flags=re.M | re.S):
+        parts = re.findall(r'_\("(.*?)"\)', m.group(2), flags=re.S)
+        s = "\n\n".join(p.replace("\\\n", "").replace('\\"', '"').replace("\\n", "\n") for p in parts)
+        s = re.sub(r"[ \t]+", " ", s)
+        s = re.sub(r"\[/?[a-z]+[^\]]*\]", "", s)   # [link ...] markup
+        if len(s) > 80:
+            out.append(clean(s))
+    return out
+
+
+def src_freeciv():
+    base = "/usr/share/games/freeciv"
+    seen, entries = set(), []
+    paths = [base + "/helpdata.txt"] + sorted(glob.glob(base + "/nation/*.ruleset"))
+    paths += sorted(glob.glob(base + "/*/*.ruleset"))
+    for p in paths:
+        for s in ruleset_strings(p):
+            if s not in seen:  # the rulesets share much of their help
+                seen.add(s)
+                entries.append(s)
+    return pack(entries, 6000)
+
+
+def src_crawl():
+    entries = []
+    for path in sorted(glob.glob("/usr/share/crawl/dat/descript/*.txt")):
+        with open(path, encoding="utf-8", errors="replace") as f:
+            t = f.read()
+        for e in re.split(r"^%%%%\s*$", t, flags=re.M):
+            e = "\n".join(ln for ln in e.split("\n") if not ln.startswith("#"))
+            e = re.sub(r"<[a-z/]+>", "", e)
+            e = re.sub(r"(?<=\S)\n(?=\S)", " ", e.strip())
+            if len(e) > 80 and not e.startswith("__"):
+                entries.append(clean(e))
+    return pack(entries, 6000)
+
+
+def src_gimphelp():
+    return html_pages(sorted(glob.glob("/usr/share/gimp/2.0/help/en/*.html")))
+
+
+def src_devil():
+    return pack(dictd_entries("devil"))
+
+
 SHINGLE = 12  # words
 
 
@@ -603,6 +769,9 @@ def main():
         "linuxdoc": src_linuxdoc, "django": src_django, "gitdoc": src_gitdoc, "gnome": src_gnome,
         "debdocs": src_debdocs, "lohelp": src_lohelp, "rustbooks": src_rustbooks,
         "sphinxdoc": src_sphinxdoc, "foldoc": src_foldoc, "mobydick": lambda: src_mobydick(npm),
+        "manpages": src_manpages, "gnuinfo": src_gnuinfo, "sqlitedoc": src_sqlitedoc, "apachedoc": src_apachedoc,
+        "nodedoc": src_nodedoc, "netdocs": src_netdocs, "freeciv": src_freeciv, "crawl": src_crawl,
+        "gimphelp": src_gimphelp, "devil": src_devil,
         "outside-history": out_history, "outside-handbook": out_handbook, "outside-jargon": out_jargon,
     }
     only = set(args.only.split(",")) if args.only else None

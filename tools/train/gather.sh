@@ -11,7 +11,10 @@ apt-get install -y --no-install-recommends \
   libsword-utils dict-gcide fortunes fortunes-min python3.11-doc postgresql-doc-15 perl-doc \
   debian-history debian-handbook perl xz-utils nodejs npm \
   linux-doc-6.1 python-django-doc git-doc gnome-user-docs debian-reference-en developers-reference \
-  debian-policy debian-faq libreoffice-help-en-us rust-doc sphinx-doc dict-foldoc dict-jargon
+  debian-policy debian-faq libreoffice-help-en-us rust-doc sphinx-doc dict-foldoc dict-jargon \
+  man-db groff-base manpages manpages-dev coreutils grep sed diffutils findutils gzip wget gnupg time bash-doc \
+  r-doc-info sqlite3-doc apache2-doc nodejs-doc exim4-doc-html bind9-doc freeciv-data crawl-common \
+  gimp-help-en dict-devil
 mkdir -p "$ROOT/.corpus/raw/npm"
 cd "$ROOT/.corpus/raw/npm"
 [ -f package.json ] || npm init -y >/dev/null

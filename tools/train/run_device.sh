@@ -7,6 +7,7 @@
 #               meta.tar, train.log; bundled_logits.json only at the end).
 #   CONFIGS="A B"  two side by side, each in its own folder; pick_best.py copies the better one
 #               (mean per-source held-out loss) to $OUT at the end.
+# EXTRA: more train.py arguments, last so they win (a CPU smoke test of this script and device_job.sh).
 # BUDGET (seconds, from start to the end of everything) must fit in the device time left
 # (the `status` tool's budget_left_s) minus ~60 s for start-up and the transfers.
 set -u
@@ -21,13 +22,13 @@ WEIGHTS=${WEIGHTS:-gcide=0.3,kjv=0.5,web=0.5,mhcc=0.5,tdavid=0.5,scofield=0.5,br
 cfg_args() {
   case $1 in
     A) echo "--heads 8  --dropout 0.0" ;;   # 26.0M parameters
-    B) echo "--heads 16 --dropout 0.1" ;;   # 29.1M parameters
+    B) echo "--heads 16 --dropout ${DROPOUT:-0.1}" ;;   # 29.1M parameters
   esac
 }
 set -- ${CONFIGS:-B}
 if [ $# -eq 1 ]; then
   # progress lines go to stdout too (the device tool returns the tail of it)
-  python3 tools/train/train.py $common --out "$OUT" --work $W/work$1 $(cfg_args $1) --weights "$WEIGHTS" 2>&1 |
+  python3 tools/train/train.py $common --out "$OUT" --work $W/work$1 $(cfg_args $1) --weights "$WEIGHTS" ${EXTRA:-} 2>&1 |
     grep --line-buffered -E "EVAL|FINAL|SAMPLE|early stop|training done|all done|exported|Error|error|Traceback"
   exit 0
 fi

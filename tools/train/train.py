@@ -262,20 +262,28 @@ def main():
     mdir = os.path.join(args.work, name)
 
     def publish(extra=None):
-        """$OUT gets the shards (one folder) and one meta.tar: at most 8 files come back."""
+        """$OUT gets the shards (one folder) and one meta.tar: at most 8 files come back.
+        Written beside and renamed into place, so a copy taken at any moment (device_job.sh
+        polls $OUT while training runs) finds whole files."""
         od = os.path.join(args.out, name)
-        os.makedirs(od, exist_ok=True)
-        for fn in os.listdir(od):
-            os.remove(os.path.join(od, fn))
+        tmp, old = od + ".new", od + ".old"
+        for d in (tmp, old):
+            shutil.rmtree(d, ignore_errors=True)
+        os.makedirs(tmp)
         for fn in sorted(os.listdir(mdir)):
             if fn.endswith(".safetensors"):
-                shutil.copyfile(os.path.join(mdir, fn), os.path.join(od, fn))
-        with tarfile.open(os.path.join(args.out, "meta.tar"), "w") as tf:
+                shutil.copyfile(os.path.join(mdir, fn), os.path.join(tmp, fn))
+        with tarfile.open(os.path.join(args.out, "meta.tar.new"), "w") as tf:
             for fn in sorted(os.listdir(mdir)):
                 if not fn.endswith(".safetensors"):
                     tf.add(os.path.join(mdir, fn), arcname=fn)
             for p in extra or []:
                 tf.add(p, arcname=os.path.basename(p))
+        if os.path.isdir(od):
+            os.rename(od, old)
+        os.rename(tmp, od)
+        os.replace(os.path.join(args.out, "meta.tar.new"), os.path.join(args.out, "meta.tar"))
+        shutil.rmtree(old, ignore_errors=True)
 
     decay = [p for n, p in model.named_parameters() if p.dim() == 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
