@@ -640,9 +640,9 @@ def src_apachedoc():
                            r"Licensed under the Apache License|Comments|Notice:|This is not a Q&A section).*$")
 
 
-def src_nodedoc():
+def src_nodedoc(raw):
     docs = []
-    for path in sorted(glob.glob("/usr/share/doc/nodejs/api/*.md.gz")):
+    for path in sorted(glob.glob(raw + "/deb/nodejs-doc/usr/share/doc/nodejs/api/*.md.gz")):  # gather.sh unpacks it
         if re.search(r"/(all|index|changelog)", path):
             continue
         with gzip.open(path, "rt", encoding="utf-8", errors="replace") as f:
@@ -770,7 +770,7 @@ def main():
         "debdocs": src_debdocs, "lohelp": src_lohelp, "rustbooks": src_rustbooks,
         "sphinxdoc": src_sphinxdoc, "foldoc": src_foldoc, "mobydick": lambda: src_mobydick(npm),
         "manpages": src_manpages, "gnuinfo": src_gnuinfo, "sqlitedoc": src_sqlitedoc, "apachedoc": src_apachedoc,
-        "nodedoc": src_nodedoc, "netdocs": src_netdocs, "freeciv": src_freeciv, "crawl": src_crawl,
+        "nodedoc": lambda: src_nodedoc(os.path.join(out, "raw")), "netdocs": src_netdocs, "freeciv": src_freeciv, "crawl": src_crawl,
         "gimphelp": src_gimphelp, "devil": src_devil,
         "outside-history": out_history, "outside-handbook": out_handbook, "outside-jargon": out_jargon,
     }

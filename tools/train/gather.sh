@@ -13,8 +13,13 @@ apt-get install -y --no-install-recommends \
   linux-doc-6.1 python-django-doc git-doc gnome-user-docs debian-reference-en developers-reference \
   debian-policy debian-faq libreoffice-help-en-us rust-doc sphinx-doc dict-foldoc dict-jargon \
   man-db groff-base manpages manpages-dev coreutils grep sed diffutils findutils gzip wget gnupg time bash-doc \
-  r-doc-info sqlite3-doc apache2-doc nodejs-doc exim4-doc-html bind9-doc freeciv-data crawl-common \
+  r-doc-info sqlite3-doc apache2-doc exim4-doc-html bind9-doc freeciv-data crawl-common \
   gimp-help-en dict-devil
+# nodejs-doc is unpacked, not installed: installing it removes a Node.js that is not Debian's
+# (NodeSource's package ships the same files), and the tests need that Node.js.
+mkdir -p "$ROOT/.corpus/raw/deb"
+(cd "$ROOT/.corpus/raw/deb" && rm -f nodejs-doc_*.deb && apt-get download nodejs-doc &&
+   rm -rf nodejs-doc && dpkg -x nodejs-doc_*.deb nodejs-doc)
 mkdir -p "$ROOT/.corpus/raw/npm"
 cd "$ROOT/.corpus/raw/npm"
 [ -f package.json ] || npm init -y >/dev/null
