@@ -9,7 +9,7 @@ apt-get update
 apt-get install -y --no-install-recommends \
   bible-kjv bible-kjv-text sword-text-web sword-comm-mhcc sword-comm-tdavid sword-comm-scofield \
   libsword-utils dict-gcide fortunes fortunes-min python3.11-doc postgresql-doc-15 perl-doc \
-  debian-history debian-handbook perl xz-utils nodejs npm \
+  debian-history debian-handbook perl xz-utils \
   linux-doc-6.1 python-django-doc git-doc gnome-user-docs debian-reference-en developers-reference \
   debian-policy debian-faq libreoffice-help-en-us rust-doc sphinx-doc dict-foldoc dict-jargon \
   man-db groff-base manpages manpages-dev coreutils grep sed diffutils findutils gzip wget gnupg time bash-doc \
@@ -20,6 +20,9 @@ apt-get install -y --no-install-recommends \
 mkdir -p "$ROOT/.corpus/raw/deb"
 (cd "$ROOT/.corpus/raw/deb" && rm -f nodejs-doc_*.deb && apt-get download nodejs-doc &&
    rm -rf nodejs-doc && dpkg -x nodejs-doc_*.deb nodejs-doc)
+# npm fetches the npm sources; a Node.js from elsewhere (with its own npm) is kept: Debian's
+# nodejs/npm packages would replace it
+command -v npm >/dev/null || apt-get install -y --no-install-recommends nodejs npm
 mkdir -p "$ROOT/.corpus/raw/npm"
 cd "$ROOT/.corpus/raw/npm"
 [ -f package.json ] || npm init -y >/dev/null
