@@ -46,15 +46,27 @@ for p in $pkgs; do
   esac
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done
+SUDO=""
+[ "$(id -u)" = 0 ] || SUDO="sudo"
 if [ -n "$missing" ]; then
   echo "setup: installing:$missing"
-  SUDO=""
-  [ "$(id -u)" = 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
 fi
 
 if [ $want_test = 1 ]; then
+  # Playwright (the dashboard's browser test) needs Node.js >= 20 and Debian 12 ships 18:
+  # then take Node.js's own build from the npm registry (package node-linux-<arch>@20).
+  if [ "$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)" -lt 20 ]; then
+    arch=$(uname -m); case "$arch" in x86_64) arch=x64 ;; aarch64) arch=arm64 ;; esac
+    echo "setup: Node.js $(node --version 2>/dev/null) is older than 20 (Playwright needs 20):" \
+         "installing node-linux-$arch@20 from the npm registry as /usr/local/bin/node"
+    tmp=$(mktemp -d)
+    (cd "$tmp" && npm pack --silent "node-linux-$arch@20" >/dev/null && tar xzf node-linux-*.tgz)
+    $SUDO install -m 755 "$tmp/package/bin/node" /usr/local/bin/node
+    rm -rf "$tmp"
+    hash -r
+  fi
   # npm packages for the test oracles and clients (the registry is reachable)
   for d in tools/tokenizer-oracle tests/server tests/deploy; do
     if [ -f "$d/package.json" ] && [ ! -d "$d/node_modules" ]; then
