@@ -201,6 +201,19 @@ def html_to_text(path):
     return clean(p.text().replace("\u00b6", ""))  # Sphinx's pilcrow header links
 
 
+def html_pages(paths, size=8000, drop=None, min_len=0):
+    """HTML files -> text documents of about `size` chars; `drop` (a multiline regex) removes
+    navigation lines; pages of at most `min_len` chars are skipped."""
+    docs = []
+    for path in paths:
+        t = html_to_text(path)
+        if drop:
+            t = clean(re.sub(drop, "", t, flags=re.M))
+        if len(t) > min_len:
+            docs.extend(chunk_paragraphs(t, size))
+    return docs
+
+
 # ---------------------------------------------------------------- sources
 
 BIBLE_SPAN = "Ge1:1-Re22:21"
@@ -339,12 +352,8 @@ def src_pydoc():
 
 def src_pgdoc():
     base = glob.glob("/usr/share/doc/postgresql-doc-*/html")[0]
-    docs = []
-    for path in sorted(glob.glob(base + "/*.html")):
-        if re.search(r"/(release-|bookindex|index\.html)", path):
-            continue
-        docs.extend(chunk_paragraphs(html_to_text(path), 8000))
-    return docs
+    return html_pages(p for p in sorted(glob.glob(base + "/*.html"))
+                      if not re.search(r"/(release-|bookindex|index\.html)", p))
 
 
 def src_perldoc():
@@ -410,18 +419,14 @@ def src_linuxdoc():
 
 def src_django():
     base = "/usr/share/doc/python-django-doc/html"
-    docs = []
-    for path in sorted(glob.glob(base + "/**/*.html", recursive=True)):
-        if re.search(r"/(releases|_modules|genindex|py-modindex|search|contents|index)\b", path[len(base):]):
-            continue
-        docs.extend(chunk_paragraphs(html_to_text(path), 8000))
-    return docs
+    return html_pages(p for p in sorted(glob.glob(base + "/**/*.html", recursive=True))
+                      if not re.search(r"/(releases|_modules|genindex|py-modindex|search|contents|index)\b", p[len(base):]))
 
 
 def src_gitdoc():
     docs = []
     for path in sorted(glob.glob("/usr/share/doc/git-doc/**/*.txt", recursive=True)):
-        if "/RelNotes" in path or "/RelNotes/" in path:
+        if "/RelNotes" in path:
             continue
         with open(path, encoding="utf-8", errors="replace") as f:
             t = f.read()
@@ -454,21 +459,16 @@ def src_gnome():
 
 
 def src_debdocs():
-    docs = []
-    for path in sorted(glob.glob("/usr/share/debian-reference/*.en.html")):
-        if not re.search(r"/(ch\d\d|ap[a-z])\.en\.html$", path):
-            continue
-        docs.extend(chunk_paragraphs(html_to_text(path), 8000))
+    docs = html_pages(p for p in sorted(glob.glob("/usr/share/debian-reference/*.en.html"))
+                      if re.search(r"/(ch\d\d|ap[a-z])\.en\.html$", p))
     for base in ["/usr/share/developers-reference/_sources", "/usr/share/doc/debian-policy/policy.html/_sources"]:
         for path in sorted(glob.glob(base + "/**/*.txt", recursive=True)):
             if re.search(r"/(index|genindex)\.rst\.txt$", path):
                 continue
             with open(path, encoding="utf-8", errors="replace") as f:
                 docs.extend(chunk_paragraphs(rst_clean(f.read()), 8000))
-    for path in sorted(glob.glob("/usr/share/doc/debian/FAQ/*.en.html")):
-        if re.search(r"/index\.en\.html$", path):
-            continue
-        docs.extend(chunk_paragraphs(html_to_text(path), 8000))
+    docs += html_pages(p for p in sorted(glob.glob("/usr/share/doc/debian/FAQ/*.en.html"))
+                       if not re.search(r"/index\.en\.html$", p))
     return docs
 
 
@@ -484,16 +484,12 @@ def src_lohelp():
 
 def src_rustbooks():
     base = "/usr/share/doc/rust-doc/html"
-    docs = []
-    for book in ["book", "reference", "nomicon", "rust-by-example", "edition-guide", "rustc", "rustdoc", "embedded-book"]:
-        for path in sorted(glob.glob(f"{base}/{book}/**/*.html", recursive=True)):
-            if re.search(r"/(print|toc|404|index)\.html$|/(2018-edition|first-edition|second-edition)/", path):
-                continue
-            t = html_to_text(path)
-            t = re.sub(r"^(Keyboard shortcuts|Press ← or → to navigate between chapters|Press S or / to search in the book|"
-                       r"Press \? to show this help|Press Esc to hide this help|Auto|Light|Rust|Coal|Navy|Ayu)$", "", t, flags=re.M)
-            docs.extend(chunk_paragraphs(clean(t), 8000))
-    return docs
+    books = ["book", "reference", "nomicon", "rust-by-example", "edition-guide", "rustc", "rustdoc", "embedded-book"]
+    paths = [p for book in books for p in sorted(glob.glob(f"{base}/{book}/**/*.html", recursive=True))
+             if not re.search(r"/(print|toc|404|index)\.html$|/(2018-edition|first-edition|second-edition)/", p)]
+    return html_pages(paths, drop=r"^(Keyboard shortcuts|Press ← or → to navigate between chapters|"
+                                  r"Press S or / to search in the book|Press \? to show this help|"
+                                  r"Press Esc to hide this help|Auto|Light|Rust|Coal|Navy|Ayu)$")
 
 
 def src_sphinxdoc():
@@ -613,23 +609,12 @@ def src_gnuinfo():
     return docs
 
 
-def html_pages(paths, size=8000, drop=None):
-    docs = []
-    for path in paths:
-        t = html_to_text(path)
-        if drop:
-            t = clean(re.sub(drop, "", t, flags=re.M))
-        if len(t) > 200:
-            docs.extend(chunk_paragraphs(t, size))
-    return docs
-
-
 def src_sqlitedoc():
     paths = sorted(p for p in glob.glob("/usr/share/doc/sqlite3/*.html")
                    if not re.search(r"/(changes|releaselog|chronology|index|sitemap|toc|keyword_index|doclist|news|"
                                     r"capi3ref|c3ref)", p))
     return html_pages(paths, drop=r"^(-\s*)?(Small\. Fast\. Reliable\.|Choose any three\.|Home|Menu|About|"
-                                   r"Documentation|Download|License|Support|Purchase|Search)\s*$")
+                                   r"Documentation|Download|License|Support|Purchase|Search)\s*$", min_len=200)
 
 
 def src_apachedoc():
@@ -637,7 +622,7 @@ def src_apachedoc():
     return html_pages(sorted(glob.glob(base + "/**/*.html", recursive=True)),
                       drop=r"^(Available Languages:|Modules \| Directives \| FAQ \| Glossary \| Sitemap|"
                            r"Apache HTTP Server Version 2\.4|Copyright 20\d\d The Apache Software Foundation\.|"
-                           r"Licensed under the Apache License|Comments|Notice:|This is not a Q&A section).*$")
+                           r"Licensed under the Apache License|Comments|Notice:|This is not a Q&A section).*$", min_len=200)
 
 
 def src_nodedoc(raw):
@@ -659,7 +644,8 @@ def src_netdocs():
     paths = sorted(glob.glob("/usr/share/doc/exim4-doc-html/spec_html/ch-*.html"))
     paths += sorted(glob.glob("/usr/share/doc/bind9-doc/arm/*.html"))
     return html_pages([p for p in paths if not re.search(r"/(index|genindex|search)\.html$", p)],
-                      drop=r"^(Go to (the )?(first|previous|next|last) (chapter|page)|Table of contents|Previous|Next).*$")
+                      drop=r"^(Go to (the )?(first|previous|next|last) (chapter|page)|Table of contents|Previous|Next).*$",
+                      min_len=200)
 
 
 def ruleset_strings(path):
@@ -705,7 +691,7 @@ def src_crawl():
 
 
 def src_gimphelp():
-    return html_pages(sorted(glob.glob("/usr/share/gimp/2.0/help/en/*.html")))
+    return html_pages(sorted(glob.glob("/usr/share/gimp/2.0/help/en/*.html")), min_len=200)
 
 
 def src_devil():
@@ -725,21 +711,13 @@ def out_jargon():
 
 
 def out_history():
-    docs = []
-    for name in ["intro", "leaders", "detailed", "releases", "manifesto"]:
-        p = f"/usr/share/doc/debian-history/docs/{name}.en.html"
-        if os.path.exists(p):
-            docs.extend(chunk_paragraphs(html_to_text(p), 8000))
-    return docs
+    paths = (f"/usr/share/doc/debian-history/docs/{n}.en.html" for n in ["intro", "leaders", "detailed", "releases", "manifesto"])
+    return html_pages(p for p in paths if os.path.exists(p))
 
 
 def out_handbook():
-    docs = []
-    for path in sorted(glob.glob("/usr/share/doc/debian-handbook/html/en-US/*.html")):
-        if re.search(r"/(index|ix01|pr01|Common_Content)", path):
-            continue
-        docs.extend(chunk_paragraphs(html_to_text(path), 8000))
-    return docs
+    return html_pages(p for p in sorted(glob.glob("/usr/share/doc/debian-handbook/html/en-US/*.html"))
+                      if not re.search(r"/(index|ix01|pr01|Common_Content)", p))
 
 
 def write_docs(path, docs):
