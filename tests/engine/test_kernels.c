@@ -1,0 +1,1232 @@
+/* test_kernels.c: every kernel level of this binary (engine/kernels.h) held to
+ * the portable one, k_table_generic, and the portable one held to float64.
+ *
+ * For each level in k_levels_supported() other than "generic", every member
+ * of its k_table runs on random inputs of many shapes (odd sizes, vector
+ * tails, n = 1, k = 1, misaligned pointers, every weight dtype, beta 0 / 1 /
+ * 0.5) and its output is compared with k_table_generic's on the same input.
+ * The generic level itself is compared with float64 references computed here
+ * from the contract in kernels.h (a bug in it would otherwise be inherited by
+ * every comparison). The packed-GEMM members (gemm_pack_b, gemm_tile) have
+ * level-specific panel shapes (gemm_mr x gemm_nr), so each is held to the
+ * contract directly, and the whole packed product (k_gemm in gemm.c, run with
+ * the level selected) is compared with k_gemm at the generic level and with
+ * OpenBLAS's cblas_sgemm on the widened weights; gemm_few is also compared
+ * with cblas_sgemm.
+ *
+ * Tolerances (see tol_chain): a result that is a sum of L rounded products
+ * is within gamma_L * sum|terms| of the exact value whatever the order of
+ * the additions (gamma_L ~ L u, u = 2^-24), so two implementations are within
+ * 2 gamma_L * sum|terms|. That worst case (every rounding error of one sign)
+ * is used for chains up to 80 terms and capped at 2 u (80 + 4) ~ 1.0e-5 for
+ * longer ones: with zero-mean data the accumulated error stays near u *
+ * sum|terms| whatever the length (the maxima printed per kernel show it,
+ * ~1e-2 of the bound), while one term read from a wrong index moves a result
+ * by ~sum|terms| / L, still 6x the cap at L = 16385. A self-check at start
+ * proves that: a weight row off by one, two output elements swapped, the last
+ * input element read from its neighbour, a key or value row off by one, one
+ * extra unmasked key, a cos/sin index off by one, an A panel off by one row
+ * must each fail the comparison that the real cases pass. Conversions
+ * (widen, pack_b, f32_to_f16) must be bit-exact; exp-based kernels (softmax,
+ * swiglu) get 1e-6 resp. 2e-6 relative for the vector exp (Cephes, ~2e-7).
+ * Outputs must not be written outside their region (sentinels around every
+ * output), and beta 0 / acc 0 must not read the output (it starts as NaN).
+ *
+ * A level this binary has but the CPU lacks prints "SKIP level NAME: not
+ * supported by this CPU"; one the binary does not have (k_level_by_name is
+ * NULL: neon on x86-64, the x86 levels on aarch64) "SKIP level NAME: not
+ * built for this architecture".
+ *
+ * usage: test_kernels [SEED]   (or MFS_TEST_SEED; fixed default, printed) */
+#include <cblas.h>
+#include <float.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine.h"
+#include "kernels.h"
+
+#define DEFAULT_SEED 20261204u
+#define U_ 0x1p-24       /* unit roundoff of float */
+#define CHAIN_CAP 80     /* worst-case bound used up to this chain length */
+#define EXP_REL 1e-6     /* vector exp (Cephes, ~2e-7) vs expf */
+#define SWIGLU_REL 2e-6  /* exp + 3 roundings each side */
+#define TINY 1e-37       /* below every magnitude the cases produce */
+#define SENT 0x7fa5a5a5u /* sentinel (a signalling NaN) around outputs */
+#define NAN_BITS 0x7fc00000u
+#define PRINT_MAX 6 /* failures printed per kernel and level */
+
+/* ------------------------------------------------------------ random */
+
+static uint64_t rng;
+static uint64_t rnd64(void) { /* splitmix64 */
+  uint64_t z = (rng += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+static double rnd01(void) { return (double)(rnd64() >> 11) * 0x1p-53; }
+static int rndi(int lo, int hi) { return lo + (int)(rnd64() % (uint64_t)(hi - lo + 1)); } /* [lo, hi] */
+static float rndf(float a) { return (float)((2 * rnd01() - 1) * a); }                       /* (-a, a) */
+static int pick(const int *v, int n) { return v[rnd64() % (uint64_t)n]; }
+#define PICK(arr) pick(arr, (int)(sizeof arr / sizeof arr[0]))
+#define NELEM(arr) ((int)(sizeof arr / sizeof arr[0]))
+
+/* ------------------------------------------------- independent float16 */
+
+static double f16_val(uint16_t h) {
+  int s = h >> 15, e = (h >> 10) & 31, m = h & 1023;
+  if (e == 31) return m ? NAN : (s ? -INFINITY : INFINITY);
+  double v = e ? ldexp(1024 + m, e - 25) : ldexp(m, -24);
+  return s ? -v : v;
+}
+
+/* round to nearest, ties to even (nearbyint in the default mode) */
+static uint16_t f16_round(float f) {
+  if (isnan(f)) return 0x7e00;
+  uint16_t sign = signbit(f) ? 0x8000 : 0;
+  double a = fabs((double)f);
+  if (a >= 65520.0) return sign | 0x7c00;
+  int e;
+  frexp(a, &e);
+  double ulp = a < 0x1p-14 ? 0x1p-24 : ldexp(1.0, e - 1 - 10);
+  double v = nearbyint(a / ulp) * ulp;
+  if (v < 0x1p-14) return sign | (uint16_t)(v / 0x1p-24);
+  frexp(v, &e);
+  int ex = e - 1;
+  return sign | (uint16_t)((ex + 15) << 10) | (uint16_t)(v / ldexp(1.0, ex - 10) - 1024);
+}
+
+static uint16_t bf16_round(float f) {
+  uint32_t u;
+  memcpy(&u, &f, 4);
+  return (uint16_t)((u + 0x7fff + ((u >> 16) & 1)) >> 16);
+}
+
+static float bits_f(uint32_t u) {
+  float f;
+  memcpy(&f, &u, 4);
+  return f;
+}
+static uint32_t f_bits(float f) {
+  uint32_t u;
+  memcpy(&u, &f, 4);
+  return u;
+}
+
+static const char *dt_name(st_dtype dt) { return dt == ST_F32 ? "f32" : dt == ST_F16 ? "f16" : "bf16"; }
+static size_t dt_size(st_dtype dt) { return dt == ST_F32 ? 4 : 2; }
+
+/* --------------------------------------------------------- bookkeeping */
+
+enum {
+  KS_GEMV, KS_FEW, KS_PACK, KS_TILE, KS_GEMM, KS_GEMM_BLAS, KS_FEW_BLAS, KS_WIDEN, KS_F16, KS_ROPE,
+  KS_SWIGLU, KS_SCORES, KS_SCORES_FEW, KS_SOFTMAX, KS_ACCUM, KS_BURN, KS_N
+};
+static const char *ks_name[KS_N] = {"gemv", "gemm_few", "gemm_pack_b", "gemm_tile", "k_gemm vs generic",
+                                    "k_gemm vs cblas", "gemm_few vs cblas", "widen", "f32_to_f16", "rope_to",
+                                    "swiglu", "attn_scores", "attn_scores_few", "attn_softmax", "attn_accum",
+                                    "fma_burn"};
+typedef struct {
+  long cases, failed, printed;
+  double worst; /* max |err| / tol over the passing comparisons */
+} kstat;
+static kstat ks[KS_N];
+static const char *level_name; /* being tested */
+static int quiet;              /* self-check: no output, no stats */
+static long case_bad;          /* elements out of tolerance in the current case */
+static int case_kid;
+static char case_desc[256];
+
+static void case_begin(int kid, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void case_begin(int kid, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(case_desc, sizeof case_desc, fmt, ap);
+  va_end(ap);
+  case_kid = kid;
+  case_bad = 0;
+}
+
+static void case_end(void) {
+  if (quiet) return;
+  ks[case_kid].cases++;
+  if (case_bad) ks[case_kid].failed++;
+}
+
+static int report(void) { return !quiet && ks[case_kid].printed++ < PRINT_MAX; }
+
+/* got[i] vs want[i] within rel * mag[i] + abst (mag NULL: |want|); NaN in
+ * got where want is a number fails. */
+static long cmp(const char *what, const float *got, const double *want, const double *mag, size_t n, double rel,
+                double abst) {
+  long bad = 0;
+  size_t first = 0;
+  double worst = 0, first_err = 0, first_tol = 0;
+  for (size_t i = 0; i < n; i++) {
+    double m = mag ? mag[i] : fabs(want[i]);
+    double tol = rel * m + abst, err = fabs((double)got[i] - want[i]);
+    if (!(err <= tol)) {
+      if (!bad) first = i, first_err = err, first_tol = tol;
+      bad++;
+      if (err > worst || isnan(err)) worst = isnan(err) ? INFINITY : err;
+    } else if (!quiet && tol > 0 && err / tol > ks[case_kid].worst) {
+      ks[case_kid].worst = err / tol;
+    }
+  }
+  if (bad && report())
+    fprintf(stderr,
+            "FAIL level %s %s [%s] %s: %ld of %zu elements out of tolerance; first [%zu] got %.9g want %.9g "
+            "|err| %.3g tol %.3g; max |err| %.3g\n",
+            level_name, ks_name[case_kid], case_desc, what, bad, n, first, (double)got[first], want[first],
+            first_err, first_tol, worst);
+  case_bad += bad;
+  return bad;
+}
+
+/* Elements of buf[0..total) outside the region (rows x cols, stride ld,
+ * from 0) must still hold the sentinel. */
+static long untouched(const char *what, const float *buf, size_t total, size_t rows, size_t cols, size_t ld) {
+  long bad = 0;
+  size_t first = 0;
+  for (size_t i = 0; i < total; i++) {
+    int in = i / ld < rows && i % ld < cols;
+    if (in) continue;
+    if (f_bits(buf[i]) != SENT) {
+      if (!bad) first = i;
+      bad++;
+    }
+  }
+  if (bad && report())
+    fprintf(stderr, "FAIL level %s %s [%s] %s: %ld elements outside the output written (first at %zu: %.9g)\n",
+            level_name, ks_name[case_kid], case_desc, what, bad, first, (double)buf[first]);
+  case_bad += bad;
+  return bad;
+}
+
+/* ------------------------------------------------------------- buffers */
+
+static void *xmalloc(size_t n) {
+  void *p = malloc(n ? n : 1);
+  if (!p) {
+    fprintf(stderr, "out of memory (%zu bytes)\n", n);
+    exit(1);
+  }
+  return p;
+}
+
+static void fill_sent(float *p, size_t n) {
+  for (size_t i = 0; i < n; i++) p[i] = bits_f(SENT);
+}
+
+/* n random floats in (-a, a) */
+static float *rvec(size_t n, float a) {
+  float *p = xmalloc(n * sizeof *p);
+  for (size_t i = 0; i < n; i++) p[i] = rndf(a);
+  return p;
+}
+
+static float *fdup(const float *p, size_t n) {
+  float *q = xmalloc(n * sizeof *q);
+  memcpy(q, p, n * sizeof *q);
+  return q;
+}
+
+/* Chains of L rounded operations, two implementations (see the header). */
+static double tol_chain(int L) {
+  if (L > CHAIN_CAP) L = CHAIN_CAP;
+  return 2.0 * U_ * (L + 4);
+}
+
+/* A weight matrix [rows][k] in dtype dt, at a random misalignment, and its
+ * exact widening wf (float64-exact: every F16/BF16 value is a float). */
+typedef struct {
+  void *base;
+  const void *p;
+  float *wf;
+  st_dtype dt;
+  int rows, k;
+} wmat;
+
+static wmat wmat_new(st_dtype dt, int rows, int k, int misalign) {
+  wmat m = {0};
+  size_t n = (size_t)rows * k, esz = dt_size(dt);
+  int off = misalign ? rndi(1, 7) : 0;
+  m.base = xmalloc((n + 8) * esz);
+  m.wf = xmalloc(n * sizeof *m.wf);
+  m.dt = dt, m.rows = rows, m.k = k;
+  for (size_t i = 0; i < n; i++) {
+    float v = rndf(1.0f);
+    if (dt == ST_F32) {
+      ((float *)m.base)[off + i] = v;
+      m.wf[i] = v;
+    } else if (dt == ST_F16) {
+      uint16_t h = f16_round(v);
+      ((uint16_t *)m.base)[off + i] = h;
+      m.wf[i] = (float)f16_val(h);
+    } else {
+      uint16_t h = bf16_round(v);
+      ((uint16_t *)m.base)[off + i] = h;
+      m.wf[i] = bits_f((uint32_t)h << 16);
+    }
+  }
+  m.p = (const char *)m.base + off * esz;
+  return m;
+}
+
+static const void *wrow(const wmat *m, int r) { return (const char *)m->p + (size_t)r * m->k * dt_size(m->dt); }
+
+static void wmat_free(wmat *m) {
+  free(m->base);
+  free(m->wf);
+}
+
+/* A float array at a random misalignment (0..7 floats) inside its block. */
+typedef struct {
+  float *base, *p;
+} fbuf;
+static fbuf fbuf_new(size_t n) {
+  fbuf b;
+  b.base = xmalloc((n + 8) * sizeof(float));
+  b.p = b.base + rndi(0, 7);
+  return b;
+}
+
+static const k_table *G; /* k_table_generic */
+static int gen_pass;     /* the level under test is generic: compare with float64 */
+
+/* want = generic's output, or in the generic pass the float64 reference */
+static double *want_of(const float *gen, const double *ref, size_t n) {
+  double *w = xmalloc(n * sizeof *w);
+  for (size_t i = 0; i < n; i++) w[i] = gen_pass ? ref[i] : (double)gen[i];
+  return w;
+}
+
+/* ---------------------------------------------------------------- gemv */
+
+/* y (n + 16, sentinels after n) = beta y + W x */
+static void case_gemv(const k_table *t, st_dtype dt, int n, int k, float beta) {
+  case_begin(KS_GEMV, "%s n=%d k=%d beta=%g", dt_name(dt), n, k, beta);
+  wmat W = wmat_new(dt, n, k, 1);
+  fbuf xb = fbuf_new(k);
+  for (int j = 0; j < k; j++) xb.p[j] = rndf(1.0f);
+  size_t tot = (size_t)n + 16;
+  float *y0 = xmalloc(tot * sizeof *y0);
+  fill_sent(y0, tot);
+  for (int i = 0; i < n; i++) y0[i] = beta == 0.0f ? bits_f(NAN_BITS) : rndf(2.0f);
+  double *ref = xmalloc(n * sizeof *ref), *mag = xmalloc(n * sizeof *mag);
+  for (int i = 0; i < n; i++) {
+    double s = 0, a = 0;
+    for (int j = 0; j < k; j++) {
+      double p = (double)W.wf[(size_t)i * k + j] * xb.p[j];
+      s += p, a += fabs(p);
+    }
+    double yb = beta == 0.0f ? 0 : (double)beta * y0[i];
+    ref[i] = yb + s;
+    mag[i] = fabs(yb) + a;
+  }
+  float *yg = fdup(y0, tot), *yl = NULL;
+  G->gemv(yg, W.p, n, k, xb.p, beta, dt);
+  if (!gen_pass) {
+    yl = fdup(y0, tot);
+    t->gemv(yl, W.p, n, k, xb.p, beta, dt);
+  }
+  const float *got = gen_pass ? yg : yl;
+  double *want = want_of(yg, ref, n);
+  cmp("y", got, want, mag, n, tol_chain(k + 2), TINY);
+  untouched("y", got, tot, 1, n, tot);
+  case_end();
+  free(want), free(yg), free(yl), free(ref), free(mag), free(y0), free(xb.base);
+  wmat_free(&W);
+}
+
+/* ----------------------------------------------------------- gemm_few */
+
+static void case_few(const k_table *t, st_dtype dt, int M, int n, int k, float beta) {
+  case_begin(KS_FEW, "%s M=%d n=%d k=%d beta=%g", dt_name(dt), M, n, k, beta);
+  wmat W = wmat_new(dt, n, k, 1);
+  fbuf xb = fbuf_new((size_t)M * k);
+  for (size_t j = 0; j < (size_t)M * k; j++) xb.p[j] = rndf(1.0f);
+  int ldo = n + rndi(0, 5);
+  size_t tot = (size_t)M * ldo + 16;
+  float *o0 = xmalloc(tot * sizeof *o0);
+  fill_sent(o0, tot);
+  for (int m = 0; m < M; m++)
+    for (int i = 0; i < n; i++) o0[(size_t)m * ldo + i] = beta == 0.0f ? bits_f(NAN_BITS) : rndf(2.0f);
+  size_t nn = (size_t)M * n;
+  double *ref = xmalloc(nn * sizeof *ref), *mag = xmalloc(nn * sizeof *mag);
+  for (int m = 0; m < M; m++)
+    for (int i = 0; i < n; i++) {
+      double s = 0, a = 0;
+      for (int j = 0; j < k; j++) {
+        double p = (double)W.wf[(size_t)i * k + j] * xb.p[(size_t)m * k + j];
+        s += p, a += fabs(p);
+      }
+      double yb = beta == 0.0f ? 0 : (double)beta * o0[(size_t)m * ldo + i];
+      ref[(size_t)m * n + i] = yb + s;
+      mag[(size_t)m * n + i] = fabs(yb) + a;
+    }
+  float *og = fdup(o0, tot), *ol = NULL;
+  G->gemm_few(og, ldo, W.p, n, k, xb.p, M, beta, dt);
+  if (!gen_pass) {
+    ol = fdup(o0, tot);
+    t->gemm_few(ol, ldo, W.p, n, k, xb.p, M, beta, dt);
+  }
+  const float *gotb = gen_pass ? og : ol;
+  float *got = xmalloc(nn * sizeof *got), *gen = xmalloc(nn * sizeof *gen);
+  for (int m = 0; m < M; m++) {
+    memcpy(got + (size_t)m * n, gotb + (size_t)m * ldo, (size_t)n * sizeof *got);
+    memcpy(gen + (size_t)m * n, og + (size_t)m * ldo, (size_t)n * sizeof *gen);
+  }
+  double *want = want_of(gen, ref, nn);
+  cmp("out", got, want, mag, nn, tol_chain(k + 2), TINY);
+  untouched("out", gotb, tot, M, n, ldo);
+  case_end();
+  free(want), free(got), free(gen), free(og), free(ol), free(ref), free(mag), free(o0), free(xb.base);
+  wmat_free(&W);
+}
+
+/* gemm_few against cblas_sgemm on the widened weights (beta 0 and 1) */
+static void case_few_blas(const k_table *t, st_dtype dt, int M, int n, int k, float beta) {
+  case_begin(KS_FEW_BLAS, "%s M=%d n=%d k=%d beta=%g", dt_name(dt), M, n, k, beta);
+  wmat W = wmat_new(dt, n, k, 1);
+  float *in = rvec((size_t)M * k, 1.0f);
+  size_t nn = (size_t)M * n;
+  float *c0 = rvec(nn, 2.0f), *cb = fdup(c0, nn), *cl = fdup(c0, nn);
+  if (beta == 0.0f)
+    for (size_t i = 0; i < nn; i++) cl[i] = bits_f(NAN_BITS), cb[i] = 0;
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, n, k, 1.0f, in, k, W.wf, k, beta, cb, n);
+  t->gemm_few(cl, n, W.p, n, k, in, M, beta, dt);
+  double *want = xmalloc(nn * sizeof *want), *mag = xmalloc(nn * sizeof *mag);
+  for (int m = 0; m < M; m++)
+    for (int i = 0; i < n; i++) {
+      double a = beta == 0.0f ? 0 : fabs((double)beta * c0[(size_t)m * n + i]);
+      for (int j = 0; j < k; j++) a += fabs((double)W.wf[(size_t)i * k + j] * in[(size_t)m * k + j]);
+      want[(size_t)m * n + i] = cb[(size_t)m * n + i];
+      mag[(size_t)m * n + i] = a;
+    }
+  cmp("out vs cblas", cl, want, mag, nn, tol_chain(k + 2), TINY);
+  case_end();
+  free(want), free(mag), free(c0), free(cb), free(cl), free(in);
+  wmat_free(&W);
+}
+
+/* -------------------------------------------------------- gemm_pack_b */
+
+/* bp[p][j] = W[j][p] (p < kc, j < ncols), 0 past ncols: bit-exact */
+static void case_pack(const k_table *t, st_dtype dt, int ncols, int kc, int ldw) {
+  int NR = t->gemm_nr;
+  case_begin(KS_PACK, "%s ncols=%d kc=%d ldw=%d NR=%d", dt_name(dt), ncols, kc, ldw, NR);
+  wmat W = wmat_new(dt, ncols, ldw, 1);
+  size_t tot = (size_t)kc * NR + 16;
+  float *bp = xmalloc(tot * sizeof *bp);
+  fill_sent(bp, tot);
+  for (size_t i = 0; i < (size_t)kc * NR; i++) bp[i] = bits_f(NAN_BITS);
+  t->gemm_pack_b(bp, W.p, (size_t)ldw, ncols, kc, dt);
+  size_t nn = (size_t)kc * NR;
+  double *want = xmalloc(nn * sizeof *want);
+  for (int p = 0; p < kc; p++)
+    for (int j = 0; j < NR; j++) want[(size_t)p * NR + j] = j < ncols ? W.wf[(size_t)j * ldw + p] : 0.0;
+  cmp("bp", bp, want, NULL, nn, 0, 0);
+  untouched("bp", bp, tot, 1, nn, tot);
+  case_end();
+  free(want), free(bp);
+  wmat_free(&W);
+}
+
+/* ---------------------------------------------------------- gemm_tile */
+
+/* C[r][j] = (acc ? C : 0) + sum_p ap[p][r] bp[p][j], r < mr, j < nr; a
+ * shift of the A panel by `ashift` rows is the self-check's wrong index. */
+static long case_tile(const k_table *t, int kc, int mr, int nr, int acc, int ldc, int ashift) {
+  int MR = t->gemm_mr, NR = t->gemm_nr;
+  case_begin(KS_TILE, "kc=%d mr=%d nr=%d acc=%d ldc=%d (MR %d NR %d)", kc, mr, nr, acc, ldc, MR, NR);
+  float *ap = xmalloc(((size_t)kc * MR + MR) * sizeof *ap), *bp = xmalloc((size_t)kc * NR * sizeof *bp);
+  for (int p = 0; p < kc; p++) {
+    for (int r = 0; r < MR; r++) ap[(size_t)p * MR + r] = r < mr ? rndf(1.0f) : 0.0f;
+    for (int j = 0; j < NR; j++) bp[(size_t)p * NR + j] = j < nr ? rndf(1.0f) : 0.0f;
+  }
+  for (int r = 0; r < MR; r++) ap[(size_t)kc * MR + r] = rndf(1.0f);
+  size_t tot = (size_t)mr * ldc + 16;
+  float *c = xmalloc(tot * sizeof *c);
+  fill_sent(c, tot);
+  for (int r = 0; r < mr; r++)
+    for (int j = 0; j < nr; j++) c[(size_t)r * ldc + j] = acc ? rndf(2.0f) : bits_f(NAN_BITS);
+  size_t nn = (size_t)mr * nr;
+  double *want = xmalloc(nn * sizeof *want), *mag = xmalloc(nn * sizeof *mag);
+  for (int r = 0; r < mr; r++)
+    for (int j = 0; j < nr; j++) {
+      double s = acc ? c[(size_t)r * ldc + j] : 0, a = fabs(s);
+      for (int p = 0; p < kc; p++) {
+        double q = (double)ap[(size_t)p * MR + r] * bp[(size_t)p * NR + j];
+        s += q, a += fabs(q);
+      }
+      want[(size_t)r * nr + j] = s, mag[(size_t)r * nr + j] = a;
+    }
+  t->gemm_tile(kc, ap + ashift * MR, bp, c, (size_t)ldc, mr, nr, acc);
+  float *got = xmalloc(nn * sizeof *got);
+  for (int r = 0; r < mr; r++) memcpy(got + (size_t)r * nr, c + (size_t)r * ldc, (size_t)nr * sizeof *got);
+  long bad = cmp("C", got, want, mag, nn, tol_chain(kc + 1), TINY);
+  if (!ashift) untouched("C", c, tot, mr, nr, ldc);
+  case_end();
+  free(got), free(want), free(mag), free(c), free(ap), free(bp);
+  return bad;
+}
+
+/* -------------------------------------------------------------- k_gemm */
+
+static int select_level(const char *name) {
+  char err[256];
+  if (eng_isa_select(name, err, sizeof err) != 0) {
+    fprintf(stderr, "FAIL eng_isa_select(%s): %s\n", name, err);
+    return -1;
+  }
+  if (strcmp(eng_isa_name(), name) != 0 || strcmp(K()->name, name) != 0) {
+    fprintf(stderr, "FAIL eng_isa_select(%s): running level is %s\n", name, K()->name);
+    return -1;
+  }
+  return 0;
+}
+
+/* C (ldc) = beta C + A W^T: the packed product at the level (and at the
+ * generic level), against cblas_sgemm on the widened weights.
+ * wshift: self-check, cblas reads W one row off. */
+static long case_gemm(const k_table *t, st_dtype dt, int rows, int n, int k, float beta, int wshift) {
+  case_begin(KS_GEMM_BLAS, "%s rows=%d n=%d k=%d beta=%g", dt_name(dt), rows, n, k, beta);
+  wmat W = wmat_new(dt, n + 1, k, 1);
+  float *a = rvec((size_t)rows * k, 1.0f);
+  int ldc = n + rndi(0, 7);
+  size_t tot = (size_t)rows * ldc + 16, nn = (size_t)rows * n;
+  float *c0 = xmalloc(tot * sizeof *c0);
+  fill_sent(c0, tot);
+  for (int r = 0; r < rows; r++)
+    for (int j = 0; j < n; j++) c0[(size_t)r * ldc + j] = beta == 0.0f ? bits_f(NAN_BITS) : rndf(2.0f);
+  float *cb = xmalloc(nn * sizeof *cb);
+  for (int r = 0; r < rows; r++)
+    for (int j = 0; j < n; j++) cb[(size_t)r * n + j] = beta == 0.0f ? 0.0f : c0[(size_t)r * ldc + j];
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, n, k, 1.0f, a, k, W.wf + (size_t)wshift * k, k, beta,
+              cb, n);
+  double *mag = xmalloc(nn * sizeof *mag), *wb = xmalloc(nn * sizeof *wb);
+  for (int r = 0; r < rows; r++)
+    for (int j = 0; j < n; j++) {
+      double s = beta == 0.0f ? 0 : fabs((double)beta * c0[(size_t)r * ldc + j]);
+      const float *ar = a + (size_t)r * k, *wr = W.wf + (size_t)j * k;
+      for (int p = 0; p < k; p++) s += fabs((double)ar[p] * wr[p]);
+      mag[(size_t)r * n + j] = s;
+      wb[(size_t)r * n + j] = cb[(size_t)r * n + j];
+    }
+  float *cl = fdup(c0, tot), *cg = NULL, *got = xmalloc(nn * sizeof *got);
+  long bad = 0;
+  if (select_level(t->name) == 0 && k_gemm(cl, (size_t)ldc, a, rows, W.p, n, k, dt, beta) == 0) {
+    for (int r = 0; r < rows; r++) memcpy(got + (size_t)r * n, cl + (size_t)r * ldc, (size_t)n * sizeof *got);
+    bad += cmp("C vs cblas", got, wb, mag, nn, tol_chain(k + 2), TINY);
+    if (!wshift) bad += untouched("C", cl, tot, rows, n, ldc);
+  } else {
+    case_bad++, bad++;
+  }
+  case_end();
+  if (!gen_pass && !wshift) { /* the same product at the generic level */
+    case_begin(KS_GEMM, "%s rows=%d n=%d k=%d beta=%g", dt_name(dt), rows, n, k, beta);
+    cg = fdup(c0, tot);
+    if (select_level("generic") == 0 && k_gemm(cg, (size_t)ldc, a, rows, W.p, n, k, dt, beta) == 0) {
+      for (int r = 0; r < rows; r++)
+        for (int j = 0; j < n; j++) wb[(size_t)r * n + j] = cg[(size_t)r * ldc + j];
+      cmp("C vs generic", got, wb, mag, nn, tol_chain(k + 2), TINY);
+    } else {
+      case_bad++;
+    }
+    case_end();
+  }
+  free(got), free(cl), free(cg), free(cb), free(mag), free(wb), free(c0), free(a);
+  wmat_free(&W);
+  return bad;
+}
+
+/* ------------------------------------------------ widen, f32_to_f16 */
+
+/* bit-exact; F16 NaNs need only stay NaN (F16C quiets signalling ones) */
+static long widen_nan_payload_diffs;
+
+static void check_bits_f32(const char *what, const float *got, const float *want, size_t n, int nan_any) {
+  long bad = 0;
+  size_t first = 0;
+  for (size_t i = 0; i < n; i++) {
+    uint32_t g = f_bits(got[i]), w = f_bits(want[i]);
+    if (g == w) continue;
+    if (nan_any && isnan(want[i]) && isnan(got[i])) {
+      if (!quiet) widen_nan_payload_diffs++;
+      continue;
+    }
+    if (!bad) first = i;
+    bad++;
+  }
+  if (bad && report())
+    fprintf(stderr, "FAIL level %s %s [%s] %s: %ld of %zu differ; first [%zu] got %08" PRIx32 " want %08" PRIx32 "\n",
+            level_name, ks_name[case_kid], case_desc, what, bad, n, first, f_bits(got[first]), f_bits(want[first]));
+  case_bad += bad;
+}
+
+static void case_widen(const k_table *t, st_dtype dt, size_t n, int exhaustive) {
+  case_begin(KS_WIDEN, "%s n=%zu%s", dt_name(dt), n, exhaustive ? " (every 16-bit value)" : "");
+  size_t esz = dt_size(dt);
+  int ioff = rndi(0, 7);
+  unsigned char *ib = xmalloc((n + 8) * esz);
+  void *in = ib + ioff * esz;
+  float *want = xmalloc((n + 1) * sizeof *want);
+  for (size_t i = 0; i < n; i++) {
+    if (dt == ST_F32) {
+      uint32_t u = (uint32_t)rnd64();
+      memcpy((float *)in + i, &u, 4);
+      want[i] = bits_f(u);
+    } else {
+      uint16_t h = exhaustive ? (uint16_t)i : (uint16_t)rnd64();
+      if (!exhaustive && (rnd64() & 1)) h = dt == ST_F16 ? f16_round(rndf(4.0f)) : bf16_round(rndf(4.0f));
+      ((uint16_t *)in)[i] = h;
+      if (dt == ST_BF16) {
+        want[i] = bits_f((uint32_t)h << 16);
+      } else {
+        double v = f16_val(h);
+        want[i] = isnan(v) ? bits_f(((uint32_t)(h & 0x8000) << 16) | 0x7f800000u | ((uint32_t)(h & 0x3ff) << 13))
+                           : (float)v;
+      }
+    }
+  }
+  size_t tot = n + 24;
+  fbuf ob = fbuf_new(tot);
+  fill_sent(ob.p, tot);
+  float *og = xmalloc((n + 1) * sizeof *og);
+  G->widen(og, in, n, dt);
+  if (gen_pass) {
+    memcpy(ob.p, og, n * sizeof *og);
+  } else {
+    t->widen(ob.p, in, n, dt);
+  }
+  check_bits_f32("out", ob.p, gen_pass ? want : og, n, dt == ST_F16);
+  untouched("out", ob.p, tot, 1, n, tot);
+  case_end();
+  free(ib), free(want), free(og), free(ob.base);
+}
+
+/* floats that probe every rounding case of f32 -> f16 */
+static float f16_probe(void) {
+  switch (rndi(0, 7)) {
+  case 0: return bits_f((uint32_t)rnd64()); /* any bits: NaN, inf, subnormal */
+  case 1: {                                  /* an exact tie between two f16 values */
+    uint16_t h = (uint16_t)(rnd64() & 0x7bff);
+    double a = f16_val(h), b = f16_val((uint16_t)(h + 1));
+    float f = (float)((a + b) / 2);
+    return rnd64() & 1 ? -f : f;
+  }
+  case 2: { /* an f16 value +- one float ulp */
+    float f = (float)f16_val((uint16_t)(rnd64() & 0xfbff));
+    return nextafterf(f, rnd64() & 1 ? INFINITY : -INFINITY);
+  }
+  case 3: return rndf(65600.0f); /* around the largest f16 */
+  case 4: {
+    static const float edge[] = {65504.0f, 65519.0f, 65519.996f, 65520.0f, 65536.0f, 0x1p-24f, 0x1p-25f,
+                                 0x1.8p-25f, 0x1p-26f, 0x1p-14f, 0x1.ffcp-15f, 0.0f, -0.0f, INFINITY, -INFINITY,
+                                 1e-45f, 1e-40f, FLT_MAX};
+    float f = edge[rnd64() % (sizeof edge / sizeof edge[0])];
+    return rnd64() & 1 ? -f : f;
+  }
+  case 5: return (float)ldexp(rnd01() * 2 - 1, rndi(-30, -12)); /* subnormal f16 range */
+  default: return rndf(8.0f);
+  }
+}
+
+static void case_f16(const k_table *t, size_t n) {
+  case_begin(KS_F16, "n=%zu", n);
+  fbuf ib = fbuf_new(n);
+  for (size_t i = 0; i < n; i++) ib.p[i] = f16_probe();
+  size_t tot = n + 24;
+  uint16_t *ob = xmalloc((tot + 8) * 2), *o = ob + rndi(0, 7), *og = xmalloc((n + 1) * 2);
+  for (size_t i = 0; i < tot; i++) o[i] = 0xa5a5;
+  G->f32_to_f16(og, ib.p, n);
+  if (gen_pass) memcpy(o, og, n * 2);
+  else t->f32_to_f16(o, ib.p, n);
+  long bad = 0;
+  size_t first = 0;
+  uint16_t wfirst = 0;
+  for (size_t i = 0; i < n; i++) {
+    uint16_t w = gen_pass ? f16_round(ib.p[i]) : og[i], g = o[i];
+    int wn = (w & 0x7c00) == 0x7c00 && (w & 0x3ff), gn = (g & 0x7c00) == 0x7c00 && (g & 0x3ff);
+    if (w == g || (wn && gn)) continue;
+    if (!bad) first = i, wfirst = w;
+    bad++;
+  }
+  long outside = 0;
+  for (size_t i = n; i < tot; i++) outside += o[i] != 0xa5a5;
+  if ((bad || outside) && report())
+    fprintf(stderr,
+            "FAIL level %s f32_to_f16 [%s]: %ld differ (first [%zu] %.9g -> %04x, want %04x); %ld written past n\n",
+            level_name, case_desc, bad, first, bad ? (double)ib.p[first] : 0.0, bad ? o[first] : 0, wfirst, outside);
+  case_bad += bad + outside;
+  case_end();
+  free(ib.base), free(ob), free(og);
+}
+
+/* ------------------------------------------------------ rope, swiglu */
+
+/* coff: self-check, the kernel gets cs one element off */
+static long case_rope(const k_table *t, int hd, int coff) {
+  case_begin(KS_ROPE, "hd=%d", hd);
+  int half = hd / 2;
+  fbuf xb = fbuf_new(hd), cb = fbuf_new((size_t)hd + 1);
+  for (int i = 0; i < hd; i++) xb.p[i] = rndf(3.0f);
+  for (int i = 0; i < half; i++) {
+    double ang = rnd01() * 2 * M_PI * 100;
+    cb.p[i] = (float)cos(ang), cb.p[half + i] = (float)sin(ang);
+  }
+  cb.p[hd] = 0.5f;
+  double *ref = xmalloc(hd * sizeof *ref), *mag = xmalloc(hd * sizeof *mag);
+  for (int i = 0; i < half; i++) {
+    double a = xb.p[i], b = xb.p[i + half], c = cb.p[i], s = cb.p[half + i];
+    ref[i] = a * c - b * s, ref[i + half] = b * c + a * s;
+    mag[i] = fabs(a * c) + fabs(b * s), mag[i + half] = fabs(b * c) + fabs(a * s);
+  }
+  size_t tot = (size_t)hd + 16;
+  float *og = xmalloc(tot * sizeof *og), *ol = xmalloc(tot * sizeof *ol);
+  fill_sent(og, tot), fill_sent(ol, tot);
+  G->rope_to(og, xb.p, cb.p + coff, hd);
+  if (!gen_pass) t->rope_to(ol, xb.p, cb.p + coff, hd);
+  const float *got = gen_pass ? og : ol;
+  double *want = want_of(og, ref, hd);
+  if (coff) /* the self-check's wrong result against the right one */
+    for (int i = 0; i < hd; i++) want[i] = ref[i];
+  long bad = cmp("out", got, want, mag, hd, 5 * U_, TINY);
+  untouched("out", got, tot, 1, hd, tot);
+  case_end();
+  free(want), free(og), free(ol), free(ref), free(mag), free(xb.base), free(cb.base);
+  return bad;
+}
+
+static long case_swiglu(const k_table *t, int n, int ushift) {
+  case_begin(KS_SWIGLU, "n=%d", n);
+  static const float special[] = {0.0f, -0.0f, 1.0f, -1.0f, 20.0f, -20.0f, 80.0f, -80.0f,
+                                  88.0f, -88.0f, 89.0f, -89.0f, 100.0f, -100.0f, 1e-20f, -1e-20f};
+  size_t tot = (size_t)n + 16;
+  float *g0 = xmalloc(tot * sizeof *g0);
+  fill_sent(g0, tot);
+  fbuf ub = fbuf_new((size_t)n + 1);
+  for (int i = 0; i < n; i++) {
+    g0[i] = rnd64() % 8 == 0 ? special[rnd64() % (sizeof special / sizeof special[0])] : rndf(15.0f);
+    ub.p[i] = rndf(2.0f);
+  }
+  ub.p[n] = 1.5f;
+  double *ref = xmalloc((n + 1) * sizeof *ref);
+  for (int i = 0; i < n; i++) ref[i] = (double)g0[i] / (1.0 + exp(-(double)g0[i])) * ub.p[i];
+  float *gg = fdup(g0, tot), *gl = fdup(g0, tot);
+  G->swiglu(gg, ub.p + ushift, n);
+  if (!gen_pass) t->swiglu(gl, ub.p + ushift, n);
+  const float *got = gen_pass ? gg : gl;
+  double *want = want_of(gg, ref, n);
+  if (ushift)
+    for (int i = 0; i < n; i++) want[i] = ref[i];
+  long bad = cmp("g", got, want, NULL, n, SWIGLU_REL, 1e-30);
+  untouched("g", got, tot, 1, n, tot);
+  case_end();
+  free(want), free(gg), free(gl), free(ref), free(g0), free(ub.base);
+  return bad;
+}
+
+/* ----------------------------------------------------------- attention */
+
+/* S[t][r] (lds) = sum_d K[t][d] Qt[d][r] for t < T4, r < R8; kshift: the
+ * self-check hands the kernel K one key off */
+static long case_scores(const k_table *t, int hd, int R8, int T4, int ldq, int lds, int kshift) {
+  case_begin(KS_SCORES, "hd=%d R8=%d T4=%d ldq=%d lds=%d", hd, R8, T4, ldq, lds);
+  float *Qt = xmalloc((size_t)hd * ldq * sizeof *Qt), *K = rvec((size_t)(T4 + 1) * hd, 2.0f);
+  float qs = 1.0f / sqrtf((float)hd);
+  for (int d = 0; d < hd; d++)
+    for (int r = 0; r < ldq; r++) Qt[(size_t)d * ldq + r] = r < R8 ? rndf(2.0f) * qs : bits_f(NAN_BITS);
+  size_t nn = (size_t)T4 * R8, tot = (size_t)T4 * lds + 16;
+  double *ref = xmalloc(nn * sizeof *ref), *mag = xmalloc(nn * sizeof *mag);
+  for (int tt = 0; tt < T4; tt++)
+    for (int r = 0; r < R8; r++) {
+      double s = 0, a = 0;
+      for (int d = 0; d < hd; d++) {
+        double p = (double)K[(size_t)tt * hd + d] * Qt[(size_t)d * ldq + r];
+        s += p, a += fabs(p);
+      }
+      ref[(size_t)tt * R8 + r] = s, mag[(size_t)tt * R8 + r] = a;
+    }
+  float *Sg = xmalloc(tot * sizeof *Sg), *Sl = xmalloc(tot * sizeof *Sl);
+  fill_sent(Sg, tot), fill_sent(Sl, tot);
+  G->attn_scores(Sg, lds, Qt, ldq, R8, K + (size_t)kshift * hd, T4, hd);
+  if (!gen_pass) t->attn_scores(Sl, lds, Qt, ldq, R8, K, T4, hd);
+  const float *gotb = gen_pass || kshift ? Sg : Sl;
+  float *got = xmalloc(nn * sizeof *got), *gen = xmalloc(nn * sizeof *gen);
+  for (int tt = 0; tt < T4; tt++) {
+    memcpy(got + (size_t)tt * R8, gotb + (size_t)tt * lds, (size_t)R8 * sizeof *got);
+    memcpy(gen + (size_t)tt * R8, Sg + (size_t)tt * lds, (size_t)R8 * sizeof *gen);
+  }
+  double *want = want_of(gen, ref, nn);
+  if (kshift)
+    for (size_t i = 0; i < nn; i++) want[i] = ref[i];
+  long bad = cmp("S", got, want, mag, nn, tol_chain(hd + 1), TINY);
+  untouched("S", gotb, tot, T4, R8, lds);
+  case_end();
+  free(want), free(got), free(gen), free(Sg), free(Sl), free(ref), free(mag), free(Qt), free(K);
+  return bad;
+}
+
+/* S[t*lds + r] = scale q[r] . K[t], R <= 4 rows as pointers, T any */
+static void case_scores_few(const k_table *t, int hd, int R, int T, int lds) {
+  case_begin(KS_SCORES_FEW, "hd=%d R=%d T=%d lds=%d", hd, R, T, lds);
+  float *K = rvec((size_t)T * hd, 2.0f), *qbuf[4] = {0};
+  const float *q[4] = {0};
+  for (int r = 0; r < R; r++) {
+    qbuf[r] = xmalloc(((size_t)hd + 8) * sizeof(float));
+    float *p = qbuf[r] + rndi(0, 7);
+    for (int d = 0; d < hd; d++) p[d] = rndf(2.0f);
+    q[r] = p;
+  }
+  float scale = 1.0f / sqrtf((float)hd) * (float)(0.5 + rnd01());
+  size_t nn = (size_t)T * R, tot = (size_t)T * lds + 16;
+  double *ref = xmalloc(nn * sizeof *ref), *mag = xmalloc(nn * sizeof *mag);
+  for (int tt = 0; tt < T; tt++)
+    for (int r = 0; r < R; r++) {
+      double s = 0, a = 0;
+      for (int d = 0; d < hd; d++) {
+        double p = (double)q[r][d] * K[(size_t)tt * hd + d];
+        s += p, a += fabs(p);
+      }
+      ref[(size_t)tt * R + r] = s * scale, mag[(size_t)tt * R + r] = a * fabs(scale);
+    }
+  float *Sg = xmalloc(tot * sizeof *Sg), *Sl = xmalloc(tot * sizeof *Sl);
+  fill_sent(Sg, tot), fill_sent(Sl, tot);
+  G->attn_scores_few(Sg, lds, q, R, scale, K, T, hd);
+  if (!gen_pass) t->attn_scores_few(Sl, lds, q, R, scale, K, T, hd);
+  const float *gotb = gen_pass ? Sg : Sl;
+  float *got = xmalloc(nn * sizeof *got), *gen = xmalloc(nn * sizeof *gen);
+  for (int tt = 0; tt < T; tt++) {
+    memcpy(got + (size_t)tt * R, gotb + (size_t)tt * lds, (size_t)R * sizeof *got);
+    memcpy(gen + (size_t)tt * R, Sg + (size_t)tt * lds, (size_t)R * sizeof *gen);
+  }
+  double *want = want_of(gen, ref, nn);
+  cmp("S", got, want, mag, nn, tol_chain(hd + 2), TINY);
+  untouched("S", gotb, tot, T, R, lds);
+  case_end();
+  free(want), free(got), free(gen), free(Sg), free(Sl), free(ref), free(mag), free(K);
+  for (int r = 0; r < R; r++) free(qbuf[r]);
+}
+
+/* the online-softmax update of R8 rows over T keys; vshift: the self-check
+ * lets every row see one key more */
+static long case_softmax(const k_table *t, int T, int R8, int lds, int vshift) {
+  case_begin(KS_SOFTMAX, "T=%d R8=%d lds=%d", T, R8, lds);
+  size_t tot = (size_t)T * lds + 16;
+  float *S0 = xmalloc(tot * sizeof *S0);
+  fill_sent(S0, tot);
+  float sc = (float)(1 + 4 * rnd01());
+  for (int tt = 0; tt < T; tt++)
+    for (int r = 0; r < R8; r++) S0[(size_t)tt * lds + r] = rndf(sc);
+  float *valid = xmalloc(R8 * sizeof *valid), *m0 = xmalloc(R8 * sizeof *m0), *l0 = xmalloc(R8 * sizeof *l0);
+  for (int r = 0; r < R8; r++) {
+    int kind = rndi(0, 5);
+    valid[r] = (float)(kind == 0 ? -rndi(1, 5) : kind == 1 ? 0 : kind == 2 ? T : rndi(1, T));
+    if (rnd64() % 3 == 0) m0[r] = -1e30f, l0[r] = 0; /* the first tile */
+    else m0[r] = rndf(6.0f), l0[r] = (float)(0.5 + 40 * rnd01());
+  }
+  /* reference: the float operations the contract names (max, m - m', S - m')
+   * are exact or one rounding; exp and the sum in float64 */
+  size_t nn = (size_t)T * R8;
+  double *rS = xmalloc(nn * sizeof *rS), *rm = xmalloc(R8 * sizeof *rm), *rl = xmalloc(R8 * sizeof *rl),
+         *rc = xmalloc(R8 * sizeof *rc), *ml = xmalloc(R8 * sizeof *ml);
+  for (int r = 0; r < R8; r++) {
+    float mx = m0[r];
+    for (int tt = 0; tt < T; tt++)
+      if ((float)tt < valid[r] && S0[(size_t)tt * lds + r] > mx) mx = S0[(size_t)tt * lds + r];
+    double sum = 0;
+    for (int tt = 0; tt < T; tt++) {
+      double p = (float)tt < valid[r] ? exp((double)(S0[(size_t)tt * lds + r] - mx)) : 0.0;
+      rS[(size_t)tt * R8 + r] = p;
+      sum += p;
+    }
+    double c = exp((double)(m0[r] - mx));
+    rm[r] = mx, rc[r] = c, rl[r] = (double)l0[r] * c + sum, ml[r] = fabs((double)l0[r] * c) + sum;
+  }
+  float *vs = xmalloc(R8 * sizeof *vs);
+  for (int r = 0; r < R8; r++) vs[r] = valid[r] + (float)vshift;
+  float *Sg = fdup(S0, tot), *Sl = fdup(S0, tot);
+  float *mg = fdup(m0, R8), *lg = fdup(l0, R8), *cg = xmalloc(R8 * sizeof *cg);
+  float *mL = fdup(m0, R8), *lL = fdup(l0, R8), *cL = xmalloc(R8 * sizeof *cL);
+  G->attn_softmax(Sg, lds, T, R8, vs, mg, lg, cg);
+  if (!gen_pass) t->attn_softmax(Sl, lds, T, R8, valid, mL, lL, cL);
+  int g = gen_pass || vshift;
+  const float *gotS = g ? Sg : Sl, *gotm = g ? mg : mL, *gotl = g ? lg : lL, *gotc = g ? cg : cL;
+  float *got = xmalloc(nn * sizeof *got), *gen = xmalloc(nn * sizeof *gen);
+  for (int tt = 0; tt < T; tt++) {
+    memcpy(got + (size_t)tt * R8, gotS + (size_t)tt * lds, (size_t)R8 * sizeof *got);
+    memcpy(gen + (size_t)tt * R8, Sg + (size_t)tt * lds, (size_t)R8 * sizeof *gen);
+  }
+  /* the generic pass and the self-check against float64, a level against generic */
+  int ref_only = gen_pass || vshift;
+  double *wS = want_of(gen, rS, nn), *wm = want_of(mg, rm, R8), *wl = want_of(lg, rl, R8),
+         *wc = want_of(cg, rc, R8);
+  if (ref_only) {
+    memcpy(wS, rS, nn * sizeof *wS), memcpy(wm, rm, R8 * sizeof *wm);
+    memcpy(wl, rl, R8 * sizeof *wl), memcpy(wc, rc, R8 * sizeof *wc);
+  }
+  /* |want| is the magnitude of an exponential */
+  long bad = cmp("S (probabilities)", got, wS, NULL, nn, EXP_REL, TINY);
+  bad += cmp("m", gotm, wm, NULL, R8, 0, 0);
+  bad += cmp("l", gotl, wl, ml, R8, EXP_REL + tol_chain(T + 2), TINY);
+  bad += cmp("corr", gotc, wc, NULL, R8, EXP_REL, TINY);
+  untouched("S", gotS, tot, T, R8, lds);
+  case_end();
+  free(got), free(gen), free(wS), free(wm), free(wl), free(wc), free(rS), free(rm), free(rl), free(rc), free(ml);
+  free(S0), free(valid), free(vs), free(m0), free(l0), free(Sg), free(Sl), free(mg), free(lg), free(cg), free(mL),
+      free(lL), free(cL);
+  return bad;
+}
+
+/* O[r] = O[r] corr[r] + sum_t P[t][r] V[t], r < R, T any; vshift: the
+ * self-check hands the kernel V one row off */
+static long case_accum(const k_table *t, int hd, int R, int T, int ldp, int vshift) {
+  case_begin(KS_ACCUM, "hd=%d R=%d T=%d ldp=%d", hd, R, T, ldp);
+  float *P = xmalloc((size_t)T * ldp * sizeof *P), *V = rvec((size_t)(T + 1) * hd, 2.0f);
+  for (size_t i = 0; i < (size_t)T * ldp; i++) P[i] = (float)rnd01();
+  float *corr = xmalloc(R * sizeof *corr);
+  for (int r = 0; r < R; r++) {
+    int kind = rndi(0, 5);
+    corr[r] = kind == 0 ? 1.0f : kind == 1 ? 0.0f : (float)rnd01();
+  }
+  size_t nn = (size_t)R * hd, tot = nn + 16;
+  float *O0 = xmalloc(tot * sizeof *O0);
+  fill_sent(O0, tot);
+  for (size_t i = 0; i < nn; i++) O0[i] = rndf(3.0f);
+  double *ref = xmalloc(nn * sizeof *ref), *mag = xmalloc(nn * sizeof *mag);
+  for (int r = 0; r < R; r++)
+    for (int i = 0; i < hd; i++) {
+      double s = (double)O0[(size_t)r * hd + i] * corr[r], a = fabs(s);
+      for (int tt = 0; tt < T; tt++) {
+        double p = (double)P[(size_t)tt * ldp + r] * V[(size_t)tt * hd + i];
+        s += p, a += fabs(p);
+      }
+      ref[(size_t)r * hd + i] = s, mag[(size_t)r * hd + i] = a;
+    }
+  float *Og = fdup(O0, tot), *Ol = fdup(O0, tot);
+  G->attn_accum(Og, P, ldp, V + (size_t)vshift * hd, T, R, hd, corr);
+  if (!gen_pass) t->attn_accum(Ol, P, ldp, V, T, R, hd, corr);
+  const float *got = gen_pass || vshift ? Og : Ol;
+  double *want = want_of(Og, ref, nn);
+  if (vshift)
+    for (size_t i = 0; i < nn; i++) want[i] = ref[i];
+  long bad = cmp("O", got, want, mag, nn, tol_chain(T + 2), TINY);
+  untouched("O", got, tot, 1, nn, tot);
+  case_end();
+  free(want), free(Og), free(Ol), free(ref), free(mag), free(O0), free(P), free(V), free(corr);
+  return bad;
+}
+
+/* ------------------------------------------------------------ a level */
+
+static const int N_LIST[] = {1, 2, 3, 4, 5, 7, 8, 9, 13, 16, 17, 31, 33, 40};
+static const int K_LIST[] = {1,  2,  3,   5,   7,   8,   9,   15,  16,  17,  24,  31,  32,  33,  47,  48, 63,
+                             64, 65, 96, 127, 128, 129, 200, 255, 256, 257, 300, 511, 512, 513, 640, 1000};
+static const st_dtype DTS[] = {ST_F32, ST_F16, ST_BF16};
+
+static void run_level(const k_table *t) {
+  memset(ks, 0, sizeof ks);
+  level_name = t->name;
+  gen_pass = t == G;
+  int MR = t->gemm_mr, NR = t->gemm_nr;
+
+  /* gemv: every n x k of the lists, every dtype, beta 0 and 1; random ones
+   * with beta 0.5; rows longer than the generic level's 16384-float piece */
+  for (int d = 0; d < 3; d++)
+    for (int a = 0; a < NELEM(N_LIST); a++)
+      for (int b = 0; b < NELEM(K_LIST); b++)
+        for (int beta = 0; beta <= 1; beta++) case_gemv(t, DTS[d], N_LIST[a], K_LIST[b], (float)beta);
+  for (int i = 0; i < 150; i++) case_gemv(t, DTS[i % 3], rndi(1, 70), rndi(1, 1100), i % 2 ? 0.5f : 1.0f);
+  static const int LONG_K[] = {16383, 16384, 16385, 16400, 20000};
+  for (int d = 0; d < 3; d++)
+    for (int b = 0; b < NELEM(LONG_K); b++) case_gemv(t, DTS[d], rndi(1, 6), LONG_K[b], (float)(b % 2));
+
+  /* gemm_few: 2 <= M <= few_max, every k of the lists, random n */
+  int fmax = t->few_max < 2 ? 2 : t->few_max;
+  for (int d = 0; d < 3; d++)
+    for (int M = 2; M <= fmax; M++)
+      for (int b = 0; b < NELEM(K_LIST); b += (K_LIST[b] > 300 ? 2 : 1))
+        case_few(t, DTS[d], M, PICK(N_LIST), K_LIST[b], (float)((M + b) % 2));
+  for (int d = 0; d < 3; d++) { /* several L1 blocks of weight rows; long rows */
+    case_few(t, DTS[d], fmax, 70, 600, 1.0f);
+    case_few(t, DTS[d], rndi(2, fmax), 129, 300, 0.0f);
+    case_few(t, DTS[d], rndi(2, fmax), 33, 2050, 1.0f);
+    case_few(t, DTS[d], 3, 5, 16385, 0.0f);
+    case_few(t, DTS[d], rndi(2, fmax), rndi(1, 70), rndi(1, 700), 0.5f);
+  }
+  for (int d = 0; d < 3; d++)
+    for (int i = 0; i < 8; i++)
+      case_few_blas(t, DTS[d], rndi(2, fmax), rndi(1, 80), PICK(K_LIST), (float)(i % 2));
+
+  /* gemm_pack_b: every ncols 1..NR, kc of many lengths */
+  static const int KC[] = {1, 2, 3, 5, 7, 8, 9, 15, 16, 17, 31, 33, 64, 100, 255, 256};
+  for (int d = 0; d < 3; d++)
+    for (int nc = 1; nc <= NR; nc++)
+      for (int b = 0; b < NELEM(KC); b++) case_pack(t, DTS[d], nc, KC[b], KC[b] + rndi(0, 20));
+
+  /* gemm_tile: every mr 1..MR x nr 1..NR, acc 0 and 1, two kc each */
+  for (int mr = 1; mr <= MR; mr++)
+    for (int nr = 1; nr <= NR; nr++)
+      for (int acc = 0; acc <= 1; acc++)
+        for (int rep = 0; rep < 2; rep++) {
+          int ldc = rnd64() % 3 == 0 ? nr : rnd64() & 1 ? NR + 3 : nr + rndi(1, 9);
+          case_tile(t, PICK(KC), mr, nr, acc, ldc, 0);
+        }
+
+  /* k_gemm (gemm.c at this level): rows 1..40 each once, then blocks of
+   * GEMM_MC rows, GEMM_CHUNK columns and GEMM_KC positions crossed */
+  static const int GN[] = {1, 2, 15, 16, 17, 31, 32, 33, 63, 100, 127, 128, 129, 200};
+  static const int GK[] = {1, 2, 7, 8, 9, 31, 33, 100, 255, 256, 257, 300, 513};
+  for (int rows = 1; rows <= 40; rows++)
+    case_gemm(t, DTS[rows % 3], rows, PICK(GN), PICK(GK), rows % 5 == 0 ? 0.5f : (float)(rows % 2), 0);
+  for (int d = 0; d < 3; d++) {
+    case_gemm(t, DTS[d], 250, 257, 513, (float)(d % 2), 0);
+    case_gemm(t, DTS[d], 241, 129, 257, 1.0f, 0);
+    case_gemm(t, DTS[d], rndi(41, 120), rndi(1, 300), rndi(1, 600), 0.0f, 0);
+  }
+  char err[128];
+  eng_isa_select("auto", err, sizeof err);
+
+  /* widen and f32_to_f16: lengths 0..70 (unaligned), every 16-bit value, bulk */
+  for (int d = 0; d < 3; d++)
+    for (int n = 0; n <= 70; n++) case_widen(t, DTS[d], (size_t)n, 0);
+  case_widen(t, ST_F16, 65536, 1);
+  case_widen(t, ST_BF16, 65536, 1);
+  case_widen(t, ST_F16, 65536 + 13, 0);
+  for (int n = 0; n <= 70; n++) case_f16(t, (size_t)n);
+  case_f16(t, 1000);
+  case_f16(t, (size_t)1 << 18);
+
+  /* rope_to (hd 18, 64 and 128 among them), swiglu */
+  static const int HD_ROPE[] = {2, 4, 6, 8, 16, 18, 24, 30, 32, 34, 48, 64, 66, 96, 128, 256};
+  for (int b = 0; b < NELEM(HD_ROPE); b++)
+    for (int rep = 0; rep < 6; rep++) case_rope(t, HD_ROPE[b], 0);
+  for (int n = 0; n <= 70; n++) case_swiglu(t, n, 0);
+  static const int SW_N[] = {127, 128, 129, 1000, 4099};
+  for (int b = 0; b < NELEM(SW_N); b++) case_swiglu(t, SW_N[b], 0);
+
+  /* attention: hd 16/32/64/128 and the odd ones the engine tests use */
+  static const int HD[] = {16, 18, 24, 32, 64, 128};
+  static const int R8S[] = {8, 16, 24, 32, 40, 48, 64};
+  static const int T4S[] = {4, 8, 12, 16, 20, 28, 60, 64};
+  for (int h = 0; h < NELEM(HD); h++)
+    for (int a = 0; a < NELEM(R8S); a++)
+      for (int b = 0; b < NELEM(T4S); b++) {
+        int R8 = R8S[a], ldq = R8 + (rnd64() & 1 ? 8 : rndi(0, 5)), lds = R8 + (rnd64() & 1 ? 8 : rndi(0, 5));
+        case_scores(t, HD[h], R8, T4S[b], ldq, lds, 0);
+      }
+  static const int HD8[] = {8, 16, 24, 32, 64, 128};
+  static const int TS[] = {1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 33, 63, 64, 65};
+  for (int h = 0; h < NELEM(HD8); h++)
+    for (int R = 1; R <= 4; R++)
+      for (int b = 0; b < NELEM(TS); b++) case_scores_few(t, HD8[h], R, TS[b], rnd64() & 1 ? 16 : R + rndi(0, 5));
+  for (int a = 0; a < NELEM(R8S); a++)
+    for (int b = 0; b < NELEM(TS); b++)
+      for (int rep = 0; rep < 2; rep++)
+        case_softmax(t, TS[b], R8S[a], R8S[a] + (rep ? 8 : rndi(0, 5)), 0);
+  static const int HDA[] = {16, 18, 24, 32, 48, 64, 80, 128};
+  static const int RS[] = {1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 33, 40};
+  static const int TA[] = {1, 2, 3, 5, 8, 17, 33, 63, 64};
+  for (int h = 0; h < NELEM(HDA); h++)
+    for (int a = 0; a < NELEM(RS); a++)
+      for (int b = 0; b < NELEM(TA); b++) {
+        int R = RS[a], ldp = rnd64() & 1 ? ((R + 7) & ~7) + 8 : R + rndi(0, 5);
+        case_accum(t, HDA[h], R, TA[b], ldp, 0);
+      }
+
+  /* fma_burn: runs, and reports a positive FLOP count */
+  case_begin(KS_BURN, "iters=1000");
+  double fl = t->fma_burn(1000);
+  if (!(fl > 0 && isfinite(fl))) {
+    fprintf(stderr, "FAIL level %s fma_burn(1000) returned %g\n", level_name, fl);
+    case_bad++;
+  }
+  case_end();
+}
+
+/* ---------------------------------------------------------- self-check */
+
+/* Each deliberately wrong result must fail the comparison the real cases
+ * use (same tolerances); returns the number that did not. */
+static int self_check(void) {
+  int missed = 0, ran = 0;
+  quiet = 1;
+  level_name = "self-check";
+  gen_pass = 1;
+#define EXPECT_FAIL(desc, bad)                                                      \
+  do {                                                                              \
+    ran++;                                                                          \
+    if (!(bad)) {                                                                   \
+      missed++;                                                                     \
+      fprintf(stderr, "SELF-CHECK FAIL: %s passed the comparison\n", desc);         \
+    }                                                                               \
+  } while (0)
+  static const int SK[] = {9, 33, 257, 1000, 16385};
+  for (int d = 0; d < 3; d++)
+    for (int b = 0; b < NELEM(SK); b++) {
+      int n = 8, k = SK[b];
+      st_dtype dt = DTS[d];
+      wmat W = wmat_new(dt, n + 1, k, 0);
+      float *x = rvec((size_t)k, 1.0f), *y = xmalloc(n * sizeof *y), *y2 = xmalloc(n * sizeof *y2);
+      double *ref = xmalloc(n * sizeof *ref), *mag = xmalloc(n * sizeof *mag);
+      for (int i = 0; i < n; i++) {
+        double s = 0, a = 0;
+        for (int j = 0; j < k; j++) {
+          double p = (double)W.wf[(size_t)i * k + j] * x[j];
+          s += p, a += fabs(p);
+        }
+        ref[i] = s, mag[i] = a;
+      }
+      double tol = tol_chain(k + 2);
+      char desc[96];
+      case_begin(KS_GEMV, "self");
+      G->gemv(y, W.p, n, k, x, 0.0f, dt);
+      EXPECT_FAIL("sanity: the right gemv result failed", !cmp("", y, ref, mag, n, tol, TINY));
+      /* one weight row off */
+      G->gemv(y2, wrow(&W, 1), n, k, x, 0.0f, dt);
+      snprintf(desc, sizeof desc, "gemv %s k=%d, weight row off by one", dt_name(dt), k);
+      EXPECT_FAIL(desc, cmp("", y2, ref, mag, n, tol, TINY));
+      /* two outputs swapped */
+      memcpy(y2, y, n * sizeof *y);
+      float tmp = y2[2];
+      y2[2] = y2[5], y2[5] = tmp;
+      snprintf(desc, sizeof desc, "gemv %s k=%d, two outputs swapped", dt_name(dt), k);
+      EXPECT_FAIL(desc, cmp("", y2, ref, mag, n, tol, TINY));
+      /* the last input element read from its neighbour (a tail index bug) */
+      if (k > 1) {
+        float *x2 = fdup(x, k);
+        x2[k - 1] = x2[k - 2] + (x2[k - 2] > 0 ? -0.5f : 0.5f);
+        G->gemv(y2, W.p, n, k, x2, 0.0f, dt);
+        snprintf(desc, sizeof desc, "gemv %s k=%d, tail element from the wrong index", dt_name(dt), k);
+        EXPECT_FAIL(desc, cmp("", y2, ref, mag, n, tol, TINY));
+        free(x2);
+      }
+      case_end();
+      free(x), free(y), free(y2), free(ref), free(mag);
+      wmat_free(&W);
+    }
+  EXPECT_FAIL("sanity: a right gemm_tile result failed", !case_tile(G, 37, 3, 11, 1, 20, 0));
+  EXPECT_FAIL("gemm_tile, A panel off by one row", case_tile(G, 37, 3, 11, 1, 20, 1));
+  EXPECT_FAIL("gemm_tile kc=256, A panel off by one row", case_tile(G, 256, 4, 16, 0, 16, 1));
+  for (int b = 0; b < 3; b++) {
+    static const int SHD[] = {18, 64, 128};
+    char desc[96];
+    EXPECT_FAIL("sanity: a right attn_accum result failed", !case_accum(G, SHD[b], 5, 33, 16, 0));
+    snprintf(desc, sizeof desc, "attn_accum hd=%d, value row off by one", SHD[b]);
+    EXPECT_FAIL(desc, case_accum(G, SHD[b], 5, 33, 16, 1));
+    snprintf(desc, sizeof desc, "attn_scores hd=%d, key off by one", SHD[b]);
+    EXPECT_FAIL("sanity: a right attn_scores result failed", !case_scores(G, SHD[b], 16, 20, 24, 24, 0));
+    EXPECT_FAIL(desc, case_scores(G, SHD[b], 16, 20, 24, 24, 1));
+    snprintf(desc, sizeof desc, "rope_to hd=%d, cos/sin index off by one", SHD[b]);
+    EXPECT_FAIL("sanity: a right rope_to result failed", !case_rope(G, SHD[b], 0));
+    EXPECT_FAIL(desc, case_rope(G, SHD[b], 1));
+  }
+  EXPECT_FAIL("sanity: a right attn_softmax result failed", !case_softmax(G, 33, 16, 24, 0));
+  EXPECT_FAIL("attn_softmax, one key more unmasked per row", case_softmax(G, 33, 16, 24, 1));
+  EXPECT_FAIL("sanity: a right swiglu result failed", !case_swiglu(G, 37, 0));
+  EXPECT_FAIL("swiglu, u off by one", case_swiglu(G, 37, 1));
+  if (select_level("generic") == 0) {
+    EXPECT_FAIL("sanity: a right k_gemm result failed", !case_gemm(G, ST_BF16, 13, 40, 300, 1.0f, 0));
+    EXPECT_FAIL("k_gemm vs cblas, weight row off by one", case_gemm(G, ST_BF16, 13, 40, 300, 1.0f, 1));
+    EXPECT_FAIL("k_gemm vs cblas k=16385, weight row off by one", case_gemm(G, ST_F16, 3, 5, 16385, 0.0f, 1));
+  } else {
+    missed++;
+  }
+  /* widen: two elements swapped must fail the exact comparison */
+  {
+    float a[4] = {1, 2, 3, 4}, b[4] = {1, 3, 2, 4};
+    case_begin(KS_WIDEN, "self");
+    long before = case_bad;
+    check_bits_f32("", b, a, 4, 0);
+    EXPECT_FAIL("widen, two elements swapped", case_bad > before);
+  }
+  quiet = 0;
+  printf("self-check: %d deliberately wrong results, %d detected\n", ran, ran - missed);
+  return missed;
+#undef EXPECT_FAIL
+}
+
+/* --------------------------------------------------------------- main */
+
+static int print_level(const k_table *t) {
+  long cases = 0, failed = 0;
+  for (int i = 0; i < KS_N; i++) cases += ks[i].cases, failed += ks[i].failed;
+  printf("level %s%s: %ld cases, %ld failed (gemm tile %dx%d, few_max %d)\n", t->name,
+         t == G ? " (vs float64 reference)" : " (vs generic)", cases, failed, t->gemm_mr, t->gemm_nr, t->few_max);
+  for (int i = 0; i < KS_N; i++)
+    if (ks[i].cases)
+      printf("  %-18s %6ld cases %s  max |err|/tol %.3f\n", ks_name[i], ks[i].cases,
+             ks[i].failed ? "FAILED" : "ok    ", ks[i].worst);
+  fflush(stdout);
+  return failed ? 1 : 0;
+}
+
+int main(int argc, char **argv) {
+  uint64_t seed = DEFAULT_SEED;
+  const char *s = argc > 1 ? argv[1] : getenv("MFS_TEST_SEED");
+  if (s && *s) seed = strtoull(s, NULL, 0);
+  rng = seed;
+  printf("seed %" PRIu64 " (rerun: test_kernels %" PRIu64 ")\n", seed, seed);
+  printf("cpu features: %s\nlevels built: %s; supported: %s\n", eng_cpu_features(), eng_isa_built(),
+         eng_isa_supported());
+  G = &k_table_generic;
+  if (k_level_by_name("generic") != G) {
+    fprintf(stderr, "FAIL k_level_by_name(\"generic\") is not k_table_generic\n");
+    return 1;
+  }
+  int fail = self_check() ? 1 : 0;
+
+  const k_table *const *sup = k_levels_supported();
+  int n_sup = 0, sup_generic = 0;
+  for (; sup[n_sup]; n_sup++) sup_generic |= sup[n_sup] == G;
+  if (!sup_generic) {
+    fprintf(stderr, "FAIL k_levels_supported() does not list generic\n");
+    fail = 1;
+  }
+  run_level(G);
+  fail |= print_level(G);
+  widen_nan_payload_diffs = 0;
+
+  static const char *names[] = {"avx512-bf16", "avx512", "avx2", "neon"};
+  int ran_levels = 0;
+  for (int i = 0; i < NELEM(names); i++) {
+    const k_table *t = k_level_by_name(names[i]);
+    if (!t) {
+      printf("SKIP level %s: not built for this architecture\n", names[i]);
+      continue;
+    }
+    int ok = 0;
+    for (int j = 0; j < n_sup; j++) ok |= sup[j] == t;
+    if (!ok) {
+      printf("SKIP level %s: not supported by this CPU (features: %s)\n", names[i], eng_cpu_features());
+      continue;
+    }
+    run_level(t);
+    fail |= print_level(t);
+    ran_levels++;
+    if (widen_nan_payload_diffs)
+      printf("  note: %ld F16 NaN inputs widened to a NaN with another payload than generic's (allowed)\n",
+             widen_nan_payload_diffs);
+    fflush(stdout);
+    widen_nan_payload_diffs = 0;
+  }
+  for (int j = 0; j < n_sup; j++) { /* a supported level this test does not name */
+    int named = sup[j] == G;
+    for (int i = 0; i < NELEM(names); i++) named |= k_level_by_name(names[i]) == sup[j];
+    if (!named) {
+      run_level(sup[j]);
+      fail |= print_level(sup[j]);
+      ran_levels++;
+    }
+  }
+  printf("%d levels compared with generic; %s\n", ran_levels, fail ? "FAILED" : "all passed");
+  return fail;
+}
