@@ -24,6 +24,11 @@ models have sizes off the SIMD width: d 72, hd 18, I 200, V 301):
   (MFA-KR: hd/0, MFA: hd/hd, Llama: KV*hd each).
 - sharded and single-file copies of the same weights: logits within 1e-6.
 --slow runs bigger models instead (d 512, 4 layers, vocab 2000, prompt 150).
+With MFASERVE_ISA set (CTest's engine_reference_<level>), every run uses that
+kernel level: `info --cpu --json` without the variable says whether this
+binary has it ("built") and this CPU runs it ("supported"); if not, the test
+prints SKIPPED and exits 77. Otherwise the level in use with the variable set
+(`info --cpu --json`, and each model's `info --json`) must be the forced one.
 --perturb {weight,rope,gate} perturbs the reference (developer check that the
 comparisons fail when something is wrong; the run must then FAIL).
 """
@@ -45,6 +50,49 @@ GAP_KV16 = 2e-3       # f16 KV: ~4x the measured f16-KV logit error
 TOL_LOGPROB = 1e-3    # abs, f32 KV
 TOL_LOGPROB_KV16 = 1e-2
 GEN_TOKENS = 12
+SKIP = 77             # CTest SKIP_RETURN_CODE of the engine_reference_<level> tests
+
+
+def info_cpu(binary):
+    """`info --cpu --json` as a dict, or (None, why)."""
+    p = U.run(binary, ["info", "--cpu", "--json"])
+    if p.returncode != 0:
+        return None, "rc=%d %s" % (p.returncode, (p.stderr or p.stdout).strip()[-300:])
+    try:
+        js = U.parse_json_stdout(p.stdout)
+    except ValueError:
+        js = None
+    if not isinstance(js, dict) or not all(k in js for k in ("isa", "built", "supported", "features")):
+        return None, "not the JSON object expected: %s" % p.stdout.strip()[-300:]
+    return js, ""
+
+
+def forced_isa(rec, binary):
+    """MFASERVE_ISA's level: exits 77 where the binary or the CPU lacks it;
+    records whether the binary really runs it. Returns the level or None."""
+    want = os.environ.get("MFASERVE_ISA", "")
+    if not want or want.lower() == "auto":
+        return None
+    del os.environ["MFASERVE_ISA"]     # first what the binary and the CPU have
+    try:
+        cpu, why = info_cpu(binary)
+    finally:
+        os.environ["MFASERVE_ISA"] = want
+    if not rec.check("info --cpu --json runs", cpu is not None, why):
+        return want
+    if want not in cpu["built"]:
+        print("SKIPPED: kernel level %s: not built for this architecture (this binary has: %s)"
+              % (want, ", ".join(cpu["built"])))
+        sys.exit(SKIP)
+    if want not in cpu["supported"]:
+        print("SKIPPED: kernel level %s: not supported by this CPU (features: %s)"
+              % (want, ", ".join(cpu["features"]) or "none"))
+        sys.exit(SKIP)
+    forced, why = info_cpu(binary)
+    rec.check("MFASERVE_ISA=%s: the level in use is %s" % (want, want),
+              forced is not None and forced["isa"] == want,
+              why if forced is None else "info --cpu --json says isa=%s" % forced["isa"])
+    return want
 
 
 def quick_cases():
@@ -184,6 +232,9 @@ def run_case(rec, args, c, tmp, errs):
             bad["architecture"] = (info.get("architecture"), arch)
         rec.check("%s: info fields (kv/token/layer = %d)" % (name, k_e + v_e), not bad,
                   "got vs want: %s" % bad if bad else "")
+        if args.isa:
+            rec.check("%s: info runs kernel level %s" % (name, args.isa), info.get("isa") == args.isa,
+                      "isa=%s" % info.get("isa"))
 
     # logits
     f32, f16 = ["--kv-dtype", "f32"], ["--kv-dtype", "f16"]
@@ -274,6 +325,11 @@ def main():
         ap.add_argument("--only", default=None, help="run cases whose name contains this")
     args = U.parse_args(extra)
     rec = U.Recorder()
+    args.isa = forced_isa(rec, args.bin)
+    if rec.fails:                      # the forced level is not the one running: nothing below tests it
+        return rec.finish()
+    if args.isa:
+        print("kernel level forced by MFASERVE_ISA: %s" % args.isa, flush=True)
     tmp = U.tmpdir("mfs_engref_")
     errs = []
     cases = slow_cases() if args.slow else quick_cases()

@@ -4,6 +4,8 @@
  * reproducible whatever else runs; cancel frees blocks; n > 1 computes the
  * prompt once; prompt logprobs equal the engine's log-softmax; the queue
  * bound and drain answer as documented.
+ * With MFASERVE_ISA set (CTest's scheduler_<level>) the engine runs that
+ * kernel level; one this binary or CPU lacks exits 77 (skipped).
  * usage: test_scheduler MODEL_DIR */
 #include <math.h>
 #include <pthread.h>
@@ -360,11 +362,40 @@ static void test_cancel_one_choice(void) {
   sched_free(s);
 }
 
+/* MFASERVE_ISA: the engine would warn and fall back to the best level for
+ * one it cannot run; a test of that level must be skipped instead (77), and
+ * must fail if another level runs. */
+#define SKIP 77
+static int select_forced_isa(void) {
+  const char *want = getenv("MFASERVE_ISA");
+  if (!want || !*want || !strcmp(want, "auto")) return 0;
+  char err[512], list[256];
+  if (eng_isa_select(want, err, sizeof err)) {
+    snprintf(list, sizeof list, ",%s,", eng_isa_built());
+    char key[64];
+    snprintf(key, sizeof key, ",%s,", want);
+    if (!strstr(list, key))
+      printf("SKIPPED: kernel level %s: not built for this architecture (this binary has: %s)\n", want,
+             eng_isa_built());
+    else
+      printf("SKIPPED: kernel level %s: not supported by this CPU (features: %s)\n", want, eng_cpu_features());
+    return SKIP;
+  }
+  if (strcmp(eng_isa_name(), want)) {
+    fprintf(stderr, "FAIL MFASERVE_ISA=%s but the engine runs %s\n", want, eng_isa_name());
+    return 1;
+  }
+  printf("kernel level forced by MFASERVE_ISA: %s\n", want);
+  return 0;
+}
+
 int main(int argc, char **argv) {
   if (argc < 2) {
     fprintf(stderr, "usage: test_scheduler MODEL_DIR\n");
     return 2;
   }
+  int rc = select_forced_isa();
+  if (rc) return rc;
   char err[512];
   if (eng_model_load(&model, argv[1], NULL, NULL, err, sizeof err)) {
     fprintf(stderr, "%s\n", err);
@@ -379,6 +410,9 @@ int main(int argc, char **argv) {
   test_fork_and_prompt_logprobs();
   test_cancel_one_choice();
   eng_model_free(model);
-  printf("%s\n", failures ? "FAILED" : "all scheduler tests passed");
+  const char *isa = getenv("MFASERVE_ISA");
+  CHECK(!isa || !*isa || !strcmp(isa, "auto") || !strcmp(eng_isa_name(), isa), "kernel level %s at the end",
+        eng_isa_name());
+  printf("%s (kernel level %s)\n", failures ? "FAILED" : "all scheduler tests passed", eng_isa_name());
   return failures ? 1 : 0;
 }
