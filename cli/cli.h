@@ -34,6 +34,13 @@ const char *cli_default_model(void);
 /* Parses "5,17,99" into a malloc'd array. 0 or -1 (message printed). */
 int cli_parse_ids(const char *s, int32_t **ids, int *n);
 
+/* --isa for every command that runs the engine (env twin MFASERVE_ISA). */
+#define CLI_ISA_HELP "kernel level: auto, avx512-bf16, avx512, avx2, neon or generic (mfaserve info --cpu lists this CPU's)"
+#define CLI_ISA_FLAG(var) {"isa", "MFASERVE_ISA", CLI_STR, &(var), CLI_ISA_HELP}
+/* Selects the kernel level; 0, or 2 after printing why (unknown name, or a
+ * level this CPU lacks). */
+int cli_isa_apply(const char *isa);
+
 int cmd_generate(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int bench_serve_main(int argc, char **argv); /* bench_serve.c: `mfaserve bench serve` */

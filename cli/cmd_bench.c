@@ -33,6 +33,7 @@ static int bench_engine(int argc, char **argv) {
       {"gen-len", NULL, CLI_INT, &gen, "decode steps"},
       {"reps", NULL, CLI_INT, &reps, "repetitions (medians are reported)"},
       {"json", NULL, CLI_BOOL, &json, "print one JSON object"},
+      CLI_ISA_FLAG(o.isa),
   };
   int rc = cli_parse("bench engine", "Measures prefill and batch-1 decode against this machine's ceilings.",
                      flags, sizeof flags / sizeof flags[0], argc, argv, NULL, NULL);
@@ -123,6 +124,7 @@ static int bench_batch(int argc, char **argv) {
   const char *model = cli_default_model(), *kv = "f16", *conc_s = "1,4,16,64";
   int threads = 0, prompt = 128, steps = 32, reps = 3, json = 0, block = 16, ctx = 1024;
   uint64_t pool_bytes = 1ull << 30;
+  const char *isa = NULL;
   cli_flag flags[] = {
       {"model", "MFASERVE_MODEL", CLI_STR, &model, "model directory"},
       {"threads", "MFASERVE_THREADS", CLI_INT, &threads, "worker threads (0: all cores)"},
@@ -135,10 +137,12 @@ static int bench_batch(int argc, char **argv) {
       {"pool-bytes", NULL, CLI_BYTES, &pool_bytes, "pool size for the capacity count"},
       {"capacity-ctx", NULL, CLI_INT, &ctx, "sequence length for the capacity count"},
       {"json", NULL, CLI_BOOL, &json, "print one JSON object"},
+      CLI_ISA_FLAG(isa),
   };
   int rc = cli_parse("bench batch", "Measures aggregate decode at several concurrencies and KV capacity.", flags,
                      sizeof flags / sizeof flags[0], argc, argv, NULL, NULL);
   if (rc) return rc == CLI_HELP ? 0 : 2;
+  if ((rc = cli_isa_apply(isa))) return rc;
   kvc_dtype dt;
   int32_t *conc;
   int nconc;

@@ -1,20 +1,64 @@
-/* cmd_info.c: `mfaserve info`: a model's shape and what its KV cache holds. */
+/* cmd_info.c: `mfaserve info`: a model's shape and what its KV cache holds;
+ * `mfaserve info --cpu`: the kernel levels and the CPU features they need. */
 #include <stdio.h>
+#include <string.h>
 
 #include "cli.h"
 #include "common.h"
 #include "engine.h"
 #include "kvcache.h"
 
+int cli_isa_apply(const char *isa) {
+  char err[512];
+  if (eng_isa_select(isa, err, sizeof err)) {
+    fprintf(stderr, "mfaserve: --isa / MFASERVE_ISA: %s\n", err);
+    return 2;
+  }
+  return 0;
+}
+
+/* "a,b,c" as a JSON array of strings */
+static void json_list(const char *csv) {
+  putchar('[');
+  for (const char *p = csv; *p;) {
+    size_t n = strcspn(p, ",");
+    printf("%s\"%.*s\"", p == csv ? "" : ",", (int)n, p);
+    p += n + (p[n] == ',');
+  }
+  putchar(']');
+}
+
+static int print_cpu(int json) {
+  if (json) {
+    printf("{\"isa\":\"%s\",\"built\":", eng_isa_name());
+    json_list(eng_isa_built());
+    printf(",\"supported\":");
+    json_list(eng_isa_supported());
+    printf(",\"features\":");
+    json_list(eng_cpu_features());
+    printf("}\n");
+  } else {
+    printf("kernel level: %s\n", eng_isa_name());
+    printf("built:        %s\n", eng_isa_built());
+    printf("this CPU:     %s\n", eng_isa_supported());
+    printf("features:     %s\n", eng_cpu_features());
+  }
+  return 0;
+}
+
 int cmd_info(int argc, char **argv) {
-  const char *model = cli_default_model();
-  int json = 0;
+  const char *model = cli_default_model(), *isa = "auto";
+  int json = 0, cpu = 0;
   cli_flag flags[] = {
       {"model", "MFASERVE_MODEL", CLI_STR, &model, "model directory"},
       {"json", NULL, CLI_BOOL, &json, "print one JSON object"},
+      {"cpu", NULL, CLI_BOOL, &cpu, "print the kernel levels (built, supported, chosen) instead of a model"},
+      CLI_ISA_FLAG(isa),
   };
-  int rc = cli_parse("info", "Prints a model's shape and KV-cache geometry.", flags, 2, argc, argv, NULL, NULL);
+  int rc = cli_parse("info", "Prints a model's shape and KV-cache geometry.", flags, 4, argc, argv, NULL, NULL);
   if (rc) return rc == CLI_HELP ? 0 : 2;
+  if ((rc = cli_isa_apply(isa))) return rc;
+  if (cpu) return print_cpu(json);
   if (!model) {
     fprintf(stderr, "mfaserve info: pass --model DIR or set MFASERVE_MODEL\n");
     return 2;
@@ -35,15 +79,16 @@ int cmd_info(int argc, char **argv) {
            "\"num_heads\":%d,\"num_kv_heads\":%d,\"head_dim\":%d,\"q_rank\":%d,\"intermediate_size\":%d,"
            "\"vocab_size\":%d,\"max_position_embeddings\":%d,\"weight_dtype\":\"%s\",\"n_params\":%lld,"
            "\"kv_k_elems\":%d,\"kv_v_elems\":%d,\"kv_elems_per_token_per_layer\":%d,"
-           "\"kv_bytes_per_token_f16\":%zu,\"kv_bytes_per_token_f32\":%zu}\n",
+           "\"kv_bytes_per_token_f16\":%zu,\"kv_bytes_per_token_f32\":%zu,\"isa\":\"%s\"}\n",
            in->arch, eng_attn_name(in->attn), in->d, in->n_layers, in->n_heads, in->n_kv_heads, in->head_dim,
            in->q_rank, in->inter, in->vocab, in->max_pos, in->weight_dtype, (long long)in->n_params,
-           in->kv_k_elems, in->kv_v_elems, per, f16, 2 * f16);
+           in->kv_k_elems, in->kv_v_elems, per, f16, 2 * f16, eng_isa_name());
   } else {
     printf("model:      %s (%s attention)\n", model, eng_attn_name(in->attn));
     printf("shape:      d=%d layers=%d heads=%d kv_heads=%d head_dim=%d q_rank=%d inter=%d vocab=%d\n", in->d,
            in->n_layers, in->n_heads, in->n_kv_heads, in->head_dim, in->q_rank, in->inter, in->vocab);
     printf("parameters: %.2fM (%s)\n", in->n_params / 1e6, in->weight_dtype);
+    printf("kernels:    %s (this CPU supports %s)\n", eng_isa_name(), eng_isa_supported());
     printf("KV cache:   %d elements per token per layer; %zu bytes per token in F16, %zu in F32\n", per, f16,
            2 * f16);
   }

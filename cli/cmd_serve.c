@@ -9,6 +9,7 @@
 
 #include "cli.h"
 #include "common.h"
+#include "engine.h"
 #include "server.h"
 
 /* Memory this process may use: physical memory, or the cgroup's limit when
@@ -41,6 +42,7 @@ int cmd_serve(int argc, char **argv) {
   const char *kv_dtype = "f16", *chat_template = "auto", *log_level = "info";
   int port = 8000, max_num_seqs = 64, max_batched = 2048, max_queued = 256, max_model_len = 0, block_size = 16;
   int threads = 0;
+  const char *isa = NULL;
   /* a JSON body is parsed into a tree of several times its size: 4 MiB
    * bounds one request to a few hundred MiB of parsing */
   uint64_t kv_bytes = default_kv_bytes(), max_body = 4ull << 20;
@@ -75,6 +77,7 @@ int cmd_serve(int argc, char **argv) {
       {"chat-template", "MFASERVE_CHAT_TEMPLATE", CLI_STR, &chat_template,
        "auto (tokenizer_config.json's if recognised, else ChatML), chatml, llama3, mistral or plain"},
       {"log-level", "MFASERVE_LOG_LEVEL", CLI_STR, &log_level, "debug, info, warn or error"},
+      CLI_ISA_FLAG(isa),
   };
   int rc = cli_parse("serve", "Serves the model over an OpenAI-compatible HTTP API.", flags,
                      (int)(sizeof flags / sizeof flags[0]), argc, argv, NULL, NULL);
@@ -85,6 +88,9 @@ int cmd_serve(int argc, char **argv) {
     return 2;
   }
   mfs_log_set_level(lvl);
+  if ((rc = cli_isa_apply(isa))) return rc;
+  mfs_log(MFS_LOG_INFO, "engine", "kernels: %s (built: %s; this CPU supports: %s; CPU features: %s)", eng_isa_name(),
+          eng_isa_built(), eng_isa_supported(), eng_cpu_features());
   int f32;
   if (!strcmp(kv_dtype, "f16")) f32 = 0;
   else if (!strcmp(kv_dtype, "f32")) f32 = 1;

@@ -1,5 +1,6 @@
 /* session.c: see session.h. */
 #include "session.h"
+#include "cli.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +29,7 @@ int cli_session_open(cli_session *s, const cli_session_opts *o) {
     fprintf(stderr, "mfaserve: no model given: pass --model DIR or set MFASERVE_MODEL\n");
     return 2;
   }
+  if (cli_isa_apply(o->isa)) return 2;
   int rc = eng_model_load(&s->m, o->model, o->quiet ? NULL : load_progress, NULL, err, sizeof err);
   if (rc) {
     fprintf(stderr, "mfaserve: cannot load model: %s\n", err);

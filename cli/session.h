@@ -21,6 +21,7 @@ typedef struct cli_session_opts {
   int threads, block_size, max_ctx, chunk; /* chunk: most tokens per step */
   kvc_dtype kv_dtype;
   int quiet;
+  const char *isa; /* kernel level (NULL: MFASERVE_ISA or the best) */
 } cli_session_opts;
 
 /* Loads the model and reserves a pool for one sequence of max_ctx tokens.

@@ -121,42 +121,4 @@ void tp_pool_run(tp_pool *p, tp_fn fn, void *arg);
  * work split by index, e.g. the bandwidth probe). */
 void tp_pool_run_all(tp_pool *p, tp_fn fn, void *arg);
 
-/* ---- kernels (kernels.c) ---- */
-
-/* out[n] = x[n] / sqrt(mean(x^2) + eps) * w[n] */
-void k_rmsnorm(float *out, const float *x, const float *w, int n, float eps);
-/* x[hd] rotated in place at one position: cs = [cos(hd/2), sin(hd/2)] */
-void k_rope(float *x, const float *cs, int hd);
-/* out[hd] = RoPE(x) (out != x) */
-void k_rope_to(float *out, const float *x, const float *cs, int hd);
-/* g[n] = silu(g) * u */
-void k_swiglu(float *g, const float *u, int n);
-void k_f16_to_f32(float *out, const uint16_t *in, size_t n);
-void k_f32_to_f16(uint16_t *out, const float *in, size_t n);
-float k_f16_to_f32_1(uint16_t h);
-/* y[n] = beta * y + W[n][k] x[k] for 16-bit W (dt ST_F16 or ST_BF16);
- * beta 0 never reads y. */
-void k_gemv16(float *y, const uint16_t *w, int n, int k, const float *x, float beta, st_dtype dt);
-void k_gemv32(float *y, const float *w, int n, int k, const float *x, float beta);
-/* Attention on a tile of keys (see kernels.c): S[t][r] = K[t] . Q[r] with Q
- * transposed (Qt[hd][ldq], R8 rows, a multiple of 8; T4 keys, a multiple of
- * 4); the online-softmax update of R8 rows (keys t >= valid[r] masked);
- * and O[r] = O[r] corr[r] + sum_t S[t][r] V[t]. */
-void k_attn_scores(float *S, int lds, const float *Qt, int ldq, int R8, const float *K, int T4, int hd);
-/* The same for R <= 4 rows given as row pointers (hd a multiple of 8):
- * S[t*lds + r] = scale * q[r] . K[t], one dot product each. */
-void k_attn_scores_few(float *S, int lds, const float *const *q, int R, float scale, const float *K, int T, int hd);
-void k_attn_softmax(float *S, int lds, int T, int R8, const float *valid, float *m, float *l, float *corr);
-void k_attn_accum(float *O, const float *P, int ldp, const float *V, int T, int R, int hd, const float *corr);
-/* M (1..K_GEMM_FEW_MAX) input rows against W[n][k] of any dtype: out[m][i]
- * (stride ldo) = beta * out + W[i] . in[m]; W crosses the memory bus once
- * for all M rows (L1-sized blocks, passes of 2 weight rows x 4 input rows
- * from cache). Above 32 rows OpenBLAS is faster (bundled model: at 32 rows
- * 2,700 vs 2,490 tokens/s for OpenBLAS, at 64 rows 2,790 vs 3,060). */
-#define K_GEMM_FEW_MAX 32
-void k_gemm_few(float *out, int ldo, const void *w, int n, int k, const float *in, int M, float beta, st_dtype dt);
-/* out[rows][k] = widen(w[rows][k]) */
-void k_widen16(float *out, const uint16_t *w, size_t n, st_dtype dt);
-float k_bf16_to_f32_1(uint16_t h);
-
 #endif

@@ -2,8 +2,10 @@
  *
  * Rows are the step's new tokens, sequence by sequence. Projections are one
  * matrix product over all rows, split across the worker pool by output
- * column (each worker calls single-threaded OpenBLAS on its slice; BLAS
- * never starts threads of its own). Attention is split into work items
+ * column, each worker running the current kernel level's GEMV (one row),
+ * few-row GEMM (a few decodes) or the packed GEMM (gemm.c) on its slice,
+ * with 16-bit weights read in place (kernels.h). OpenBLAS only measures the
+ * sgemm ceiling for the benches (and never starts threads of its own). Attention is split into work items
  * (sequence, token tile, head range); each item gathers the keys and values
  * it needs from the paged pool into the worker's scratch (rotating MFA-KR's
  * pre-RoPE keys on the way, so one rotation per key per item serves all of
@@ -14,7 +16,6 @@
  * attention reads it, so a prompt fed at once or token by token reads the
  * same stored values. */
 #include <cblas.h>
-#include <immintrin.h>
 #include <unistd.h>
 #include <math.h>
 #include <stdatomic.h>
@@ -22,6 +23,7 @@
 #include <string.h>
 
 #include "engine_int.h"
+#include "kernels.h"
 
 extern void openblas_set_num_threads(int);
 
@@ -58,7 +60,8 @@ struct eng_ctx {
   float **kbuf, **vbuf;        /* per thread: keys, values [KV_TILE][hd] */
   float **sbuf;                /* per thread [KV_TILE][rows8 + 8] scores, then m, l, corr, valid [rows8] each */
   float **qbuf, **obuf;        /* per thread: queries transposed [hd][rows8 + 8], outputs [rows][hd] */
-  float **wide;                /* per thread [WIDE_ROWS][max k] widened weights */
+  float **bpack;               /* per thread: the packed GEMM's weight panels (k_gemm_scratch_floats) */
+  float *apack;                /* the packed GEMM's activation panels [ceil(T / MR) MR][max k] */
   int item_rows_max;
   /* the step being run */
   const eng_batch *b;
@@ -80,40 +83,28 @@ typedef struct {
   float beta;      /* 0: out = in W^T; 1: out += in W^T */
   int n_parts;
   mm_part parts[3];
-  _Atomic int next; /* next unclaimed output column */
-  float **wide;     /* per-thread scratch [WIDE_ROWS][k] for 16-bit weights */
+  int blas;         /* F32 weights through OpenBLAS's sgemm (the bench's ceiling) */
+  _Atomic int next; /* next unclaimed output column (or row panel, packing A) */
+  const float *ap;  /* in, packed (rows > few_max) */
+  float **bp;       /* per-thread weight panels */
 } mm_job;
 
-#define WIDE_ROWS 256
-
-/* out[rows][a..e) (+)= in W[a..e)^T for one part's column range */
-static void mm_cols(const mm_job *j, const mm_part *pt, int a, int e, float *wide) {
-  size_t k = (size_t)j->k;
-  if (pt->w.dt == ST_F32) {
-    const float *w = (const float *)pt->w.p + (size_t)a * k;
-    if (j->rows == 1)
-      k_gemv32(pt->out + a, w, e - a, j->k, j->in, j->beta);
-    else
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, j->rows, e - a, j->k, 1.0f, j->in, j->k, w, j->k,
-                  j->beta, pt->out + a, pt->n);
-    return;
-  }
-  const uint16_t *w = (const uint16_t *)pt->w.p + (size_t)a * k;
-  if (j->rows == 1) {
-    k_gemv16(pt->out + a, w, e - a, j->k, j->in, j->beta, pt->w.dt);
-    return;
-  }
-  if (j->rows <= K_GEMM_FEW_MAX) { /* a few decodes: stream W once, no widening pass or repacking */
-    k_gemm_few(pt->out + a, pt->n, w, e - a, j->k, j->in, j->rows, j->beta, pt->w.dt);
-    return;
-  }
-  /* several rows: widen a slab of weights once, reuse it for every row */
-  for (int b = a; b < e; b += WIDE_ROWS) {
-    int nb = MFS_MIN(WIDE_ROWS, e - b);
-    k_widen16(wide, (const uint16_t *)pt->w.p + (size_t)b * k, (size_t)nb * k, pt->w.dt);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, j->rows, nb, j->k, 1.0f, j->in, j->k, wide, j->k, j->beta,
-                pt->out + b, pt->n);
-  }
+/* out[rows][a..e) (+)= in W[a..e)^T for one part's column range: one row is
+ * a GEMV, a few rows stream W once for all of them, more rows use the
+ * packed GEMM (gemm.c); every path reads 16-bit weights in place. */
+static void mm_cols(const mm_job *j, const mm_part *pt, int a, int e, float *bp) {
+  const k_table *kt = K();
+  size_t esz = pt->w.dt == ST_F32 ? 4 : 2;
+  const void *w = (const char *)pt->w.p + (size_t)a * j->k * esz;
+  if (j->blas && pt->w.dt == ST_F32)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, j->rows, e - a, j->k, 1.0f, j->in, j->k, w, j->k,
+                j->beta, pt->out + a, pt->n);
+  else if (j->rows == 1)
+    kt->gemv(pt->out + a, w, e - a, j->k, j->in, j->beta, pt->w.dt);
+  else if (j->rows <= kt->few_max)
+    kt->gemm_few(pt->out + a, pt->n, w, e - a, j->k, j->in, j->rows, j->beta, pt->w.dt);
+  else
+    k_gemm_cols(pt->out + a, (size_t)pt->n, j->ap, j->rows, w, e - a, j->k, pt->w.dt, j->beta, bp);
 }
 
 /* Output columns are claimed in chunks from a shared counter, so a worker
@@ -128,9 +119,11 @@ static void mm_worker(void *arg, int ith, int nth) {
    * thread; a late worker still only loses its chunk to the caller); a few
    * rows (the blocked GEMV): 4 per thread balance best; more rows: big
    * chunks so each sgemm call amortises packing its input */
-  int parts_per_thread = j->rows == 1 ? 1 : j->rows <= K_GEMM_FEW_MAX ? 4 : 2;
+  int few = j->rows <= K()->few_max, packed = !few && !j->blas;
+  int parts_per_thread = j->rows == 1 ? 1 : few ? 4 : 2;
   int chunk = (total + parts_per_thread * nth - 1) / (parts_per_thread * nth);
-  chunk = MFS_MAX(j->rows <= K_GEMM_FEW_MAX ? 16 : 64, (chunk + 15) & ~15);
+  chunk = MFS_MAX(few ? 16 : 64, (chunk + 15) & ~15);
+  if (packed) chunk = k_gemm_chunk(); /* many rows: small chunks balance, the panels are reused across rows */
   for (;;) {
     int c0 = atomic_fetch_add(&j->next, chunk);
     if (c0 >= total) break;
@@ -139,13 +132,27 @@ static void mm_worker(void *arg, int ith, int nth) {
       const mm_part *pt = &j->parts[p];
       int a = MFS_MAX(c0, base) - base, e = MFS_MIN(c1, base + pt->n) - base;
       base += pt->n;
-      if (a < e) mm_cols(j, pt, a, e, j->wide[ith]);
+      if (a < e) mm_cols(j, pt, a, e, j->bp[ith]);
     }
   }
 }
 
+/* row panels of the input, claimed like columns */
+static void pack_worker(void *arg, int ith, int nth) {
+  (void)ith, (void)nth;
+  mm_job *j = arg;
+  int MR = K()->gemm_mr, nrb = (j->rows + MR - 1) / MR;
+  for (int rb; (rb = atomic_fetch_add(&j->next, 4)) < nrb;)
+    k_gemm_pack_a((float *)j->ap, j->in, j->rows, j->k, rb, MFS_MIN(nrb, rb + 4));
+}
+
 static void mm_run(eng_ctx *c, mm_job *j) {
-  j->wide = c->wide;
+  j->bp = c->bpack;
+  if (j->rows > K()->few_max && !j->blas) {
+    j->ap = c->apack;
+    tp_pool_run(c->tp, pack_worker, j);
+    atomic_store(&j->next, 0);
+  }
   tp_pool_run(c->tp, mm_worker, j);
 }
 
@@ -180,8 +187,8 @@ static void store_kv(eng_ctx *c, int r) {
     memcpy(kd + (size_t)off * ke * 4, k, (size_t)ke * 4);
     if (ve) memcpy(vd + (size_t)off * ve * 4, v, (size_t)ve * 4);
   } else {
-    k_f32_to_f16((uint16_t *)kd + (size_t)off * ke, k, (size_t)ke);
-    if (ve) k_f32_to_f16((uint16_t *)vd + (size_t)off * ve, v, (size_t)ve);
+    K()->f32_to_f16((uint16_t *)kd + (size_t)off * ke, k, (size_t)ke);
+    if (ve) K()->f32_to_f16((uint16_t *)vd + (size_t)off * ve, v, (size_t)ve);
   }
 }
 
@@ -221,7 +228,7 @@ static void phase_worker(void *arg, int ith, int nth) {
       break;
     }
     case PH_SWIGLU:
-      k_swiglu(c->g + (size_t)r * in->inter, c->u + (size_t)r * in->inter, in->inter);
+      K()->swiglu(c->g + (size_t)r * in->inter, c->u + (size_t)r * in->inter, in->inter);
       break;
     case PH_FINAL_NORM:
       k_rmsnorm(c->hrows + (size_t)r * d, c->x + (size_t)c->lrows[r] * d, m->final_norm, d, in->rms_eps);
@@ -259,6 +266,7 @@ static void gather_tile(eng_ctx *c, const eng_seq_step *s, int g, int j0, int j1
   const kvc_geom *geo = kvc_pool_geom(c->b->kv);
   int hd = in->head_dim, ke = in->kv_k_elems, ve = in->kv_v_elems, bs = geo->block_size;
   int kr = in->attn == ENG_ATTN_MFA_KR, f16 = geo->dtype == KVC_F16;
+  const k_table *kt = K();
   for (int j = j0; j < j1;) {
     int32_t blk = s->block_table[j / bs];
     int off = j % bs, cnt = MFS_MIN(bs - off, j1 - j);
@@ -268,12 +276,12 @@ static void gather_tile(eng_ctx *c, const eng_seq_step *s, int g, int j0, int j1
       float *kd = Kt + (size_t)(j - j0) * hd, *vd = Vt + (size_t)(j - j0) * hd;
       size_t ko = (size_t)(off + i) * ke + (size_t)g * hd, vo = (size_t)(off + i) * ve + (size_t)g * hd;
       if (kr) {
-        if (f16) k_f16_to_f32(vd, (const uint16_t *)kb + ko, (size_t)hd);
+        if (f16) kt->widen(vd, (const uint16_t *)kb + ko, (size_t)hd, ST_F16);
         else memcpy(vd, (const float *)kb + ko, (size_t)hd * 4);
-        k_rope_to(kd, vd, c->rope + (size_t)j * hd, hd);
+        kt->rope_to(kd, vd, c->rope + (size_t)j * hd, hd);
       } else if (f16) {
-        k_f16_to_f32(kd, (const uint16_t *)kb + ko, (size_t)hd);
-        k_f16_to_f32(vd, (const uint16_t *)vb + vo, (size_t)hd);
+        kt->widen(kd, (const uint16_t *)kb + ko, (size_t)hd, ST_F16);
+        kt->widen(vd, (const uint16_t *)vb + vo, (size_t)hd, ST_F16);
       } else {
         memcpy(kd, (const float *)kb + ko, (size_t)hd * 4);
         memcpy(vd, (const float *)vb + vo, (size_t)hd * 4);
@@ -318,6 +326,7 @@ static void attn_item_run(eng_ctx *c, int ith, const att_item *it) {
   float *Qt = c->qbuf[ith], *O = c->obuf[ith], *Kt = c->kbuf[ith], *Vt = c->vbuf[ith];
   float *S = c->sbuf[ith], *M = S + (size_t)KV_TILE * ld, *L = M + R8, *corr = L + R8, *valid = corr + R8;
   float *part = it->part >= 0 ? c->part[it->part] : NULL;
+  const k_table *kt = K();
   float scale = 1.0f / sqrtf((float)hd);
   /* up to 4 rows (a decode of MHA or small-group GQA): one dot product per
    * row and key beats 8 padded lanes of the transposed layout */
@@ -343,10 +352,10 @@ static void attn_item_run(eng_ctx *c, int ith, const att_item *it) {
       gather_tile(c, s, g, j0, j1, Kt, Vt);
       for (int r = 0; r < R8; r++) /* causal: row r sees keys [j0, j0 + valid) of this tile */
         valid[r] = r < rows ? (float)MFS_MIN(cnt, s->n_past + (it->t0 + r / G - row0) + 1 - j0) : 0.0f;
-      if (few) k_attn_scores_few(S, ld, qr, rows, scale, Kt, cnt, hd);
-      else k_attn_scores(S, ld, Qt, ld, R8, Kt, (cnt + 3) & ~3, hd);
-      k_attn_softmax(S, ld, cnt, R8, valid, M, L, corr);
-      k_attn_accum(O, S, ld, Vt, cnt, rows, hd, corr);
+      if (few) kt->attn_scores_few(S, ld, qr, rows, scale, Kt, cnt, hd);
+      else kt->attn_scores(S, ld, Qt, ld, R8, Kt, (cnt + 3) & ~3, hd);
+      kt->attn_softmax(S, ld, cnt, R8, valid, M, L, corr);
+      kt->attn_accum(O, S, ld, Vt, cnt, rows, hd, corr);
     }
     for (int r = 0; r < rows; r++) {
       int tok = r / G, h = g * G + r % G;
@@ -461,7 +470,7 @@ int eng_forward(eng_ctx *c, const eng_batch *b) {
   for (int r = 0; r < rows; r++) {
     size_t off = (size_t)b->tokens[r] * d;
     if (m->embed.dt == ST_F32) memcpy(c->x + (size_t)r * d, (const float *)m->embed.p + off, (size_t)d * 4);
-    else k_widen16(c->x + (size_t)r * d, (const uint16_t *)m->embed.p + off, (size_t)d, m->embed.dt);
+    else K()->widen(c->x + (size_t)r * d, (const uint16_t *)m->embed.p + off, (size_t)d, m->embed.dt);
   }
   for (int l = 0; l < in->n_layers; l++) {
     const eng_layer *ly = &m->layers[l];
@@ -509,13 +518,13 @@ static float *falloc(size_t n) {
 void eng_ctx_free(eng_ctx *c) {
   if (!c) return;
   tp_pool_free(c->tp);
-  float **bufs[] = {c->kbuf, c->vbuf, c->sbuf, c->qbuf, c->obuf, c->wide};
+  float **bufs[] = {c->kbuf, c->vbuf, c->sbuf, c->qbuf, c->obuf, c->bpack};
   for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
     if (!bufs[i]) continue;
     for (int t = 0; t < c->nth; t++) free(bufs[i][t]);
     free(bufs[i]);
   }
-  float *acts[] = {c->rope, c->x, c->xn, c->qa, c->q, c->k, c->v, c->att, c->g, c->u, c->hrows};
+  float *acts[] = {c->rope, c->x, c->xn, c->qa, c->q, c->k, c->v, c->att, c->g, c->u, c->hrows, c->apack};
   for (size_t i = 0; i < sizeof acts / sizeof acts[0]; i++) free(acts[i]);
   free(c->row_seq);
   free(c->row_pos);
@@ -581,13 +590,15 @@ int eng_ctx_new(eng_ctx **out, const eng_model *m, const eng_ctx_opts *o) {
   c->sbuf = calloc((size_t)c->nth, sizeof(float *));
   c->qbuf = calloc((size_t)c->nth, sizeof(float *));
   c->obuf = calloc((size_t)c->nth, sizeof(float *));
-  c->wide = calloc((size_t)c->nth, sizeof(float *));
-  if (!c->kbuf || !c->vbuf || !c->sbuf || !c->qbuf || !c->obuf || !c->wide) goto fail;
+  c->bpack = calloc((size_t)c->nth, sizeof(float *));
+  if (!c->kbuf || !c->vbuf || !c->sbuf || !c->qbuf || !c->obuf || !c->bpack) goto fail;
   size_t kmax = MFS_MAX(MFS_MAX(d, (size_t)in->inter), MFS_MAX(H * hd, C));
+  size_t MR = (size_t)K()->gemm_mr;
+  if (!(c->apack = falloc((T + MR - 1) / MR * MR * kmax))) goto fail;
   for (int t = 0; t < c->nth; t++)
     if (!(c->kbuf[t] = falloc((size_t)KV_TILE * hd)) || !(c->vbuf[t] = falloc((size_t)KV_TILE * hd)) ||
         !(c->sbuf[t] = falloc((rows8 + 8) * KV_TILE + 4 * rows8)) || !(c->qbuf[t] = falloc((rows8 + 8) * hd)) ||
-        !(c->obuf[t] = falloc((size_t)c->item_rows_max * hd)) || !(c->wide[t] = falloc(WIDE_ROWS * kmax)))
+        !(c->obuf[t] = falloc((size_t)c->item_rows_max * hd)) || !(c->bpack[t] = falloc(k_gemm_scratch_floats())))
       goto fail;
   *out = c;
   return 0;
@@ -606,7 +617,8 @@ double eng_bench_sgemm(eng_ctx *c, int m, int n, int k, int reps) {
     for (size_t i = 0; i < (size_t)n * k; i++) w[i] = (float)((i * 40503u) % 1000) * 1e-3f - 0.5f;
     for (int r = 0; r < reps + 1; r++) {
       double t0 = mfs_now();
-      mm1(c, o, a, (eng_mat){w, ST_F32}, m, k, n, 0.0f);
+      mm_job j = {.in = a, .rows = m, .k = k, .n_parts = 1, .parts = {{{w, ST_F32}, o, n}}, .blas = 1};
+      mm_run(c, &j);
       double dt = mfs_now() - t0;
       if (r > 0 && dt < best) best = dt; /* first run warms up */
     }
@@ -627,16 +639,10 @@ static void bw_worker(void *arg, int ith, int nth) {
   bw_job *j = arg;
   size_t per = (j->n / (size_t)nth) & ~(size_t)31;
   const float *p = j->buf + per * (size_t)ith;
-  __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-  for (size_t i = 0; i < per; i += 32) {
-    s0 = _mm256_add_ps(s0, _mm256_load_ps(p + i));
-    s1 = _mm256_add_ps(s1, _mm256_load_ps(p + i + 8));
-    s2 = _mm256_add_ps(s2, _mm256_load_ps(p + i + 16));
-    s3 = _mm256_add_ps(s3, _mm256_load_ps(p + i + 24));
-  }
-  float t[8];
-  _mm256_storeu_ps(t, _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
-  j->sink[ith & 63] = t[0] + t[7];
+  float s[32] = {0}; /* 32 independent sums: the compiler vectorises them for any target */
+  for (size_t i = 0; i < per; i += 32)
+    for (int l = 0; l < 32; l++) s[l] += p[i + l];
+  j->sink[ith & 63] = s[0] + s[31];
 }
 
 double eng_bench_bandwidth(eng_ctx *c, size_t bytes, int reps) {

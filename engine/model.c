@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "engine_int.h"
+#include "kernels.h"
 
 static int mfail(char *err, size_t errlen, int code, const char *fmt, ...) {
   va_list ap;

@@ -15,12 +15,21 @@
  *
  * All-worker jobs (tp_pool_run_all): the caller waits until every worker
  * ran fn once (`done`). */
-#include <immintrin.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdlib.h>
 
 #include "engine_int.h"
+
+/* a spin-wait hint to the core (frees pipeline resources for the sibling
+ * thread), on every architecture this builds for */
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
+}
 
 /* Spin this many pause loops before sleeping: long enough to catch the next
  * job of a decode step, short enough not to starve other processes. */
@@ -60,7 +69,7 @@ static void *worker(void *a_) {
     int spins = 0;
     while ((g = atomic_load(&p->gen)) == seen && !atomic_load_explicit(&p->stop, memory_order_relaxed)) {
       if (++spins < TP_SPIN) {
-        _mm_pause();
+        cpu_relax();
         continue;
       }
       pthread_mutex_lock(&p->mu);
@@ -131,7 +140,7 @@ static void wait_until(_Atomic int *v, int want_at_least, int want_zero) {
   for (int spins = 0;; spins++) {
     int x = atomic_load(v);
     if (want_zero ? x == 0 : x >= want_at_least) return;
-    if (spins < TP_YIELD_AFTER) _mm_pause();
+    if (spins < TP_YIELD_AFTER) cpu_relax();
     else sched_yield();
   }
 }

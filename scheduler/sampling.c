@@ -1,7 +1,6 @@
 /* sampling.c: see sampling.h. */
 #include "sampling.h"
 
-#include <immintrin.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,21 +8,17 @@
 #include "common.h"
 
 /* The first index of the largest value (NaNs never win), as the plain loop
- * `if (x[i] > x[best]) best = i` gives: 8-wide max, then a scan for it. */
+ * `if (x[i] > x[best]) best = i` gives: a 16-lane max the compiler
+ * vectorises for any target, then a scan for it. */
 static int argmax_first(const float *x, int n) {
   int i = 0;
   float mx = -INFINITY;
-  if (n >= 32) {
-    __m256 m0 = _mm256_set1_ps(-INFINITY), m1 = m0, m2 = m0, m3 = m0;
-    for (; i + 32 <= n; i += 32) { /* max(a, NaN) keeps a: NaNs drop out */
-      m0 = _mm256_max_ps(_mm256_loadu_ps(x + i), m0);
-      m1 = _mm256_max_ps(_mm256_loadu_ps(x + i + 8), m1);
-      m2 = _mm256_max_ps(_mm256_loadu_ps(x + i + 16), m2);
-      m3 = _mm256_max_ps(_mm256_loadu_ps(x + i + 24), m3);
-    }
-    float t[8];
-    _mm256_storeu_ps(t, _mm256_max_ps(_mm256_max_ps(m0, m1), _mm256_max_ps(m2, m3)));
-    for (int k = 0; k < 8; k++) mx = t[k] > mx ? t[k] : mx;
+  if (n >= 16) {
+    float m[16];
+    for (int k = 0; k < 16; k++) m[k] = -INFINITY;
+    for (; i + 16 <= n; i += 16) /* a NaN compares false: it never replaces m */
+      for (int k = 0; k < 16; k++) m[k] = x[i + k] > m[k] ? x[i + k] : m[k];
+    for (int k = 0; k < 16; k++) mx = m[k] > mx ? m[k] : mx;
   }
   for (; i < n; i++) mx = x[i] > mx ? x[i] : mx;
   for (i = 0; i < n; i++)

@@ -192,7 +192,7 @@ static enum MHD_Result answer_get(srv *s, srv_conn *cc, const char *url) {
     srv_error_set(&e, SRV_E_UNAVAILABLE, NULL, s->state == SRV_LOADING ? "The model is loading." : "The server is shutting down.");
     return queue_error(cc, &e, NULL);
   case SRV_R_VERSION:
-    sb_puts(&b, "{\"version\":\"" SRV_VERSION "\"}");
+    sb_printf(&b, "{\"version\":\"" SRV_VERSION "\",\"isa\":\"%s\"}", eng_isa_name());
     break;
   case SRV_R_METRICS:
     srv_metrics_text(s, &b);

@@ -93,6 +93,10 @@ void srv_metrics_text(srv *s, sb *o) {
         (double)kv->blocks_cached_free);
   gauge(o, s, "kv_cache_bytes_per_token", "KV-cache bytes one token takes over all layers.",
         (double)kv->bytes_per_token);
+  metric(o, "gauge", "engine_info", "Always 1; the label isa names the kernel level the engine runs (mfaserve info --cpu).");
+  sb_puts(o, "mfaserve:engine_info{");
+  label_model(o, s);
+  sb_printf(o, ",isa=\"%s\"} 1\n", eng_isa_name());
   gauge(o, s, "server_ready", "1 when serving, 0 while loading or draining.", s->state == SRV_READY);
   counter(o, s, "prompt_tokens_total", "Prompt tokens computed (prefix-cache hits excluded).",
           (double)st.prompt_tokens_total);

@@ -44,6 +44,20 @@ typedef struct eng_model_info {
 
 const char *eng_attn_name(eng_attn_kind k); /* "mha", "gqa", "mqa", "mfa", "mfa-kr" */
 
+/* Kernel levels (instruction sets). The engine picks the best level the CPU
+ * supports the first time it runs a kernel, unless MFASERVE_ISA names one
+ * ("auto", "avx512-bf16", "avx512", "avx2", "neon", "generic"); call
+ * eng_isa_select first to choose explicitly. Returns 0, or MFS_EINVAL with
+ * a message in err for a name this binary does not know or a level the CPU
+ * lacks (naming what it lacks). Call it before loading a model. */
+int eng_isa_select(const char *name, char *err, size_t errlen);
+const char *eng_isa_name(void); /* the level in use (selects the default if none yet) */
+/* Comma-separated lists: every level this binary has, and those this CPU
+ * can run, best first; and the CPU features the choice looked at. */
+const char *eng_isa_built(void);
+const char *eng_isa_supported(void);
+const char *eng_cpu_features(void);
+
 typedef struct eng_model eng_model;
 
 /* Loads dir. Returns 0, or a negative error with a message naming the file,

@@ -1,22 +1,14 @@
-/* kernels.c: small elementwise kernels of the forward pass (AVX2/FMA/F16C
- * where it matters). Each is a plain loop the reference tests pin down. */
+/* x86_avx2.c: the AVX2 + FMA + F16C level (kernels.h). Compiled with
+ * -mavx2 -mfma -mf16c; dispatch.c only selects it on a CPU that has all
+ * three. */
 #include <immintrin.h>
 #include <math.h>
 #include <string.h>
 
-#include "engine_int.h"
+#include "kernels.h"
+#include "x86_ymm.h"
 
-void k_rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
-  double ss = 0;
-  for (int i = 0; i < n; i++) ss += (double)x[i] * x[i];
-  float r = (float)(1.0 / sqrt(ss / n + eps));
-  for (int i = 0; i < n; i++) out[i] = x[i] * r * w[i];
-}
-
-/* cs: [cos(half)][sin(half)] for one position. rotate_half form:
- * out[i]      = x[i] cos_i - x[i+half] sin_i
- * out[i+half] = x[i+half] cos_i + x[i] sin_i */
-void k_rope_to(float *out, const float *x, const float *cs, int hd) {
+static void a2_rope_to(float *out, const float *x, const float *cs, int hd) {
   int half = hd / 2;
   const float *c = cs, *s = cs + half;
   int i = 0;
@@ -33,76 +25,16 @@ void k_rope_to(float *out, const float *x, const float *cs, int hd) {
   }
 }
 
-void k_rope(float *x, const float *cs, int hd) {
-  float tmp[1024];
-  if (hd <= 1024) {
-    k_rope_to(tmp, x, cs, hd);
-    memcpy(x, tmp, (size_t)hd * sizeof *x);
-    return;
-  }
-  int half = hd / 2;
-  for (int i = 0; i < half; i++) {
-    float a = x[i], b = x[i + half];
-    x[i] = a * cs[i] - b * cs[half + i];
-    x[i + half] = b * cs[i] + a * cs[half + i];
-  }
-}
-
-void k_swiglu(float *g, const float *u, int n) {
-  for (int i = 0; i < n; i++) {
-    float x = g[i];
-    g[i] = x / (1.0f + expf(-x)) * u[i];
-  }
-}
-
-void k_f16_to_f32(float *out, const uint16_t *in, size_t n) {
-  size_t i = 0;
-  for (; i + 8 <= n; i += 8)
-    _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(in + i))));
-  for (; i < n; i++) out[i] = _cvtsh_ss(in[i]);
-}
-
-void k_f32_to_f16(uint16_t *out, const float *in, size_t n) {
+static void a2_f32_to_f16(uint16_t *out, const float *in, size_t n) {
   size_t i = 0;
   for (; i + 8 <= n; i += 8)
     _mm_storeu_si128((__m128i *)(out + i), _mm256_cvtps_ph(_mm256_loadu_ps(in + i), _MM_FROUND_TO_NEAREST_INT));
   for (; i < n; i++) out[i] = _cvtss_sh(in[i], _MM_FROUND_TO_NEAREST_INT);
 }
 
-float k_f16_to_f32_1(uint16_t h) { return _cvtsh_ss(h); }
 
-float k_bf16_to_f32_1(uint16_t h) {
-  uint32_t u = (uint32_t)h << 16;
-  float f;
-  memcpy(&f, &u, 4);
-  return f;
-}
 
-/* 8 consecutive weights as F32 (dt ST_F32 reads floats) */
-static inline __m256 widen8(const uint16_t *p, st_dtype dt) {
-  if (dt == ST_F32) return _mm256_loadu_ps((const float *)p);
-  __m128i h = _mm_loadu_si128((const __m128i *)p);
-  if (dt == ST_F16) return _mm256_cvtph_ps(h);
-  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-}
 
-static inline float widen1(uint16_t h, st_dtype dt) { return dt == ST_F16 ? k_f16_to_f32_1(h) : k_bf16_to_f32_1(h); }
-
-/* element j of row w (any dtype); the row pointer is typed uint16_t for
- * 16-bit weights and reinterpreted for F32 */
-#define W_AT(w, j, dt) ((dt) == ST_F32 ? (const uint16_t *)((const float *)(const void *)(w) + (j)) : (w) + (j))
-#define W_ROW(w, i, k, dt) ((dt) == ST_F32 ? (const uint16_t *)((const float *)(const void *)(w) + (size_t)(i) * (k)) : (w) + (size_t)(i) * (k))
-static inline float wval(const uint16_t *w, int j, st_dtype dt) {
-  if (dt == ST_F32) return ((const float *)(const void *)w)[j];
-  return widen1(w[j], dt);
-}
-
-static inline float hsum8(__m256 v) {
-  __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  a = _mm_add_ps(a, _mm_movehl_ps(a, a));
-  a = _mm_add_ss(a, _mm_movehdup_ps(a));
-  return _mm_cvtss_f32(a);
-}
 
 /* Rows are short (k = 512: 1 KB), too short for the hardware prefetcher to
  * lock on to each; the block of 4 is one contiguous run, so prefetch that
@@ -216,42 +148,25 @@ static void gemv_bf16(float *y, const uint16_t *w, int n, int k, const float *x,
 }
 
 /* one instantiation per dtype, so the dtype test folds away in the loop */
-void k_gemv16(float *y, const uint16_t *w, int n, int k, const float *x, float beta, st_dtype dt) {
-  if (dt == ST_F16) gemv_rows(y, w, n, k, x, beta, ST_F16);
+static void a2_gemv(float *y, const void *wv, int n, int k, const float *x, float beta, st_dtype dt) {
+  const uint16_t *w = wv;
+  if (dt == ST_F32) gemv_rows(y, w, n, k, x, beta, ST_F32);
+  else if (dt == ST_F16) gemv_rows(y, w, n, k, x, beta, ST_F16);
   else if (k <= GEMV_BF16_MAX_K) gemv_bf16(y, w, n, k, x, beta);
   else gemv_rows(y, w, n, k, x, beta, ST_BF16);
 }
 
-void k_gemv32(float *y, const float *w, int n, int k, const float *x, float beta) {
-  gemv_rows(y, (const uint16_t *)(const void *)w, n, k, x, beta, ST_F32);
-}
-
-void k_widen16(float *out, const uint16_t *w, size_t n, st_dtype dt) {
+static void a2_widen(float *out, const void *in, size_t n, st_dtype dt) {
+  if (dt == ST_F32) {
+    memcpy(out, in, n * sizeof *out);
+    return;
+  }
+  const uint16_t *w = in;
   size_t i = 0;
   for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, widen8(w + i, dt));
   for (; i < n; i++) out[i] = widen1(w[i], dt);
 }
 
-/* exp for 8 floats (Cephes' expf: range reduction by ln 2, degree-5
- * polynomial), relative error ~2e-7; inputs below -87 give 0. */
-static inline __m256 exp8(__m256 x) {
-  const __m256 hi = _mm256_set1_ps(88.3762626647949f), lo = _mm256_set1_ps(-88.3762626647949f);
-  x = _mm256_min_ps(_mm256_max_ps(x, lo), hi);
-  __m256 fx = _mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f));
-  fx = _mm256_floor_ps(fx);
-  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
-  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
-  __m256 y = _mm256_set1_ps(1.9875691500E-4f);
-  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507E-3f));
-  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073E-3f));
-  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894E-2f));
-  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459E-1f));
-  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201E-1f));
-  __m256 x2 = _mm256_mul_ps(x, x);
-  y = _mm256_fmadd_ps(y, x2, _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
-  __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(fx), _mm256_set1_epi32(127)), 23);
-  return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
-}
 
 /* Attention on one tile of keys for R query rows (tokens x heads), in three
  * passes that keep the FMA units busy (flash-attention's inner loop,
@@ -269,7 +184,7 @@ static inline __m256 exp8(__m256 x) {
 
 /* S[t*lds + r] for t < T4 (a multiple of 4; K has T4 finite rows) and
  * r < R8 (a multiple of 8; Qt[d*ldq + r] finite up to R8). */
-void k_attn_scores(float *S, int lds, const float *Qt, int ldq, int R8, const float *K, int T4, int hd) {
+static void a2_attn_scores(float *S, int lds, const float *Qt, int ldq, int R8, const float *K, int T4, int hd) {
   int r = 0;
   for (; r + 16 <= R8; r += 16)
     for (int t = 0; t < T4; t += 4) {
@@ -317,7 +232,7 @@ void k_attn_scores(float *S, int lds, const float *Qt, int ldq, int R8, const fl
 
 /* R <= 4 rows (MHA / small-group GQA decodes): 4 keys at a time per row,
  * 4 independent FMA chains, then one horizontal sum per score. */
-void k_attn_scores_few(float *S, int lds, const float *const *q, int R, float scale, const float *K, int T, int hd) {
+static void a2_attn_scores_few(float *S, int lds, const float *const *q, int R, float scale, const float *K, int T, int hd) {
   for (int r = 0; r < R; r++) {
     const float *qv = q[r];
     int t = 0;
@@ -347,7 +262,7 @@ void k_attn_scores_few(float *S, int lds, const float *const *q, int R, float sc
 
 /* Rows r < R8, 8 at a time: S[t*lds + r] for t < T, masked (-> 0) where
  * t >= valid[r]; m, l updated, corr[r] = e^(m - m'). */
-void k_attn_softmax(float *S, int lds, int T, int R8, const float *valid, float *m, float *l, float *corr) {
+static void a2_attn_softmax(float *S, int lds, int T, int R8, const float *valid, float *m, float *l, float *corr) {
   const __m256 ninf = _mm256_set1_ps(-INFINITY);
   for (int r = 0; r < R8; r += 8) {
     __m256 vv = _mm256_loadu_ps(valid + r), m0 = _mm256_loadu_ps(m + r), mx = m0;
@@ -373,7 +288,7 @@ void k_attn_softmax(float *S, int lds, int T, int R8, const float *valid, float 
 
 /* O[r][:] = O[r][:] corr[r] + sum_{t < T} P[t*ldp + r] V[t][:], r < R;
  * V is [T][hd] (hd a multiple of 8 for the vector paths). */
-void k_attn_accum(float *O, const float *P, int ldp, const float *V, int T, int R, int hd, const float *corr) {
+static void a2_attn_accum(float *O, const float *P, int ldp, const float *V, int T, int R, int hd, const float *corr) {
   if (hd % 8) {
     for (int r = 0; r < R; r++) {
       float *o = O + (size_t)r * hd;
@@ -517,7 +432,7 @@ static void gemm_m4_any(float *out, int ldo, const uint16_t *w, int n, int k, co
  * to 4 input rows (gemm_m4), a single leftover row the GEMV above. */
 #define GEMM_FEW_BLOCK_BYTES 32768
 
-void k_gemm_few(float *out, int ldo, const void *w, int n, int k, const float *in, int M, float beta, st_dtype dt) {
+static void a2_gemm_few(float *out, int ldo, const void *w, int n, int k, const float *in, int M, float beta, st_dtype dt) {
   size_t esz = dt == ST_F32 ? 4 : 2;
   int nb = (int)(GEMM_FEW_BLOCK_BYTES / ((size_t)k * esz)) & ~3;
   if (nb < 4) nb = 4;
@@ -529,8 +444,132 @@ void k_gemm_few(float *out, int ldo, const void *w, int n, int k, const float *i
       float *y = out + (size_t)m * ldo + i;
       const float *x = in + (size_t)m * k;
       if (mm > 1) gemm_m4_any(y, ldo, wb, cnt, k, x, mm, beta, dt);
-      else if (dt == ST_F32) k_gemv32(y, (const float *)(const void *)wb, cnt, k, x, beta);
-      else k_gemv16(y, wb, cnt, k, x, beta, dt);
+      else a2_gemv(y, wb, cnt, k, x, beta, dt);
     }
   }
 }
+
+/* g[n] = silu(g) u = g u / (1 + e^-g), 8 at a time with exp8 */
+static void a2_swiglu(float *g, const float *u, int n) {
+  int i = 0;
+  const __m256 one = _mm256_set1_ps(1.0f);
+  for (; i + 8 <= n; i += 8) {
+    __m256 x = _mm256_loadu_ps(g + i);
+    __m256 e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), x));
+    _mm256_storeu_ps(g + i, _mm256_div_ps(_mm256_mul_ps(x, _mm256_loadu_ps(u + i)), _mm256_add_ps(one, e)));
+  }
+  for (; i < n; i++) {
+    float x = g[i];
+    g[i] = x / (1.0f + expf(-x)) * u[i];
+  }
+}
+
+/* ------------------------------------------------ packed GEMM (6 x 16) */
+
+#define A2_MR 6
+#define A2_NR 16
+
+
+/* bp[p][j] = W[j][p]: 8 columns x 8 positions per transpose */
+static void a2_pack_b(float *bp, const void *w, size_t ldw, int ncols, int kc, st_dtype dt) {
+  size_t esz = dt == ST_F32 ? 4 : 2;
+  int k8 = kc & ~7;
+  for (int g = 0; g < A2_NR; g += 8) {
+    const char *rows[8];
+    for (int i = 0; i < 8; i++) rows[i] = g + i < ncols ? (const char *)w + (size_t)(g + i) * ldw * esz : NULL;
+    for (int p = 0; p < k8; p += 8) {
+      __m256 r[8];
+      for (int i = 0; i < 8; i++)
+        r[i] = rows[i] ? widen8((const uint16_t *)(const void *)(rows[i] + (size_t)p * esz), dt) : _mm256_setzero_ps();
+      transpose8(r);
+      for (int i = 0; i < 8; i++) _mm256_storeu_ps(bp + (size_t)(p + i) * A2_NR + g, r[i]);
+    }
+    for (int p = k8; p < kc; p++)
+      for (int i = 0; i < 8; i++)
+        bp[(size_t)p * A2_NR + g + i] = rows[i] ? wval((const uint16_t *)(const void *)rows[i], p, dt) : 0.0f;
+  }
+}
+
+/* MR_ is a constant in every instantiation: the accumulators stay in
+ * registers (12 + 2 for B + 1 broadcast of the 16 ymm) */
+static inline __attribute__((always_inline)) void tile_mr(int kc, const float *ap, const float *bp, float *c,
+                                                          size_t ldc, const int MR_, int nr, int acc) {
+  __m256 c0[A2_MR], c1[A2_MR];
+#pragma GCC unroll 6
+  for (int r = 0; r < MR_; r++) c0[r] = c1[r] = _mm256_setzero_ps();
+  for (int p = 0; p < kc; p++, ap += A2_MR, bp += A2_NR) {
+    __m256 b0 = _mm256_loadu_ps(bp), b1 = _mm256_loadu_ps(bp + 8);
+#pragma GCC unroll 6
+    for (int r = 0; r < MR_; r++) {
+      __m256 a = _mm256_broadcast_ss(ap + r);
+      c0[r] = _mm256_fmadd_ps(a, b0, c0[r]);
+      c1[r] = _mm256_fmadd_ps(a, b1, c1[r]);
+    }
+  }
+  if (nr == A2_NR) {
+#pragma GCC unroll 6
+    for (int r = 0; r < MR_; r++) {
+      float *o = c + (size_t)r * ldc;
+      if (acc) {
+        c0[r] = _mm256_add_ps(c0[r], _mm256_loadu_ps(o));
+        c1[r] = _mm256_add_ps(c1[r], _mm256_loadu_ps(o + 8));
+      }
+      _mm256_storeu_ps(o, c0[r]);
+      _mm256_storeu_ps(o + 8, c1[r]);
+    }
+    return;
+  }
+#pragma GCC unroll 6
+  for (int r = 0; r < MR_; r++) { /* unrolled, so c0/c1 stay registers */
+    float t[A2_NR];
+    _mm256_storeu_ps(t, c0[r]);
+    _mm256_storeu_ps(t + 8, c1[r]);
+    float *o = c + (size_t)r * ldc;
+    for (int j = 0; j < nr; j++) o[j] = (acc ? o[j] : 0.0f) + t[j];
+  }
+}
+
+static void a2_tile(int kc, const float *ap, const float *bp, float *c, size_t ldc, int mr, int nr, int acc) {
+  switch (mr) {
+  case 6: tile_mr(kc, ap, bp, c, ldc, 6, nr, acc); break;
+  case 5: tile_mr(kc, ap, bp, c, ldc, 5, nr, acc); break;
+  case 4: tile_mr(kc, ap, bp, c, ldc, 4, nr, acc); break;
+  case 3: tile_mr(kc, ap, bp, c, ldc, 3, nr, acc); break;
+  case 2: tile_mr(kc, ap, bp, c, ldc, 2, nr, acc); break;
+  default: tile_mr(kc, ap, bp, c, ldc, 1, nr, acc); break;
+  }
+}
+
+/* 10 independent FMA chains of 8 lanes: enough to fill both FMA pipes */
+static double a2_fma_burn(long iters) {
+  __m256 a[10], b = _mm256_set1_ps(0.999f), d = _mm256_set1_ps(1e-7f);
+  for (int i = 0; i < 10; i++) a[i] = _mm256_set1_ps(1e-3f * i);
+  for (long it = 0; it < iters; it++)
+#pragma GCC unroll 10
+    for (int i = 0; i < 10; i++) a[i] = _mm256_fmadd_ps(a[i], b, d);
+  __m256 s = a[0];
+  for (int i = 1; i < 10; i++) s = _mm256_add_ps(s, a[i]);
+  volatile float sink = hsum8(s);
+  (void)sink;
+  return 2.0 * 8 * 10 * (double)iters;
+}
+
+const k_table k_table_avx2 = {
+    .name = "avx2",
+    .gemm_mr = A2_MR,
+    .gemm_nr = A2_NR,
+    .few_max = 32,
+    .gemv = a2_gemv,
+    .gemm_few = a2_gemm_few,
+    .gemm_pack_b = a2_pack_b,
+    .gemm_tile = a2_tile,
+    .widen = a2_widen,
+    .f32_to_f16 = a2_f32_to_f16,
+    .rope_to = a2_rope_to,
+    .swiglu = a2_swiglu,
+    .attn_scores = a2_attn_scores,
+    .attn_scores_few = a2_attn_scores_few,
+    .attn_softmax = a2_attn_softmax,
+    .attn_accum = a2_attn_accum,
+    .fma_burn = a2_fma_burn,
+};

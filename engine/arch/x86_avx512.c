@@ -1,0 +1,519 @@
+/* x86_avx512.c: the AVX-512 levels (kernels.h), 16 floats per vector and 32
+ * vector registers. Built twice (engine/CMakeLists.txt):
+ *   -mavx512f -mavx512bw -mavx512vl (+ AVX2/FMA/F16C)    -> k_table_avx512
+ *   the same + -mavx512bf16 -mavx512vnni (MFS_AVX512_BF16) -> k_table_avx512bf16
+ * The second is the top level on CPUs that report both extensions; today
+ * its kernels are these same ones compiled with the wider target (the
+ * compiler may use the extra instructions); the int8 (VNNI) weight and KV
+ * kernels of the quantization work go into it. */
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
+#include "kernels.h"
+#include "x86_ymm.h"
+
+#ifdef MFS_AVX512_BF16
+#define TABLE k_table_avx512bf16
+#define LEVEL "avx512-bf16"
+#else
+#define TABLE k_table_avx512
+#define LEVEL "avx512"
+#endif
+
+/* 16 consecutive weights as F32 */
+static inline __m512 widen16(const void *p, st_dtype dt) {
+  if (dt == ST_F32) return _mm512_loadu_ps(p);
+  __m256i h = _mm256_loadu_si256((const __m256i *)p);
+  if (dt == ST_F16) return _mm512_cvtph_ps(h);
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+static inline const void *w_at(const void *w, size_t j, st_dtype dt) {
+  return dt == ST_F32 ? (const void *)((const float *)w + j) : (const void *)((const uint16_t *)w + j);
+}
+
+static inline float w_get(const void *w, size_t j, st_dtype dt) {
+  if (dt == ST_F32) return ((const float *)w)[j];
+  uint16_t h = ((const uint16_t *)w)[j];
+  return dt == ST_F16 ? _cvtsh_ss(h) : k_bf16_to_f32_1(h);
+}
+
+static void z_widen(float *out, const void *in, size_t n, st_dtype dt) {
+  if (dt == ST_F32) {
+    memcpy(out, in, n * sizeof *out);
+    return;
+  }
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(out + i, widen16(w_at(in, i, dt), dt));
+  for (; i < n; i++) out[i] = w_get(in, i, dt);
+}
+
+static void z_f32_to_f16(uint16_t *out, const float *in, size_t n) {
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    _mm256_storeu_si256((__m256i *)(out + i), _mm512_cvtps_ph(_mm512_loadu_ps(in + i), _MM_FROUND_TO_NEAREST_INT));
+  for (; i < n; i++) out[i] = _cvtss_sh(in[i], _MM_FROUND_TO_NEAREST_INT);
+}
+
+static void z_rope_to(float *out, const float *x, const float *cs, int hd) {
+  int half = hd / 2;
+  const float *c = cs, *s = cs + half;
+  int i = 0;
+  for (; i + 16 <= half; i += 16) {
+    __m512 a = _mm512_loadu_ps(x + i), b = _mm512_loadu_ps(x + i + half);
+    __m512 cv = _mm512_loadu_ps(c + i), sv = _mm512_loadu_ps(s + i);
+    _mm512_storeu_ps(out + i, _mm512_fnmadd_ps(b, sv, _mm512_mul_ps(a, cv)));
+    _mm512_storeu_ps(out + i + half, _mm512_fmadd_ps(a, sv, _mm512_mul_ps(b, cv)));
+  }
+  for (; i < half; i++) {
+    float a = x[i], b = x[i + half];
+    out[i] = a * c[i] - b * s[i];
+    out[i + half] = b * c[i] + a * s[i];
+  }
+}
+
+/* exp for 16 floats: exp8's method (Cephes), same constants */
+static inline __m512 exp16(__m512 x) {
+  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-88.3762626647949f)), _mm512_set1_ps(88.3762626647949f));
+  __m512 fx = _mm512_roundscale_ps(_mm512_fmadd_ps(x, _mm512_set1_ps(1.44269504088896341f), _mm512_set1_ps(0.5f)),
+                                   _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+  x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(0.693359375f), x);
+  x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(-2.12194440e-4f), x);
+  __m512 y = _mm512_set1_ps(1.9875691500E-4f);
+  y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(1.3981999507E-3f));
+  y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(8.3334519073E-3f));
+  y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(4.1665795894E-2f));
+  y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(1.6666665459E-1f));
+  y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(5.0000001201E-1f));
+  y = _mm512_fmadd_ps(y, _mm512_mul_ps(x, x), _mm512_add_ps(x, _mm512_set1_ps(1.0f)));
+  __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvttps_epi32(fx), _mm512_set1_epi32(127)), 23);
+  return _mm512_mul_ps(y, _mm512_castsi512_ps(e));
+}
+
+static void z_swiglu(float *g, const float *u, int n) {
+  int i = 0;
+  const __m512 one = _mm512_set1_ps(1.0f);
+  for (; i + 16 <= n; i += 16) {
+    __m512 x = _mm512_loadu_ps(g + i);
+    __m512 e = exp16(_mm512_sub_ps(_mm512_setzero_ps(), x));
+    _mm512_storeu_ps(g + i, _mm512_div_ps(_mm512_mul_ps(x, _mm512_loadu_ps(u + i)), _mm512_add_ps(one, e)));
+  }
+  for (; i < n; i++) {
+    float x = g[i];
+    g[i] = x / (1.0f + expf(-x)) * u[i];
+  }
+}
+
+/* ------------------------------------------------------ decode (GEMV) */
+
+/* The prefetch runs this far ahead of the loads, in bytes of the stream
+ * (the 4 rows of a pass are one contiguous run): rows are short (1-2 KiB),
+ * too short for the hardware prefetcher to lock on to each. */
+#define Z_PREFETCH 8192
+
+/* Four rows per pass share each load of x; 2 accumulators per row hide the
+ * FMA latency; 32 weights per row per iteration. */
+static inline __attribute__((always_inline)) void gemv_dt(float *y, const void *w, int n, int k, const float *x,
+                                                          float beta, const st_dtype dt) {
+  const size_t esz = dt == ST_F32 ? 4 : 2;
+  int k32 = k & ~31, i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const char *r0 = (const char *)w + (size_t)i * k * esz, *r1 = r0 + (size_t)k * esz, *r2 = r1 + (size_t)k * esz,
+               *r3 = r2 + (size_t)k * esz;
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+    const char *pf = r0 + Z_PREFETCH;
+    for (int j = 0; j < k32; j += 32) {
+      /* 4 rows x 32 weights = 4 * 32 * esz bytes of the stream per iteration */
+      for (size_t b = 0; b < 2 * esz * 64; b += 64) _mm_prefetch(pf + (size_t)j * 4 * esz + b, _MM_HINT_T0);
+      __m512 x0 = _mm512_loadu_ps(x + j), x1 = _mm512_loadu_ps(x + j + 16);
+      a0 = _mm512_fmadd_ps(widen16(r0 + (size_t)j * esz, dt), x0, a0);
+      b0 = _mm512_fmadd_ps(widen16(r0 + (size_t)(j + 16) * esz, dt), x1, b0);
+      a1 = _mm512_fmadd_ps(widen16(r1 + (size_t)j * esz, dt), x0, a1);
+      b1 = _mm512_fmadd_ps(widen16(r1 + (size_t)(j + 16) * esz, dt), x1, b1);
+      a2 = _mm512_fmadd_ps(widen16(r2 + (size_t)j * esz, dt), x0, a2);
+      b2 = _mm512_fmadd_ps(widen16(r2 + (size_t)(j + 16) * esz, dt), x1, b2);
+      a3 = _mm512_fmadd_ps(widen16(r3 + (size_t)j * esz, dt), x0, a3);
+      b3 = _mm512_fmadd_ps(widen16(r3 + (size_t)(j + 16) * esz, dt), x1, b3);
+    }
+    const char *rows[4] = {r0, r1, r2, r3};
+    __m512 acc[4] = {_mm512_add_ps(a0, b0), _mm512_add_ps(a1, b1), _mm512_add_ps(a2, b2), _mm512_add_ps(a3, b3)};
+    for (int r = 0; r < 4; r++) {
+      int j = k32;
+      if (j + 16 <= k) {
+        acc[r] = _mm512_fmadd_ps(widen16(rows[r] + (size_t)j * esz, dt), _mm512_loadu_ps(x + j), acc[r]);
+        j += 16;
+      }
+      float s = _mm512_reduce_add_ps(acc[r]);
+      for (; j < k; j++) s += w_get(rows[r], (size_t)j, dt) * x[j];
+      y[i + r] = beta == 0.0f ? s : beta * y[i + r] + s;
+    }
+  }
+  for (; i < n; i++) {
+    const char *wr = (const char *)w + (size_t)i * k * esz;
+    __m512 a = _mm512_setzero_ps();
+    int j = 0;
+    for (; j + 16 <= k; j += 16) a = _mm512_fmadd_ps(widen16(wr + (size_t)j * esz, dt), _mm512_loadu_ps(x + j), a);
+    float s = _mm512_reduce_add_ps(a);
+    for (; j < k; j++) s += w_get(wr, (size_t)j, dt) * x[j];
+    y[i] = beta == 0.0f ? s : beta * y[i] + s;
+  }
+}
+
+static void z_gemv(float *y, const void *w, int n, int k, const float *x, float beta, st_dtype dt) {
+  if (dt == ST_F16) gemv_dt(y, w, n, k, x, beta, ST_F16);
+  else if (dt == ST_BF16) gemv_dt(y, w, n, k, x, beta, ST_BF16);
+  else gemv_dt(y, w, n, k, x, beta, ST_F32);
+}
+
+/* ------------------------------------------- a few rows (batched decode) */
+
+/* 2 weight rows x M (1..6) input rows per pass: each weight vector is
+ * widened once and feeds M FMAs; M and dt are constants in every
+ * instantiation, so the unused accumulators fold away. */
+#define FEW_M 6
+static inline __attribute__((always_inline)) void few_pass(float *out, int ldo, const void *w, int n, int k,
+                                                           const float *in, const int M, float beta,
+                                                           const st_dtype dt) {
+  const size_t esz = dt == ST_F32 ? 4 : 2;
+  int k16 = k & ~15, i = 0;
+  for (; i + 2 <= n; i += 2) {
+    const char *wa = (const char *)w + (size_t)i * k * esz, *wb = wa + (size_t)k * esz;
+    const char *pf = wa + Z_PREFETCH;
+    __m512 a[FEW_M], b[FEW_M];
+#pragma GCC unroll 6
+    for (int m = 0; m < M; m++) a[m] = b[m] = _mm512_setzero_ps();
+    for (int j = 0; j < k16; j += 16) {
+      if (((size_t)j * esz) % 64 == 0) _mm_prefetch(pf + (size_t)j * 2 * esz, _MM_HINT_T0);
+      __m512 va = widen16(wa + (size_t)j * esz, dt), vb = widen16(wb + (size_t)j * esz, dt);
+#pragma GCC unroll 6
+      for (int m = 0; m < M; m++) {
+        __m512 x = _mm512_loadu_ps(in + (size_t)m * k + j);
+        a[m] = _mm512_fmadd_ps(va, x, a[m]);
+        b[m] = _mm512_fmadd_ps(vb, x, b[m]);
+      }
+    }
+    for (int m = 0; m < M; m++) {
+      float ta = _mm512_reduce_add_ps(a[m]), tb = _mm512_reduce_add_ps(b[m]);
+      const float *x = in + (size_t)m * k;
+      for (int j = k16; j < k; j++) ta += w_get(wa, (size_t)j, dt) * x[j], tb += w_get(wb, (size_t)j, dt) * x[j];
+      float *o = out + (size_t)m * ldo + i;
+      o[0] = beta == 0.0f ? ta : beta * o[0] + ta;
+      o[1] = beta == 0.0f ? tb : beta * o[1] + tb;
+    }
+  }
+  for (; i < n; i++) /* an odd last row */
+    for (int m = 0; m < M; m++) {
+      const char *wr = (const char *)w + (size_t)i * k * esz;
+      float t = 0;
+      for (int j = 0; j < k; j++) t += w_get(wr, (size_t)j, dt) * in[(size_t)m * k + j];
+      float *o = out + (size_t)m * ldo + i;
+      *o = beta == 0.0f ? t : beta * *o + t;
+    }
+}
+
+#define FEW_CASE(MM)                                                        \
+  case MM:                                                                  \
+    if (dt == ST_F16) few_pass(out, ldo, w, n, k, in, MM, beta, ST_F16);    \
+    else if (dt == ST_BF16) few_pass(out, ldo, w, n, k, in, MM, beta, ST_BF16); \
+    else few_pass(out, ldo, w, n, k, in, MM, beta, ST_F32);                 \
+    break;
+
+static void few_any(float *out, int ldo, const void *w, int n, int k, const float *in, int M, float beta,
+                    st_dtype dt) {
+  switch (M) {
+    FEW_CASE(1)
+    FEW_CASE(2)
+    FEW_CASE(3)
+    FEW_CASE(4)
+    FEW_CASE(5)
+    FEW_CASE(6)
+  }
+}
+
+/* Each block of weight rows (about L1-sized) is streamed from memory by the
+ * first pass and re-read from cache by the others: the weights cross the
+ * memory bus once for all M rows. */
+#define FEW_BLOCK_BYTES 32768
+static void z_gemm_few(float *out, int ldo, const void *w, int n, int k, const float *in, int M, float beta,
+                       st_dtype dt) {
+  size_t esz = dt == ST_F32 ? 4 : 2;
+  int nb = (int)(FEW_BLOCK_BYTES / ((size_t)k * esz)) & ~1;
+  if (nb < 2) nb = 2;
+  for (int i = 0; i < n; i += nb) {
+    int cnt = n - i < nb ? n - i : nb;
+    const void *wb = w_at(w, (size_t)i * k, dt);
+    for (int m = 0; m < M; m += FEW_M) {
+      int mm = M - m < FEW_M ? M - m : FEW_M;
+      few_any(out + (size_t)m * ldo + i, ldo, wb, cnt, k, in + (size_t)m * k, mm, beta, dt);
+    }
+  }
+}
+
+/* ----------------------------------------------- packed GEMM (12 x 32) */
+
+#define Z_MR 12
+#define Z_NR 32
+
+/* bp[p][j] = W[j][p]: 8 columns x 8 positions per transpose (ymm) */
+static void z_pack_b(float *bp, const void *w, size_t ldw, int ncols, int kc, st_dtype dt) {
+  size_t esz = dt == ST_F32 ? 4 : 2;
+  int k8 = kc & ~7;
+  for (int g = 0; g < Z_NR; g += 8) {
+    const char *rows[8];
+    for (int i = 0; i < 8; i++) rows[i] = g + i < ncols ? (const char *)w + (size_t)(g + i) * ldw * esz : NULL;
+    if (!rows[0]) { /* a group entirely past the last column */
+      for (int p = 0; p < kc; p++) _mm256_storeu_ps(bp + (size_t)p * Z_NR + g, _mm256_setzero_ps());
+      continue;
+    }
+    for (int p = 0; p < k8; p += 8) {
+      __m256 r[8];
+      for (int i = 0; i < 8; i++)
+        r[i] = rows[i] ? widen8((const uint16_t *)(const void *)(rows[i] + (size_t)p * esz), dt) : _mm256_setzero_ps();
+      transpose8(r);
+      for (int i = 0; i < 8; i++) _mm256_storeu_ps(bp + (size_t)(p + i) * Z_NR + g, r[i]);
+    }
+    for (int p = k8; p < kc; p++)
+      for (int i = 0; i < 8; i++) bp[(size_t)p * Z_NR + g + i] = rows[i] ? w_get(rows[i], (size_t)p, dt) : 0.0f;
+  }
+}
+
+/* 24 accumulators + 2 B vectors + 1 broadcast of the 32 zmm registers */
+static inline __attribute__((always_inline)) void ztile(int kc, const float *ap, const float *bp, float *c,
+                                                        size_t ldc, const int MR_, int nr, int acc) {
+  __m512 c0[Z_MR], c1[Z_MR];
+#pragma GCC unroll 12
+  for (int r = 0; r < MR_; r++) c0[r] = c1[r] = _mm512_setzero_ps();
+  for (int p = 0; p < kc; p++, ap += Z_MR, bp += Z_NR) {
+    __m512 b0 = _mm512_loadu_ps(bp), b1 = _mm512_loadu_ps(bp + 16);
+#pragma GCC unroll 12
+    for (int r = 0; r < MR_; r++) {
+      __m512 a = _mm512_set1_ps(ap[r]);
+      c0[r] = _mm512_fmadd_ps(a, b0, c0[r]);
+      c1[r] = _mm512_fmadd_ps(a, b1, c1[r]);
+    }
+  }
+  __mmask16 m0 = nr >= 16 ? 0xffff : (__mmask16)((1u << nr) - 1);
+  __mmask16 m1 = nr >= 32 ? 0xffff : nr <= 16 ? 0 : (__mmask16)((1u << (nr - 16)) - 1);
+#pragma GCC unroll 12
+  for (int r = 0; r < MR_; r++) {
+    float *o = c + (size_t)r * ldc;
+    if (acc) {
+      c0[r] = _mm512_add_ps(c0[r], _mm512_maskz_loadu_ps(m0, o));
+      c1[r] = _mm512_add_ps(c1[r], _mm512_maskz_loadu_ps(m1, o + 16));
+    }
+    _mm512_mask_storeu_ps(o, m0, c0[r]);
+    _mm512_mask_storeu_ps(o + 16, m1, c1[r]);
+  }
+}
+
+static void z_tile(int kc, const float *ap, const float *bp, float *c, size_t ldc, int mr, int nr, int acc) {
+  switch (mr) {
+  case 12: ztile(kc, ap, bp, c, ldc, 12, nr, acc); break;
+  case 11: ztile(kc, ap, bp, c, ldc, 11, nr, acc); break;
+  case 10: ztile(kc, ap, bp, c, ldc, 10, nr, acc); break;
+  case 9: ztile(kc, ap, bp, c, ldc, 9, nr, acc); break;
+  case 8: ztile(kc, ap, bp, c, ldc, 8, nr, acc); break;
+  case 7: ztile(kc, ap, bp, c, ldc, 7, nr, acc); break;
+  case 6: ztile(kc, ap, bp, c, ldc, 6, nr, acc); break;
+  case 5: ztile(kc, ap, bp, c, ldc, 5, nr, acc); break;
+  case 4: ztile(kc, ap, bp, c, ldc, 4, nr, acc); break;
+  case 3: ztile(kc, ap, bp, c, ldc, 3, nr, acc); break;
+  case 2: ztile(kc, ap, bp, c, ldc, 2, nr, acc); break;
+  default: ztile(kc, ap, bp, c, ldc, 1, nr, acc); break;
+  }
+}
+
+/* ----------------------------------------------------------- attention */
+
+/* S[t][r] = K[t] . Q[r] (Qt transposed, scaled); 16 rows per zmm, 8 keys per
+ * block; an 8-row remainder uses one ymm. */
+static void z_attn_scores(float *S, int lds, const float *Qt, int ldq, int R8, const float *K, int T4, int hd) {
+  int r = 0;
+  for (; r + 16 <= R8; r += 16) {
+    int t = 0;
+    for (; t + 8 <= T4; t += 8) {
+      const float *k0 = K + (size_t)t * hd, *q = Qt + r;
+      __m512 a[8];
+#pragma GCC unroll 8
+      for (int i = 0; i < 8; i++) a[i] = _mm512_setzero_ps();
+      for (int d = 0; d < hd; d++, q += ldq) {
+        __m512 qv = _mm512_loadu_ps(q);
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; i++) a[i] = _mm512_fmadd_ps(_mm512_set1_ps(k0[(size_t)i * hd + d]), qv, a[i]);
+      }
+#pragma GCC unroll 8
+      for (int i = 0; i < 8; i++) _mm512_storeu_ps(S + (size_t)(t + i) * lds + r, a[i]);
+    }
+    for (; t < T4; t += 4) {
+      const float *k0 = K + (size_t)t * hd, *q = Qt + r;
+      __m512 a[4];
+      for (int i = 0; i < 4; i++) a[i] = _mm512_setzero_ps();
+      for (int d = 0; d < hd; d++, q += ldq) {
+        __m512 qv = _mm512_loadu_ps(q);
+        for (int i = 0; i < 4; i++) a[i] = _mm512_fmadd_ps(_mm512_set1_ps(k0[(size_t)i * hd + d]), qv, a[i]);
+      }
+      for (int i = 0; i < 4; i++) _mm512_storeu_ps(S + (size_t)(t + i) * lds + r, a[i]);
+    }
+  }
+  if (r < R8) /* 8 rows left */
+    for (int t = 0; t < T4; t += 4) {
+      const float *k0 = K + (size_t)t * hd, *q = Qt + r;
+      __m256 a[4];
+      for (int i = 0; i < 4; i++) a[i] = _mm256_setzero_ps();
+      for (int d = 0; d < hd; d++, q += ldq) {
+        __m256 qv = _mm256_loadu_ps(q);
+        for (int i = 0; i < 4; i++) a[i] = _mm256_fmadd_ps(_mm256_set1_ps(k0[(size_t)i * hd + d]), qv, a[i]);
+      }
+      for (int i = 0; i < 4; i++) _mm256_storeu_ps(S + (size_t)(t + i) * lds + r, a[i]);
+    }
+}
+
+/* R <= 4 rows as row pointers (hd a multiple of 8) */
+static void z_attn_scores_few(float *S, int lds, const float *const *q, int R, float scale, const float *K, int T,
+                              int hd) {
+  int h16 = hd & ~15;
+  for (int r = 0; r < R; r++) {
+    const float *qv = q[r];
+    __m256 qt = hd & 8 ? _mm256_loadu_ps(qv + h16) : _mm256_setzero_ps();
+    int t = 0;
+    for (; t + 4 <= T; t += 4) {
+      const float *k0 = K + (size_t)t * hd;
+      __m512 a[4];
+      for (int i = 0; i < 4; i++) a[i] = _mm512_setzero_ps();
+      for (int d = 0; d < h16; d += 16) {
+        __m512 x = _mm512_loadu_ps(qv + d);
+        for (int i = 0; i < 4; i++) a[i] = _mm512_fmadd_ps(x, _mm512_loadu_ps(k0 + (size_t)i * hd + d), a[i]);
+      }
+      for (int i = 0; i < 4; i++) {
+        float s = _mm512_reduce_add_ps(a[i]);
+        if (hd & 8) s += hsum8(_mm256_mul_ps(qt, _mm256_loadu_ps(k0 + (size_t)i * hd + h16)));
+        S[(size_t)(t + i) * lds + r] = scale * s;
+      }
+    }
+    for (; t < T; t++) {
+      const float *k0 = K + (size_t)t * hd;
+      __m512 a = _mm512_setzero_ps();
+      for (int d = 0; d < h16; d += 16) a = _mm512_fmadd_ps(_mm512_loadu_ps(qv + d), _mm512_loadu_ps(k0 + d), a);
+      float s = _mm512_reduce_add_ps(a);
+      if (hd & 8) s += hsum8(_mm256_mul_ps(qt, _mm256_loadu_ps(k0 + h16)));
+      S[(size_t)t * lds + r] = scale * s;
+    }
+  }
+}
+
+/* rows r < R8, 16 at a time (a last 8 with a mask) */
+static void z_attn_softmax(float *S, int lds, int T, int R8, const float *valid, float *m, float *l, float *corr) {
+  const __m512 ninf = _mm512_set1_ps(-INFINITY);
+  for (int r = 0; r < R8; r += 16) {
+    __mmask16 lanes = R8 - r >= 16 ? 0xffff : 0x00ff;
+    __m512 vv = _mm512_maskz_loadu_ps(lanes, valid + r), m0 = _mm512_mask_loadu_ps(ninf, lanes, m + r), mx = m0;
+    float *s = S + r;
+    for (int t = 0; t < T; t++, s += lds) {
+      __mmask16 keep = _mm512_cmp_ps_mask(_mm512_set1_ps((float)t), vv, _CMP_LT_OQ) & lanes;
+      __m512 x = _mm512_mask_loadu_ps(ninf, keep, s);
+      _mm512_mask_storeu_ps(s, lanes, x);
+      mx = _mm512_max_ps(mx, x);
+    }
+    __m512 c = exp16(_mm512_sub_ps(m0, mx)), sum = _mm512_setzero_ps();
+    s = S + r;
+    for (int t = 0; t < T; t++, s += lds) {
+      __m512 p = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(lanes, s), mx));
+      _mm512_mask_storeu_ps(s, lanes, p);
+      sum = _mm512_add_ps(sum, p);
+    }
+    _mm512_mask_storeu_ps(l + r, lanes, _mm512_fmadd_ps(_mm512_maskz_loadu_ps(lanes, l + r), c, sum));
+    _mm512_mask_storeu_ps(m + r, lanes, mx);
+    _mm512_mask_storeu_ps(corr + r, lanes, c);
+  }
+}
+
+/* O[r] = O[r] corr[r] + sum_t P[t][r] V[t]: 4 rows x 64 dims per block
+ * (16 accumulators, 4 value loads and 4 broadcasts per key) */
+static void z_attn_accum(float *O, const float *P, int ldp, const float *V, int T, int R, int hd, const float *corr) {
+  if (hd % 16) {
+    k_table_avx2.attn_accum(O, P, ldp, V, T, R, hd, corr);
+    return;
+  }
+  int r = 0;
+  for (; r + 4 <= R; r += 4) {
+    for (int i = 0; i < hd; i += 64) {
+      int nv = hd - i >= 64 ? 4 : (hd - i) / 16;
+      __m512 a[4][4];
+      for (int q = 0; q < 4; q++) {
+        __m512 cq = _mm512_set1_ps(corr[r + q]);
+        for (int v = 0; v < 4; v++)
+          a[q][v] = v < nv ? _mm512_mul_ps(_mm512_loadu_ps(O + (size_t)(r + q) * hd + i + 16 * v), cq)
+                           : _mm512_setzero_ps();
+      }
+      const float *vp = V + i, *p = P + r;
+      if (nv == 4) {
+        for (int t = 0; t < T; t++, vp += hd, p += ldp) {
+          __m512 v0 = _mm512_loadu_ps(vp), v1 = _mm512_loadu_ps(vp + 16), v2 = _mm512_loadu_ps(vp + 32),
+                 v3 = _mm512_loadu_ps(vp + 48);
+#pragma GCC unroll 4
+          for (int q = 0; q < 4; q++) {
+            __m512 w = _mm512_set1_ps(p[q]);
+            a[q][0] = _mm512_fmadd_ps(w, v0, a[q][0]);
+            a[q][1] = _mm512_fmadd_ps(w, v1, a[q][1]);
+            a[q][2] = _mm512_fmadd_ps(w, v2, a[q][2]);
+            a[q][3] = _mm512_fmadd_ps(w, v3, a[q][3]);
+          }
+        }
+      } else {
+        for (int t = 0; t < T; t++, vp += hd, p += ldp)
+          for (int q = 0; q < 4; q++) {
+            __m512 w = _mm512_set1_ps(p[q]);
+            for (int v = 0; v < nv; v++) a[q][v] = _mm512_fmadd_ps(w, _mm512_loadu_ps(vp + 16 * v), a[q][v]);
+          }
+      }
+      for (int q = 0; q < 4; q++)
+        for (int v = 0; v < nv; v++) _mm512_storeu_ps(O + (size_t)(r + q) * hd + i + 16 * v, a[q][v]);
+    }
+  }
+  for (; r < R; r++) {
+    float *o = O + (size_t)r * hd;
+    __m512 c = _mm512_set1_ps(corr[r]);
+    for (int i = 0; i < hd; i += 16) {
+      __m512 a = _mm512_mul_ps(_mm512_loadu_ps(o + i), c);
+      const float *v = V + i, *p = P + r;
+      for (int t = 0; t < T; t++, v += hd, p += ldp) a = _mm512_fmadd_ps(_mm512_set1_ps(*p), _mm512_loadu_ps(v), a);
+      _mm512_storeu_ps(o + i, a);
+    }
+  }
+}
+
+/* ---------------------------------------------------------------- peak */
+
+static double z_fma_burn(long iters) {
+  __m512 a[12], b = _mm512_set1_ps(0.999f), d = _mm512_set1_ps(1e-7f);
+  for (int i = 0; i < 12; i++) a[i] = _mm512_set1_ps(1e-3f * i);
+  for (long it = 0; it < iters; it++)
+#pragma GCC unroll 12
+    for (int i = 0; i < 12; i++) a[i] = _mm512_fmadd_ps(a[i], b, d);
+  __m512 s = a[0];
+  for (int i = 1; i < 12; i++) s = _mm512_add_ps(s, a[i]);
+  volatile float sink = _mm512_reduce_add_ps(s);
+  (void)sink;
+  return 2.0 * 16 * 12 * (double)iters;
+}
+
+const k_table TABLE = {
+    .name = LEVEL,
+    .gemm_mr = Z_MR,
+    .gemm_nr = Z_NR,
+    .few_max = 16,
+    .gemv = z_gemv,
+    .gemm_few = z_gemm_few,
+    .gemm_pack_b = z_pack_b,
+    .gemm_tile = z_tile,
+    .widen = z_widen,
+    .f32_to_f16 = z_f32_to_f16,
+    .rope_to = z_rope_to,
+    .swiglu = z_swiglu,
+    .attn_scores = z_attn_scores,
+    .attn_scores_few = z_attn_scores_few,
+    .attn_softmax = z_attn_softmax,
+    .attn_accum = z_attn_accum,
+    .fma_burn = z_fma_burn,
+};

@@ -1,0 +1,93 @@
+/* gemm.c: the packed GEMM for projections of many rows (prefill, large
+ * decode batches), out[rows][n] (+)= A[rows][k] W[n][k]^T, with W in F32,
+ * F16 or BF16, read where the model maps it.
+ *
+ * The loop nest is BLIS's, around the current level's register tile
+ * (kernels.h: gemm_mr x gemm_nr, e.g. 12 x 32 with AVX-512):
+ *   A is packed once per product into row panels ap[rows/MR][k][MR]
+ *     (k_gemm_pack_a; the workers share it);
+ *   each worker takes a chunk of GEMM_CHUNK output columns at a time, and
+ *   for each block of GEMM_KC positions widens that chunk's weights into
+ *     column panels bp[chunk/NR][KC][NR] (gemm_pack_b: about 128 KiB, stays
+ *     in L2),
+ *   then for each block of GEMM_MC rows (A's part: ~240 KiB, L2) runs the
+ *   tile over every (row panel, column panel) pair; the tile's B panel
+ *   (KC x NR floats, 32 KiB) stays in L1 while the row panels stream.
+ * The 16-bit weights are widened exactly once per (chunk, KC block), into
+ * cache, and every row of the step reuses them: there is no pass that
+ * writes widened weights to memory. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels.h"
+
+size_t k_gemm_scratch_floats(void) { return (size_t)k_gemm_chunk() * GEMM_KC; }
+
+int k_gemm_chunk(void) {
+  int nr = K()->gemm_nr;
+  return (GEMM_CHUNK + nr - 1) / nr * nr;
+}
+
+void k_gemm_pack_a(float *ap, const float *a, int rows, int k, int rb0, int rb1) {
+  const int MR = K()->gemm_mr;
+  for (int rb = rb0; rb < rb1; rb++) {
+    float *dst = ap + (size_t)rb * k * MR;
+    int r0 = rb * MR, nr = rows - r0 < MR ? rows - r0 : MR;
+    for (int p = 0; p < k; p++) {
+      for (int r = 0; r < nr; r++) dst[(size_t)p * MR + r] = a[(size_t)(r0 + r) * k + p];
+      for (int r = nr; r < MR; r++) dst[(size_t)p * MR + r] = 0.0f;
+    }
+  }
+}
+
+void k_gemm_cols(float *c, size_t ldc, const float *ap, int rows, const void *w, int ncols, int k, st_dtype dt,
+                 float beta, float *bp) {
+  const k_table *kt = K();
+  const int MR = kt->gemm_mr, NR = kt->gemm_nr;
+  const size_t esz = dt == ST_F32 ? 4 : 2;
+  if (beta != 0.0f && beta != 1.0f) /* the tile adds or stores: scale first */
+    for (int r = 0; r < rows; r++)
+      for (int j = 0; j < ncols; j++) c[(size_t)r * ldc + j] *= beta;
+  int mc = GEMM_MC / MR * MR;
+  for (int j0 = 0; j0 < ncols; j0 += k_gemm_chunk()) {
+    int nc = ncols - j0 < k_gemm_chunk() ? ncols - j0 : k_gemm_chunk();
+    int npanels = (nc + NR - 1) / NR;
+    for (int p0 = 0; p0 < k; p0 += GEMM_KC) {
+      int kc = k - p0 < GEMM_KC ? k - p0 : GEMM_KC;
+      int acc = p0 > 0 || beta != 0.0f;
+      for (int jp = 0; jp < npanels; jp++) {
+        int cols = nc - jp * NR < NR ? nc - jp * NR : NR;
+        const char *src = (const char *)w + ((size_t)(j0 + jp * NR) * k + p0) * esz;
+        kt->gemm_pack_b(bp + (size_t)jp * kc * NR, src, (size_t)k, cols, kc, dt);
+      }
+      for (int i0 = 0; i0 < rows; i0 += mc) {
+        int i1 = rows - i0 < mc ? rows : i0 + mc;
+        for (int jp = 0; jp < npanels; jp++) {
+          int cols = nc - jp * NR < NR ? nc - jp * NR : NR;
+          const float *b = bp + (size_t)jp * kc * NR;
+          for (int r0 = i0; r0 < i1; r0 += MR) {
+            int mr = i1 - r0 < MR ? i1 - r0 : MR;
+            const float *a = ap + (size_t)(r0 / MR) * k * MR + (size_t)p0 * MR;
+            kt->gemm_tile(kc, a, b, c + (size_t)r0 * ldc + j0 + jp * NR, ldc, mr, cols, acc);
+          }
+        }
+      }
+    }
+  }
+}
+
+int k_gemm(float *c, size_t ldc, const float *a, int rows, const void *w, int n, int k, st_dtype dt, float beta) {
+  const int MR = K()->gemm_mr;
+  int nrb = (rows + MR - 1) / MR;
+  float *ap = malloc((size_t)nrb * MR * k * sizeof *ap + 64), *bp = malloc(k_gemm_scratch_floats() * sizeof *bp);
+  if (!ap || !bp) {
+    free(ap);
+    free(bp);
+    return -1;
+  }
+  k_gemm_pack_a(ap, a, rows, k, 0, nrb);
+  k_gemm_cols(c, ldc, ap, rows, w, n, k, dt, beta, bp);
+  free(ap);
+  free(bp);
+  return 0;
+}

@@ -1,0 +1,119 @@
+/* kernels.h: the engine's kernel table, one per CPU level (engine-internal).
+ *
+ * Every hot loop of the forward pass is a member of k_table. Each level lives
+ * in its own file under engine/arch/, compiled with its own target flags:
+ *
+ *   arch/generic.c     portable C (any CPU; the readable reference of every kernel)
+ *   arch/x86_avx2.c    x86-64 AVX2 + FMA + F16C
+ *   arch/x86_avx512.c  x86-64 AVX-512 F/BW/VL (+F16C); built twice, the second
+ *                      time with AVX512_BF16 + AVX512_VNNI as the top level
+ *   arch/arm_neon.c    aarch64 Advanced SIMD (fp16 conversions are base ARMv8)
+ *
+ * dispatch.c is the one place that asks the CPU what it has and picks the
+ * best table (or the one MFASERVE_ISA / --isa forces); nothing else tests
+ * CPU features. Code outside engine/arch/ calls kernels only through K().
+ *
+ * Conventions shared by every level (tests/engine/test_kernels.c holds each
+ * level to the generic one):
+ * - Weights W are [n][k] row-major, F32, F16 or BF16 (dt), read in place.
+ * - gemv / gemm_few: out[m][i] (row stride ldo) = beta * out + W[i] . in[m];
+ *   beta 0 never reads out. The weights cross the memory bus once.
+ * - The packed GEMM (gemm.c drives it): activations are packed into panels
+ *   ap[kc][MR] (rows along the fast axis, zero past the last row), weights
+ *   are widened into panels bp[kc][NR] (columns along the fast axis, zero
+ *   past the last column) by gemm_pack_b, and gemm_tile computes one
+ *   mr x nr tile of C from one panel pair, entirely in registers.
+ * - Attention: see the comment above k_attn_* in arch/generic.c. */
+#ifndef MFS_ENGINE_KERNELS_H
+#define MFS_ENGINE_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine_int.h"
+
+typedef struct k_table {
+  const char *name;  /* the level: "avx512-bf16", "avx512", "avx2", "neon", "generic" */
+  int gemm_mr;       /* packed GEMM register tile: rows ... */
+  int gemm_nr;       /* ... and columns (a multiple of the vector width) */
+  int few_max;       /* up to this many rows gemm_few beats packing (measured per level) */
+
+  void (*gemv)(float *y, const void *w, int n, int k, const float *x, float beta, st_dtype dt);
+  /* 2 <= M <= few_max input rows */
+  void (*gemm_few)(float *out, int ldo, const void *w, int n, int k, const float *in, int M, float beta,
+                   st_dtype dt);
+  /* bp[p][j] = W[j][p] for p < kc, j < ncols (<= NR), 0 for ncols <= j < NR;
+   * w points at W[j0][p0], ldw is k */
+  void (*gemm_pack_b)(float *bp, const void *w, size_t ldw, int ncols, int kc, st_dtype dt);
+  /* C[r][j] (ldc) = (acc ? C[r][j] : 0) + sum_p ap[p][r] bp[p][j], r < mr <= MR, j < nr <= NR */
+  void (*gemm_tile)(int kc, const float *ap, const float *bp, float *c, size_t ldc, int mr, int nr, int acc);
+
+  /* out[n] = widen(in[n]) for F16 / BF16 (F32: a copy) */
+  void (*widen)(float *out, const void *in, size_t n, st_dtype dt);
+  void (*f32_to_f16)(uint16_t *out, const float *in, size_t n);
+  /* out[hd] = RoPE(x) at one position, cs = [cos(hd/2)][sin(hd/2)], out != x */
+  void (*rope_to)(float *out, const float *x, const float *cs, int hd);
+  /* g[n] = silu(g) * u */
+  void (*swiglu)(float *g, const float *u, int n);
+
+  void (*attn_scores)(float *S, int lds, const float *Qt, int ldq, int R8, const float *K, int T4, int hd);
+  void (*attn_scores_few)(float *S, int lds, const float *const *q, int R, float scale, const float *K, int T,
+                          int hd);
+  void (*attn_softmax)(float *S, int lds, int T, int R8, const float *valid, float *m, float *l, float *corr);
+  void (*attn_accum)(float *O, const float *P, int ldp, const float *V, int T, int R, int hd, const float *corr);
+
+  /* Runs `iters` iterations of independent FMA chains that never touch
+   * memory; returns the FLOPs done (the compute ceiling bench reports). */
+  double (*fma_burn)(long iters);
+} k_table;
+
+/* The levels this binary has (NULL where it was not built for that
+ * architecture), best first. */
+extern const k_table k_table_avx512bf16, k_table_avx512, k_table_avx2, k_table_neon, k_table_generic;
+
+/* The running level: chosen on first use from MFASERVE_ISA or the CPU (see
+ * dispatch.c), or set by eng_isa_select. */
+const k_table *k_active(void);
+#define K() k_active()
+
+/* Levels the running CPU can execute, best first; NULL-terminated. */
+const k_table *const *k_levels_supported(void);
+/* The level called name (or one of its aliases) in this binary, else NULL. */
+const k_table *k_level_by_name(const char *name);
+
+/* The packed GEMM driver (gemm.c), for rows > K()->few_max. Blocking:
+ * GEMM_KC positions per packed panel, GEMM_MC rows per A block, and a
+ * worker's chunk of about GEMM_CHUNK output columns (a multiple of NR). */
+#define GEMM_KC 256
+#define GEMM_MC 240
+#define GEMM_CHUNK 128
+int k_gemm_chunk(void);            /* columns per chunk at the running level */
+size_t k_gemm_scratch_floats(void); /* bp scratch k_gemm_cols needs per worker */
+/* Row panels [rb0, rb1) of A[rows][k] into ap[rb][k][MR] (zero past rows);
+ * ap holds ceil(rows / MR) * MR * k floats. */
+void k_gemm_pack_a(float *ap, const float *a, int rows, int k, int rb0, int rb1);
+/* C[rows][ncols] (ldc) = beta C + A W^T for W[ncols][k] at w (a row range of
+ * the weights), A packed by k_gemm_pack_a; bp: k_gemm_scratch_floats(). */
+void k_gemm_cols(float *c, size_t ldc, const float *ap, int rows, const void *w, int ncols, int k, st_dtype dt,
+                 float beta, float *bp);
+/* The whole product on the calling thread (tests, tools): 0, or -1 when out
+ * of memory. */
+int k_gemm(float *c, size_t ldc, const float *a, int rows, const void *w, int n, int k, st_dtype dt, float beta);
+
+/* Scalar helpers every level shares (arch/generic.c). */
+float k_f16_to_f32_1(uint16_t h);
+uint16_t k_f32_to_f16_1(float f);
+float k_bf16_to_f32_1(uint16_t h);
+void k_rmsnorm(float *out, const float *x, const float *w, int n, float eps);
+/* The portable kernels other levels may reuse where the compiler's
+ * vectorisation of them is as good as hand-written code. */
+void k_gen_swiglu(float *g, const float *u, int n);
+void k_gen_attn_scores(float *S, int lds, const float *Qt, int ldq, int R8, const float *K, int T4, int hd);
+void k_gen_attn_scores_few(float *S, int lds, const float *const *q, int R, float scale, const float *K, int T,
+                           int hd);
+void k_gen_attn_softmax(float *S, int lds, int T, int R8, const float *valid, float *m, float *l, float *corr);
+void k_gen_attn_accum(float *O, const float *P, int ldp, const float *V, int T, int R, int hd, const float *corr);
+/* x[hd] rotated in place (K()->rope_to through a stack copy) */
+void k_rope(float *x, const float *cs, int hd);
+
+#endif
