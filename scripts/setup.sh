@@ -5,11 +5,25 @@
 #
 #   scripts/setup.sh            # build deps + build
 #   scripts/setup.sh --test     # also the test-only deps (node, npm packages, promtool, chromium)
+#   scripts/setup.sh --arm64    # x86-64 host: the aarch64 cross toolchain, qemu-user and the
+#                               # arm64 -dev packages, then a Release cross build in build-arm64/
+#                               # instead of build/ (scripts/test_arm64.sh runs its tests)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-want_test=0
-[ "${1:-}" = "--test" ] && want_test=1
+want_test=0 want_arm64=0
+for a in "$@"; do
+  case "$a" in
+    --test) want_test=1 ;;
+    --arm64) want_arm64=1 ;;
+    *) echo "setup.sh: unknown option $a (--test, --arm64)" >&2; exit 2 ;;
+  esac
+done
+if [ $want_arm64 = 1 ] && [ "$(dpkg --print-architecture)" != amd64 ]; then
+  echo "setup.sh --arm64 cross-builds from an amd64 host; this one is $(dpkg --print-architecture)" \
+       "(on arm64, plain scripts/setup.sh builds natively)" >&2
+  exit 2
+fi
 
 # Why each package is here:
 #   build-essential cmake ninja-build pkg-config: the C toolchain and build
@@ -33,8 +47,28 @@ build_pkgs="build-essential cmake ninja-build pkg-config libopenblas-dev libcjso
 #   (the container test installs podman, runc and debootstrap itself)
 test_pkgs="nodejs npm prometheus chromium python3-yaml kubernetes-client clang libclang-rt-14-dev"
 
+#   --arm64 (Debian's arm64 multiarch packages install beside the amd64 ones;
+#   each shared library must then be the same version in both architectures,
+#   so apt may upgrade an amd64 library, e.g. libssl3, to the archive's version):
+#   gcc-aarch64-linux-gnu  the cross compiler (cmake/aarch64-linux-gnu.cmake)
+#   qemu-user         qemu-aarch64 runs the arm64 test binaries (no binfmt_misc needed)
+#   libc6:arm64       the arm64 loader /lib/ld-linux-aarch64.so.1 and libc, found by qemu in /
+#   lib*-dev:arm64    the same libraries as build_pkgs, for arm64
+arm64_pkgs="gcc-aarch64-linux-gnu qemu-user libc6:arm64 libc6-dev:arm64 libopenblas-dev:arm64
+            libcjson-dev:arm64 libmicrohttpd-dev:arm64 libuv1-dev:arm64 libpcre2-dev:arm64
+            libutf8proc-dev:arm64 libcurl4-openssl-dev:arm64"
+
 pkgs="$build_pkgs"
 [ $want_test = 1 ] && pkgs="$pkgs $test_pkgs"
+[ $want_arm64 = 1 ] && pkgs="$pkgs $arm64_pkgs"
+SUDO=""
+[ "$(id -u)" = 0 ] || SUDO="sudo"
+added_arch=0
+if [ $want_arm64 = 1 ] && ! dpkg --print-foreign-architectures | grep -qx arm64; then
+  echo "setup: dpkg --add-architecture arm64"
+  $SUDO dpkg --add-architecture arm64
+  added_arch=1
+fi
 missing=""
 for p in $pkgs; do
   case "$p" in
@@ -43,12 +77,11 @@ for p in $pkgs; do
     nodejs) command -v node >/dev/null && continue ;;
     npm) command -v npm >/dev/null && continue ;;
     kubernetes-client) command -v kubectl >/dev/null && continue ;;
+    qemu-user) { command -v qemu-aarch64 || command -v qemu-aarch64-static; } >/dev/null && continue ;;
   esac
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done
-SUDO=""
-[ "$(id -u)" = 0 ] || SUDO="sudo"
-if [ -n "$missing" ]; then
+if [ -n "$missing" ] || [ $added_arch = 1 ]; then
   echo "setup: installing:$missing"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
@@ -76,6 +109,14 @@ if [ $want_test = 1 ]; then
   done
 fi
 
+if [ $want_arm64 = 1 ]; then
+  t0=$(date +%s)
+  cmake -S . -B build-arm64 -G Ninja -DCMAKE_BUILD_TYPE=Release \
+        -DCMAKE_TOOLCHAIN_FILE="$PWD/cmake/aarch64-linux-gnu.cmake" >/dev/null
+  cmake --build build-arm64
+  echo "setup: built build-arm64/mfaserve (aarch64) in $(( $(date +%s) - t0 )) s"
+  exit 0
+fi
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build
 echo "setup: built build/mfaserve"
