@@ -5,6 +5,7 @@ writer (tools/make_model.py) through the paths set up here."""
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -33,10 +34,16 @@ def tmpdir(prefix):
     return tempfile.mkdtemp(prefix=prefix)
 
 
+# A cross-built binary runs through an emulator: MFS_TEST_EMULATOR is its
+# command line, e.g. "qemu-aarch64" (a CTest run of a build configured with
+# cmake/aarch64-linux-gnu.cmake sets it from CMAKE_CROSSCOMPILING_EMULATOR).
+EMULATOR = shlex.split(os.environ.get("MFS_TEST_EMULATOR", ""))
+
+
 def run(binary, args, timeout=120):
     """Runs mfaserve; returns CompletedProcess (text). A timeout becomes rc -999."""
     try:
-        return subprocess.run([binary] + [str(a) for a in args], capture_output=True, text=True,
+        return subprocess.run(EMULATOR + [binary] + [str(a) for a in args], capture_output=True, text=True,
                               timeout=timeout)
     except subprocess.TimeoutExpired as e:
         return subprocess.CompletedProcess(e.cmd, -999, e.stdout or "", "timeout after %ss" % timeout)
