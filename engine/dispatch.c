@@ -18,6 +18,8 @@
 #include <strings.h>
 #if defined(__aarch64__)
 #include <sys/auxv.h>
+#elif defined(__x86_64__)
+#include <cpuid.h>
 #endif
 
 #include "common.h"
@@ -54,7 +56,7 @@ static char features_str[256], built_str[128], supported_str[128];
 static const k_table *supported[N_LEVELS + 1];
 
 static void add_feature(const char *name, int have) {
-  have = have != 0; /* __builtin_cpu_supports answers a bit, not 1 */
+  have = have != 0;
   features[n_features++] = (feature){name, have};
   if (have) {
     size_t n = strlen(features_str);
@@ -70,16 +72,31 @@ static int has(const char *name) {
 
 static void probe(void) {
 #if defined(__x86_64__)
-  __builtin_cpu_init();
-  /* libgcc's checks include the OS's support for the register state (XCR0) */
-  add_feature("avx2", __builtin_cpu_supports("avx2"));
-  add_feature("fma", __builtin_cpu_supports("fma"));
-  add_feature("f16c", __builtin_cpu_supports("f16c"));
-  add_feature("avx512f", __builtin_cpu_supports("avx512f"));
-  add_feature("avx512bw", __builtin_cpu_supports("avx512bw"));
-  add_feature("avx512vl", __builtin_cpu_supports("avx512vl"));
-  add_feature("avx512_bf16", __builtin_cpu_supports("avx512bf16"));
-  add_feature("avx512_vnni", __builtin_cpu_supports("avx512vnni"));
+  /* CPUID and XCR0 read directly (not __builtin_cpu_supports, whose feature
+   * names differ between GCC and clang versions): a feature counts only when
+   * the OS also saves its register state. */
+  unsigned a, b, c, d, a7 = 0, b7 = 0, c7 = 0, d7 = 0, a71 = 0, x0 = 0, x1 = 0;
+  __cpuid(0, a, b, c, d);
+  unsigned max_leaf = a;
+  __cpuid(1, a, b, c, d);
+  unsigned c1 = c;
+  if (c1 & (1u << 27)) __asm__ volatile("xgetbv" : "=a"(x0), "=d"(x1) : "c"(0));
+  (void)x1;
+  if (max_leaf >= 7) {
+    __cpuid_count(7, 0, a7, b7, c7, d7);
+    if (a7 >= 1) __cpuid_count(7, 1, a71, b, c, d);
+  }
+  (void)d7;
+  int ymm = (c1 & (1u << 27)) && (x0 & 0x6) == 0x6;  /* XMM and YMM state */
+  int zmm = ymm && (x0 & 0xe0) == 0xe0;               /* opmask, ZMM_Hi256, Hi16_ZMM */
+  add_feature("avx2", ymm && (b7 & (1u << 5)));
+  add_feature("fma", ymm && (c1 & (1u << 12)));
+  add_feature("f16c", ymm && (c1 & (1u << 29)));
+  add_feature("avx512f", zmm && (b7 & (1u << 16)));
+  add_feature("avx512bw", zmm && (b7 & (1u << 30)));
+  add_feature("avx512vl", zmm && (b7 & (1u << 31)));
+  add_feature("avx512_bf16", zmm && (a71 & (1u << 5)));
+  add_feature("avx512_vnni", zmm && (c7 & (1u << 11)));
 #elif defined(__aarch64__)
   unsigned long hw = getauxval(AT_HWCAP), hw2 = getauxval(AT_HWCAP2);
   add_feature("asimd", (hw & HWCAP_ASIMD) != 0);
