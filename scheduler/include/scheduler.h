@@ -159,7 +159,9 @@ typedef struct sched_stats {
   int max_model_len, max_num_seqs, block_size;
 } sched_stats;
 
-/* Any thread: a consistent snapshot. */
+/* Any thread: a consistent snapshot, published at the end of each step: it
+ * may trail the events of the step just run (sched_events_take can return a
+ * request's FINISHED before its blocks show as freed here). */
 void sched_get_stats(sched *s, sched_stats *out);
 
 /* Any thread: for the cache map. Writes, for each of up to max blocks, its

@@ -81,6 +81,16 @@ static void run_until_done(sched *s, result *rs, int nr, double timeout) {
   }
 }
 
+/* The published stats trail the events by up to one step (the scheduler
+ * publishes them after the step whose events a client may already hold):
+ * wait, bounded, until they show no running or waiting sequence. */
+static void stats_when_idle(sched *s, sched_stats *st) {
+  for (double t0 = mfs_now();; usleep(500)) {
+    sched_get_stats(s, st);
+    if ((st->running == 0 && st->waiting == 0) || mfs_now() - t0 > 10) return;
+  }
+}
+
 static sched *mk(int max_seqs, int max_tokens, uint64_t kv_bytes, int block) {
   sched_opts o = {0};
   o.max_num_seqs = max_seqs;
@@ -149,7 +159,7 @@ static void test_batched_equals_solo(void) {
     CHECK(solo[i].done && solo[i].ntok[0] == GEN, "solo %d: %d tokens", i, solo[i].ntok[0]);
   }
   sched_stats st;
-  sched_get_stats(s, &st);
+  stats_when_idle(s, &st);
   CHECK(st.kv.prefix_hits_tokens > 0, "shared prefixes should hit the prefix cache");
   long want_q = 0;
   for (int i = 0; i < NR; i++) want_q += plen[i] - 1;
@@ -164,7 +174,7 @@ static void test_batched_equals_solo(void) {
     CHECK(sched_request_submit(s, &p, &batch[i].id) == 0, "submit");
   }
   run_until_done(s, batch, NR, 60);
-  sched_get_stats(s, &st);
+  stats_when_idle(s, &st);
   CHECK(st.preemptions_total > 0, "the tiny pool should force preemption (got %lld)", (long long)st.preemptions_total);
   for (int i = 0; i < NR; i++) {
     CHECK(batch[i].done && batch[i].ntok[0] == GEN, "batch %d: %d tokens", i, batch[i].ntok[0]);
@@ -231,9 +241,8 @@ static void test_cancel_and_limits(void) {
   sched_request_cancel(s, r[0].id);
   run_until_done(s, r, 1, 10);
   CHECK(r[0].done && r[0].why[0] == SCHED_FINISH_CANCELLED, "cancel: done=%d why=%d", r[0].done, r[0].why[0]);
-  usleep(20000);
   sched_stats st;
-  sched_get_stats(s, &st);
+  stats_when_idle(s, &st);
   CHECK(st.kv.blocks_used == 0, "cancelled request still holds %lld blocks", (long long)st.kv.blocks_used);
   /* bad requests */
   uint64_t id;
@@ -286,7 +295,7 @@ static void test_fork_and_prompt_logprobs(void) {
   CHECK(sched_request_submit(s, &p, &r[0].id) == 0, "submit");
   run_until_done(s, r, 1, 30);
   sched_stats st;
-  sched_get_stats(s, &st);
+  stats_when_idle(s, &st);
   CHECK(st.prompt_tokens_total == plen[5], "n=3 computed %lld prompt tokens, want %d", (long long)st.prompt_tokens_total,
         plen[5]);
   for (int c = 0; c < 3; c++) CHECK(r[0].finished[c] && r[0].ntok[c] == 12, "choice %d: %d tokens", c, r[0].ntok[c]);
@@ -356,8 +365,7 @@ static void test_cancel_one_choice(void) {
   CHECK(r[0].completion_tokens[0] == 150 && r[0].completion_tokens[2] == 150 && r[0].completion_tokens[1] < 150,
         "completion tokens %d %d %d", r[0].completion_tokens[0], r[0].completion_tokens[1], r[0].completion_tokens[2]);
   sched_stats st;
-  usleep(10000);
-  sched_get_stats(s, &st);
+  stats_when_idle(s, &st);
   CHECK(st.kv.blocks_used == 0, "blocks used after the request ended");
   sched_free(s);
 }
