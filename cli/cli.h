@@ -40,6 +40,12 @@ int cli_parse_ids(const char *s, int32_t **ids, int *n);
 /* Selects the kernel level; 0, or 2 after printing why (unknown name, or a
  * level this CPU lacks). */
 int cli_isa_apply(const char *isa);
+/* --mmap for every command that loads weights (env twin MFASERVE_MMAP): map
+ * the safetensors files instead of reading them into huge-page memory
+ * (eng_weights_use_mmap). */
+#define CLI_MMAP_FLAG(var)                                                                              \
+  {"mmap", "MFASERVE_MMAP", CLI_BOOL, &(var),                                                           \
+   "map the weight files (shared page cache, lazy) instead of reading them into memory with huge pages"}
 
 int cmd_generate(int argc, char **argv);
 int cmd_bench(int argc, char **argv);

@@ -1,6 +1,11 @@
 /* cmd_bench.c: `mfaserve bench engine`: prefill and batch-1 decode speed,
- * each beside a ceiling measured in the same run (sgemm rate for prefill,
- * read bandwidth / weight bytes per token for decode). Medians of --reps. */
+ * each beside ceilings measured in the same run; `bench batch`: aggregate
+ * decode at several concurrencies, beside the same compute ceilings.
+ * Ceilings: the running kernel level's FMA peak (no memory traffic), OpenBLAS
+ * sgemm (whatever kernels OPENBLAS_CORETYPE lets it pick: named in the
+ * output), read bandwidth over a buffer larger than the caches (DRAM) and
+ * over one the size of the weights a decode step reads (what a cache that
+ * holds much of the model makes of it). Medians of --reps. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,6 +39,7 @@ static int bench_engine(int argc, char **argv) {
       {"reps", NULL, CLI_INT, &reps, "repetitions (medians are reported)"},
       {"json", NULL, CLI_BOOL, &json, "print one JSON object"},
       CLI_ISA_FLAG(o.isa),
+      CLI_MMAP_FLAG(o.mmap),
   };
   int rc = cli_parse("bench engine", "Measures prefill and batch-1 decode against this machine's ceilings.",
                      flags, sizeof flags / sizeof flags[0], argc, argv, NULL, NULL);
@@ -57,6 +63,8 @@ static int bench_engine(int argc, char **argv) {
   int32_t *toks = malloc((size_t)(prompt + gen) * sizeof *toks);
   double *pf = calloc((size_t)reps, sizeof *pf), *dc = calloc((size_t)reps, sizeof *dc);
   double *bw = calloc((size_t)reps, sizeof *bw), *sg = calloc((size_t)reps, sizeof *sg);
+  double *pk = calloc((size_t)reps, sizeof *pk), *bww = calloc((size_t)reps, sizeof *bww);
+  size_t ws_bytes = (size_t)in->weight_bytes_per_token;
   for (int i = 0; i < prompt + gen; i++) toks[i] = (int32_t)((i * 7919u + 13) % (unsigned)V);
   /* FLOPs per prefill token: 2 per weight of the matrices (not lm_head for
    * all but the last), plus attention (QK and PV over the causal half). */
@@ -66,6 +74,8 @@ static int bench_engine(int argc, char **argv) {
   for (int r = 0; r < reps && !rc; r++) {
     /* ceilings first, in the same run */
     bw[r] = eng_bench_bandwidth(s.c, (size_t)512 << 20, 3);
+    bww[r] = eng_bench_bandwidth(s.c, ws_bytes, 3);
+    pk[r] = eng_bench_fma_peak(s.c, 3);
     int m = 512, n = 2048, k = MFS_MAX(in->d, 512);
     double t = eng_bench_sgemm(s.c, m, n, k, 3);
     sg[r] = 2.0 * m * n * k / t;
@@ -83,28 +93,36 @@ static int bench_engine(int argc, char **argv) {
     return 1;
   }
   double prefill = median(pf, reps), decode = median(dc, reps), bwm = median(bw, reps), sgm = median(sg, reps);
+  double peak = median(pk, reps), bwws = median(bww, reps);
+  const char *isa = eng_isa_name(), *blas = eng_bench_blas_core();
   /* bytes per decode step: weights + the KV read at the mean context */
   kvc_geom g = *kvc_pool_geom(s.kv);
   double kv_bytes = (double)kvc_bytes_per_token(&g) * (prompt + gen / 2.0);
   double bytes_tok = (double)in->weight_bytes_per_token + kv_bytes;
-  double decode_ceiling = bwm / bytes_tok;
+  double decode_ceiling = bwm / bytes_tok, decode_ceiling_ws = bwws / bytes_tok;
   double prefill_gflops = prefill * flops_tok / 1e9;
   if (json) {
-    printf("{\"model\":\"%s\",\"attention\":\"%s\",\"threads\":%d,\"params\":%lld,\"prompt_len\":%d,\"gen_len\":%d,"
-           "\"prefill_tokens_per_s\":%.2f,\"prefill_gflops\":%.2f,\"sgemm_gflops\":%.2f,\"prefill_vs_sgemm\":%.4f,"
-           "\"decode_tokens_per_s\":%.2f,\"decode_bytes_per_token\":%.0f,\"bandwidth_gbs\":%.3f,"
-           "\"decode_ceiling_tokens_per_s\":%.2f,\"decode_vs_bandwidth\":%.4f}\n",
-           o.model, eng_attn_name(in->attn), nth, (long long)in->n_params, prompt, gen, prefill, prefill_gflops,
-           sgm / 1e9, prefill_gflops * 1e9 / sgm, decode, bytes_tok, bwm / 1e9, decode_ceiling,
-           decode / decode_ceiling);
+    printf("{\"model\":\"%s\",\"attention\":\"%s\",\"isa\":\"%s\",\"threads\":%d,\"params\":%lld,"
+           "\"prompt_len\":%d,\"gen_len\":%d,\"prefill_tokens_per_s\":%.2f,\"prefill_gflops\":%.2f,"
+           "\"fma_peak_gflops\":%.2f,\"prefill_vs_peak\":%.4f,\"blas_core\":\"%s\",\"sgemm_gflops\":%.2f,"
+           "\"prefill_vs_sgemm\":%.4f,\"decode_tokens_per_s\":%.2f,\"decode_bytes_per_token\":%.0f,"
+           "\"bandwidth_gbs\":%.3f,\"decode_ceiling_tokens_per_s\":%.2f,\"decode_vs_bandwidth\":%.4f,"
+           "\"bandwidth_weights_size_gbs\":%.3f,\"decode_vs_bandwidth_weights_size\":%.4f}\n",
+           o.model, eng_attn_name(in->attn), isa, nth, (long long)in->n_params, prompt, gen, prefill,
+           prefill_gflops, peak / 1e9, prefill_gflops * 1e9 / peak, blas, sgm / 1e9, prefill_gflops * 1e9 / sgm,
+           decode, bytes_tok, bwm / 1e9, decode_ceiling, decode / decode_ceiling, bwws / 1e9,
+           decode / decode_ceiling_ws);
   } else {
-    printf("model %s: %s attention, %.1fM parameters, %d threads, medians of %d runs\n", o.model,
-           eng_attn_name(in->attn), in->n_params / 1e6, nth, reps);
-    printf("prefill (%d tokens):  %8.1f tokens/s = %6.1f GFLOP/s   ceiling: sgemm %6.1f GFLOP/s -> %5.1f%%\n",
-           prompt, prefill, prefill_gflops, sgm / 1e9, 100 * prefill_gflops * 1e9 / sgm);
-    printf("decode (batch 1):     %8.1f tokens/s                    ceiling: %.1f GB/s / %.1f MB per token = "
-           "%.1f tokens/s -> %5.1f%%\n",
-           decode, bwm / 1e9, bytes_tok / 1e6, decode_ceiling, 100 * decode / decode_ceiling);
+    printf("model %s: %s attention, %.1fM parameters, kernel level %s, %d threads, medians of %d runs\n", o.model,
+           eng_attn_name(in->attn), in->n_params / 1e6, isa, nth, reps);
+    printf("prefill (%d tokens):  %8.1f tokens/s = %6.1f GFLOP/s   ceilings: %s FMA peak %6.1f GFLOP/s -> %5.1f%%;"
+           " OpenBLAS sgemm (%s) %6.1f -> %5.1f%%\n",
+           prompt, prefill, prefill_gflops, isa, peak / 1e9, 100 * prefill_gflops * 1e9 / peak, blas, sgm / 1e9,
+           100 * prefill_gflops * 1e9 / sgm);
+    printf("decode (batch 1):     %8.1f tokens/s                    ceilings: %.1f MB per token at %.1f GB/s (DRAM) ="
+           " %.1f tokens/s -> %5.1f%%; at %.1f GB/s (a buffer of that size) = %.1f -> %5.1f%%\n",
+           decode, bytes_tok / 1e6, bwm / 1e9, decode_ceiling, 100 * decode / decode_ceiling, bwws / 1e9,
+           decode_ceiling_ws, 100 * decode / decode_ceiling_ws);
   }
   free(logits);
   free(toks);
@@ -112,19 +130,23 @@ static int bench_engine(int argc, char **argv) {
   free(dc);
   free(bw);
   free(sg);
+  free(pk);
+  free(bww);
   cli_session_close(&s);
   return 0;
 }
 
 /* Batched decode: N sequences, each with a prefilled prompt, decoding one
- * token per step together; and how many ctx-token sequences a pool of
- * --pool-bytes really holds (sequences are reserved until the pool says
- * full). */
+ * token per step together, as GFLOP/s beside the level's FMA peak and
+ * OpenBLAS's sgemm measured in the same run; and how many ctx-token
+ * sequences a pool of --pool-bytes really holds (sequences are reserved
+ * until the pool says full). */
 static int bench_batch(int argc, char **argv) {
   const char *model = cli_default_model(), *kv = "f16", *conc_s = "1,4,16,64";
   int threads = 0, prompt = 128, steps = 32, reps = 3, json = 0, block = 16, ctx = 1024;
   uint64_t pool_bytes = 1ull << 30;
   const char *isa = NULL;
+  int use_mmap = 0;
   cli_flag flags[] = {
       {"model", "MFASERVE_MODEL", CLI_STR, &model, "model directory"},
       {"threads", "MFASERVE_THREADS", CLI_INT, &threads, "worker threads (0: all cores)"},
@@ -138,11 +160,13 @@ static int bench_batch(int argc, char **argv) {
       {"capacity-ctx", NULL, CLI_INT, &ctx, "sequence length for the capacity count"},
       {"json", NULL, CLI_BOOL, &json, "print one JSON object"},
       CLI_ISA_FLAG(isa),
+      CLI_MMAP_FLAG(use_mmap),
   };
   int rc = cli_parse("bench batch", "Measures aggregate decode at several concurrencies and KV capacity.", flags,
                      sizeof flags / sizeof flags[0], argc, argv, NULL, NULL);
   if (rc) return rc == CLI_HELP ? 0 : 2;
   if ((rc = cli_isa_apply(isa))) return rc;
+  eng_weights_use_mmap(use_mmap);
   kvc_dtype dt;
   int32_t *conc;
   int nconc;
@@ -205,6 +229,16 @@ static int bench_batch(int argc, char **argv) {
     goto out;
   }
   for (int i = 0; i < MFS_MAX(prompt, maxc); i++) toks[i] = (int32_t)((i * 7919u + 13) % (unsigned)in->vocab);
+  /* ceilings, in the same run */
+  double peak = eng_bench_fma_peak(c, 3), sgemm = 0;
+  {
+    int sm = 512, sn = 2048, sk = MFS_MAX(in->d, 512);
+    sgemm = 2.0 * sm * sn * sk / eng_bench_sgemm(c, sm, sn, sk, 3);
+  }
+  /* FLOPs per decoded token: 2 per matrix weight (lm_head included), plus
+   * attention (QK and PV) at the mean context of the timed steps */
+  double flops_tok = 2.0 * (double)in->matmul_params +
+                     4.0 * in->n_heads * in->head_dim * (prompt + steps / 2.0) * in->n_layers;
   for (int ci = 0; ci < nconc; ci++) {
     int n = conc[ci];
     for (int r = -1; r < reps; r++) { /* r = -1 warms up (page faults, sleeping workers) */
@@ -233,22 +267,31 @@ static int bench_batch(int argc, char **argv) {
     }
     tps[ci] = median(runs, reps);
   }
+  const char *blas = eng_bench_blas_core();
+  isa = eng_isa_name();
   if (json) {
-    printf("{\"model\":\"%s\",\"attention\":\"%s\",\"threads\":%d,\"kv_bytes_per_token\":%zu,\"pool_bytes\":%llu,"
-           "\"capacity_ctx\":%d,\"capacity_sequences\":%ld,\"decode\":[",
-           model, eng_attn_name(in->attn), eng_ctx_threads(c), kvc_bytes_per_token(&g),
-           (unsigned long long)pool_bytes, ctx, capacity);
+    printf("{\"model\":\"%s\",\"attention\":\"%s\",\"isa\":\"%s\",\"threads\":%d,\"kv_bytes_per_token\":%zu,"
+           "\"pool_bytes\":%llu,\"capacity_ctx\":%d,\"capacity_sequences\":%ld,\"fma_peak_gflops\":%.2f,"
+           "\"blas_core\":\"%s\",\"sgemm_gflops\":%.2f,\"flops_per_token\":%.0f,\"decode\":[",
+           model, eng_attn_name(in->attn), isa, eng_ctx_threads(c), kvc_bytes_per_token(&g),
+           (unsigned long long)pool_bytes, ctx, capacity, peak / 1e9, blas, sgemm / 1e9, flops_tok);
     for (int ci = 0; ci < nconc; ci++)
-      printf("%s{\"concurrency\":%d,\"tokens_per_s\":%.2f,\"vs_batch1\":%.3f}", ci ? "," : "", conc[ci], tps[ci],
-             tps[ci] / tps[0] * conc[0]);
+      printf("%s{\"concurrency\":%d,\"tokens_per_s\":%.2f,\"vs_batch1\":%.3f,\"gflops\":%.2f,"
+             "\"vs_peak\":%.4f,\"vs_sgemm\":%.4f}",
+             ci ? "," : "", conc[ci], tps[ci], tps[ci] / tps[0] * conc[0], tps[ci] * flops_tok / 1e9,
+             tps[ci] * flops_tok / peak, tps[ci] * flops_tok / sgemm);
     printf("]}\n");
   } else {
-    printf("model %s: %s attention, %zu KV bytes per token (%s), %d threads\n", model, eng_attn_name(in->attn),
-           kvc_bytes_per_token(&g), kv, eng_ctx_threads(c));
+    printf("model %s: %s attention, %zu KV bytes per token (%s), kernel level %s, %d threads\n", model,
+           eng_attn_name(in->attn), kvc_bytes_per_token(&g), kv, isa, eng_ctx_threads(c));
     printf("capacity: %ld sequences of %d tokens in a %.2f GiB pool\n", capacity, ctx, pool_bytes / 1073741824.0);
+    printf("ceilings: %s FMA peak %.1f GFLOP/s; OpenBLAS sgemm (%s) %.1f GFLOP/s; %.1f MFLOP per token\n", isa,
+           peak / 1e9, blas, sgemm / 1e9, flops_tok / 1e6);
     for (int ci = 0; ci < nconc; ci++)
-      printf("decode at %3d sequences: %9.1f tokens/s aggregate (%.2fx the first row)\n", conc[ci], tps[ci],
-             tps[ci] / tps[0]);
+      printf("decode at %3d sequences: %9.1f tokens/s aggregate (%.2fx the first row) = %6.1f GFLOP/s -> %5.1f%% of"
+             " peak, %5.1f%% of sgemm\n",
+             conc[ci], tps[ci], tps[ci] / tps[0], tps[ci] * flops_tok / 1e9, 100 * tps[ci] * flops_tok / peak,
+             100 * tps[ci] * flops_tok / sgemm);
   }
 out:
   if (rc > 0 || rc < 0) fprintf(stderr, "mfaserve bench batch: failed: %s\n", mfs_strerror(rc));

@@ -41,7 +41,7 @@ int cmd_serve(int argc, char **argv) {
   const char *model = cli_default_model(), *host = "127.0.0.1", *served = NULL, *api_key = NULL;
   const char *kv_dtype = "f16", *chat_template = "auto", *log_level = "info";
   int port = 8000, max_num_seqs = 64, max_batched = 2048, max_queued = 256, max_model_len = 0, block_size = 16;
-  int threads = 0;
+  int threads = 0, use_mmap = 0;
   const char *isa = NULL;
   /* a JSON body is parsed into a tree of several times its size: 4 MiB
    * bounds one request to a few hundred MiB of parsing */
@@ -78,6 +78,7 @@ int cmd_serve(int argc, char **argv) {
        "auto (tokenizer_config.json's if recognised, else ChatML), chatml, llama3, mistral or plain"},
       {"log-level", "MFASERVE_LOG_LEVEL", CLI_STR, &log_level, "debug, info, warn or error"},
       CLI_ISA_FLAG(isa),
+      CLI_MMAP_FLAG(use_mmap),
   };
   int rc = cli_parse("serve", "Serves the model over an OpenAI-compatible HTTP API.", flags,
                      (int)(sizeof flags / sizeof flags[0]), argc, argv, NULL, NULL);
@@ -91,6 +92,9 @@ int cmd_serve(int argc, char **argv) {
   if ((rc = cli_isa_apply(isa))) return rc;
   mfs_log(MFS_LOG_INFO, "engine", "kernels: %s (built: %s; this CPU supports: %s; CPU features: %s)", eng_isa_name(),
           eng_isa_built(), eng_isa_supported(), eng_cpu_features());
+  eng_weights_use_mmap(use_mmap);
+  mfs_log(MFS_LOG_INFO, "engine", "weights: %s", use_mmap ? "mapped from the files (--mmap)"
+                                                          : "read into memory, advised for 2 MiB pages (--mmap maps them instead)");
   int f32;
   if (!strcmp(kv_dtype, "f16")) f32 = 0;
   else if (!strcmp(kv_dtype, "f32")) f32 = 1;

@@ -30,6 +30,7 @@ int cli_session_open(cli_session *s, const cli_session_opts *o) {
     return 2;
   }
   if (cli_isa_apply(o->isa)) return 2;
+  eng_weights_use_mmap(o->mmap);
   int rc = eng_model_load(&s->m, o->model, o->quiet ? NULL : load_progress, NULL, err, sizeof err);
   if (rc) {
     fprintf(stderr, "mfaserve: cannot load model: %s\n", err);

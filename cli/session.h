@@ -22,6 +22,7 @@ typedef struct cli_session_opts {
   kvc_dtype kv_dtype;
   int quiet;
   const char *isa; /* kernel level (NULL: MFASERVE_ISA or the best) */
+  int mmap;        /* map the weight files (--mmap) */
 } cli_session_opts;
 
 /* Loads the model and reserves a pool for one sequence of max_ctx tokens.

@@ -25,13 +25,15 @@ typedef struct st_tensor {
 
 typedef struct st_file {
   char *path;          /* owned */
-  void *map;           /* mmap of the whole file, PROT_READ */
+  void *map;           /* the whole file, PROT_READ: mapped from the file, or
+                          read into anonymous memory (see eng_weights_use_mmap) */
   size_t size;
+  size_t map_len;      /* bytes to munmap at map (anonymous: size rounded up) */
   st_tensor *tensors;  /* [n], owned */
   int n;
 } st_file;
 
-/* Maps path and validates its header: header length inside the file, JSON
+/* Maps (or reads, see eng_weights_use_mmap) path and validates its header: header length inside the file, JSON
  * header, each tensor's dtype (F32/F16/BF16), shape, and data_offsets inside
  * the data area, non-overlapping and equal to shape x dtype size. On failure
  * returns MFS_EIO/MFS_EFORMAT/MFS_EUNSUPPORTED with a message naming the

@@ -1,7 +1,9 @@
 /* safetensors.c: validating reader for .safetensors files and the HF
  * sharded layout (model.safetensors.index.json).
  *
- * A file is mapped read-only once; tensors point into the mapping. Every
+ * A file is read once into anonymous memory advised for huge pages (or, with
+ * eng_weights_use_mmap(1), mapped), then made read-only; tensors point into
+ * it. Every
  * length and offset in the header is checked against the file before any
  * pointer is formed, so a malformed or truncated file is an error message,
  * never an out-of-bounds read. Invariant after a successful open: each
@@ -42,11 +44,47 @@ static int span_cmp(const void *a, const void *b) {
   return x->b < y->b ? -1 : x->b > y->b ? 1 : (x->e < y->e ? -1 : x->e > y->e);
 }
 
+static int weights_mmap; /* eng_weights_use_mmap */
+void eng_weights_use_mmap(int on) { weights_mmap = on != 0; }
+int eng_weights_mmapped(void) { return weights_mmap; }
+
+#define HUGE_PAGE ((size_t)2 << 20)
+
+/* The whole of fd (size bytes) in anonymous memory at a 2 MiB boundary,
+ * advised for transparent huge pages, read-only once filled; *len: the
+ * length to munmap. NULL with errno set on failure (EIO: a short read). */
+static void *read_whole(int fd, size_t size, size_t *len) {
+  size_t want = (size + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1);
+  uint8_t *raw = mmap(NULL, want + HUGE_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (raw == MAP_FAILED) return NULL;
+  /* trim to the aligned part, so that munmap(map, want) releases it all */
+  uint8_t *a = (uint8_t *)(((uintptr_t)raw + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1));
+  if (a > raw) munmap(raw, (size_t)(a - raw));
+  if (raw + HUGE_PAGE > a) munmap(a + want, (size_t)(raw + HUGE_PAGE - a));
+#ifdef MADV_HUGEPAGE
+  madvise(a, want, MADV_HUGEPAGE); /* advice: without THP the copy still works */
+#endif
+  for (size_t got = 0; got < size;) {
+    ssize_t r = pread(fd, a + got, size - got, (off_t)got);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) {
+      int e = r < 0 ? errno : EIO;
+      munmap(a, want);
+      errno = e;
+      return NULL;
+    }
+    got += (size_t)r;
+  }
+  mprotect(a, want, PROT_READ);
+  *len = want;
+  return a;
+}
+
 void st_file_close(st_file *f) {
   if (!f) return;
   for (int i = 0; i < f->n; i++) free(f->tensors[i].name);
   free(f->tensors);
-  if (f->map && f->map != MAP_FAILED) munmap(f->map, f->size);
+  if (f->map && f->map != MAP_FAILED) munmap(f->map, f->map_len);
   free(f->path);
   memset(f, 0, sizeof *f);
 }
@@ -73,11 +111,22 @@ int st_file_open(st_file *f, const char *path, char *err, size_t errlen) {
               path, f->size);
     goto out;
   }
-  f->map = mmap(NULL, f->size, PROT_READ, MAP_PRIVATE, fd, 0);
+  if (weights_mmap) {
+    f->map = mmap(NULL, f->size, PROT_READ, MAP_PRIVATE, fd, 0);
+    f->map_len = f->size;
+  } else {
+    f->map = read_whole(fd, f->size, &f->map_len);
+    if (!f->map) f->map = MAP_FAILED;
+  }
+  int map_errno = errno;
   close(fd);
   if (f->map == MAP_FAILED) {
     f->map = NULL;
-    rc = fail(err, errlen, MFS_EIO, "%s: mmap failed: %s", path, strerror(errno));
+    rc = weights_mmap ? fail(err, errlen, MFS_EIO, "%s: mmap failed: %s", path, strerror(map_errno))
+         : map_errno == ENOMEM
+             ? fail(err, errlen, MFS_ENOMEM, "%s: no memory for its %zu bytes (--mmap maps the file instead)", path,
+                    f->size)
+             : fail(err, errlen, MFS_EIO, "%s: cannot read: %s", path, strerror(map_errno));
     goto out;
   }
   const uint8_t *base = f->map;

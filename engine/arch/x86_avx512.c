@@ -109,7 +109,8 @@ static void z_swiglu(float *g, const float *u, int n) {
 
 /* The prefetch runs this far ahead of the loads, in bytes of the stream
  * (the 4 rows of a pass are one contiguous run): rows are short (1-2 KiB),
- * too short for the hardware prefetcher to lock on to each. */
+ * too short for the hardware prefetcher to lock on to each. It fills L2
+ * (T1), not L1: see GEMV_PREFETCH in x86_avx2.c for the measurement. */
 #define Z_PREFETCH 8192
 
 /* Four rows per pass share each load of x; 2 accumulators per row hide the
@@ -125,7 +126,7 @@ static inline __attribute__((always_inline)) void gemv_dt(float *y, const void *
     const char *pf = r0 + Z_PREFETCH;
     for (int j = 0; j < k32; j += 32) {
       /* 4 rows x 32 weights = 4 * 32 * esz bytes of the stream per iteration */
-      for (size_t b = 0; b < 2 * esz * 64; b += 64) _mm_prefetch(pf + (size_t)j * 4 * esz + b, _MM_HINT_T0);
+      for (size_t b = 0; b < 2 * esz * 64; b += 64) _mm_prefetch(pf + (size_t)j * 4 * esz + b, _MM_HINT_T1);
       __m512 x0 = _mm512_loadu_ps(x + j), x1 = _mm512_loadu_ps(x + j + 16);
       a0 = _mm512_fmadd_ps(widen16(r0 + (size_t)j * esz, dt), x0, a0);
       b0 = _mm512_fmadd_ps(widen16(r0 + (size_t)(j + 16) * esz, dt), x1, b0);
@@ -184,7 +185,7 @@ static inline __attribute__((always_inline)) void few_pass(float *out, int ldo, 
 #pragma GCC unroll 6
     for (int m = 0; m < M; m++) a[m] = b[m] = _mm512_setzero_ps();
     for (int j = 0; j < k16; j += 16) {
-      if (((size_t)j * esz) % 64 == 0) _mm_prefetch(pf + (size_t)j * 2 * esz, _MM_HINT_T0);
+      if (((size_t)j * esz) % 64 == 0) _mm_prefetch(pf + (size_t)j * 2 * esz, _MM_HINT_T1);
       __m512 va = widen16(wa + (size_t)j * esz, dt), vb = widen16(wb + (size_t)j * esz, dt);
 #pragma GCC unroll 6
       for (int m = 0; m < M; m++) {

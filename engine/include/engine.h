@@ -60,6 +60,17 @@ const char *eng_cpu_features(void);
 
 typedef struct eng_model eng_model;
 
+/* How eng_model_load makes the weights resident, for every load after the
+ * call (start-up, before any load; not thread-safe). 0 (the default): each
+ * safetensors file is read into anonymous memory aligned to 2 MiB and advised
+ * for transparent huge pages, then made read-only: a decode step streams
+ * every weight, and with 4 KiB pages of a file mapping the page walks cost
+ * about a tenth of batch-1 decode speed (measured, BENCHMARKS.md). 1: the
+ * files are mapped (mmap, read-only; shared with other processes through the
+ * page cache, loaded lazily). */
+void eng_weights_use_mmap(int on);
+int eng_weights_mmapped(void); /* the current choice */
+
 /* Loads dir. Returns 0, or a negative error with a message naming the file,
  * key or tensor and what was expected written to err (errlen > 0). Nothing
  * is left allocated or mapped on failure. progress, if not NULL, is called
@@ -115,5 +126,12 @@ int eng_forward(eng_ctx *c, const eng_batch *b);
 double eng_bench_sgemm(eng_ctx *c, int m, int n, int k, int reps);
 /* Read bandwidth in bytes/s over `bytes` using the context's threads. */
 double eng_bench_bandwidth(eng_ctx *c, size_t bytes, int reps);
+/* FLOP/s of independent FMA chains on all of the context's threads at the
+ * running kernel level (no memory traffic): the level's compute peak, which
+ * no projection can beat and which does not depend on OpenBLAS's kernels. */
+double eng_bench_fma_peak(eng_ctx *c, int reps);
+/* The sgemm kernels OpenBLAS chose (its core name, e.g. "Haswell" when
+ * OPENBLAS_CORETYPE pins it), for the label of eng_bench_sgemm's figure. */
+const char *eng_bench_blas_core(void);
 
 #endif

@@ -277,6 +277,11 @@ def main():
             p = U.run(args.bin, ["logits", "--model", bases[k], "--prompt-ids", "1,2,3", "--out", out], timeout=60)
             rec.check("control: intact base model '%s' loads" % k, p.returncode == 0,
                       "rc=%d %s" % (p.returncode, p.stderr.strip()[-200:]))
+            # the weights read into memory (default) and mapped (--mmap) give the same bits
+            read, e1 = U.engine_logits(args.bin, bases[k], [1, 2, 3], out)
+            mapped, e2 = U.engine_logits(args.bin, bases[k], [1, 2, 3], out, ["--mmap"])
+            rec.check("control: '%s' read and --mmap logits identical" % k,
+                      read is not None and mapped is not None and (read == mapped).all(), e1 + e2)
         for i, (name, base, level, mut, culprits) in enumerate(CASES):
             if args.only and args.only not in name:
                 continue
@@ -292,6 +297,8 @@ def main():
             cmds = [["logits", "--model", d, "--prompt-ids", "1,2,3", "--out", out]]
             if level == "config":
                 cmds.append(["info", "--model", d, "--json"])
+            if level == "weights":  # mapped as well as read: the same checks
+                cmds.append(["logits", "--model", d, "--prompt-ids", "1,2,3", "--out", out, "--mmap"])
             for cmd in cmds:
                 p = U.run(args.bin, cmd, timeout=30)
                 err = p.stderr.strip()
