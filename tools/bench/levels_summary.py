@@ -37,34 +37,30 @@ def levels():
     return sorted(seen, key=lambda x: order.index(x) if x in order else 99)
 
 
+def engine_table(lvs, models, head, key, ratio, fmt):
+    """One bench-engine figure per level, thread count and model, with its ratio."""
+    print("| level | threads | " + " | ".join(head.replace("%", "%%").replace("%%s", "%s") % m for m in models) + " |")
+    print("|---|---|" + "---|" * len(models))
+    for lv in lvs:
+        for th in (2, 1):
+            cells = []
+            for m in models:
+                r = load("levels-%s-engine-%s-t%d-*.json" % (lv, m, th))
+                v, q = med(r, key), med(r, ratio)
+                cells.append((fmt + " (%.0f%%)") % (v, 100 * q) if v else "-")
+            print("| %s | %d | %s |" % (lv, th, " | ".join(cells)))
+    print()
+
+
 def main():
     lvs = levels()
     if not lvs:
         print("no levels-*.json results in %s" % RES)
         return 1
     models = ["small-f16", "small-bf16", "small-f32", "medium-f16"]
-    print("| level | threads | " + " | ".join("prefill %s tok/s (%% of FMA peak)" % m for m in models) + " |")
-    print("|---|---|" + "---|" * len(models))
-    for lv in lvs:
-        for th in (2, 1):
-            cells = []
-            for m in models:
-                r = load("levels-%s-engine-%s-t%d-*.json" % (lv, m, th))
-                p, v = med(r, "prefill_tokens_per_s"), med(r, "prefill_vs_peak")
-                cells.append("%.0f (%.0f%%)" % (p, 100 * v) if p else "-")
-            print("| %s | %d | %s |" % (lv, th, " | ".join(cells)))
-    print()
-    print("| level | threads | " + " | ".join("decode %s tok/s (%% of read bandwidth)" % m for m in models) + " |")
-    print("|---|---|" + "---|" * len(models))
-    for lv in lvs:
-        for th in (2, 1):
-            cells = []
-            for m in models:
-                r = load("levels-%s-engine-%s-t%d-*.json" % (lv, m, th))
-                d, v = med(r, "decode_tokens_per_s"), med(r, "decode_vs_bandwidth")
-                cells.append("%.1f (%.0f%%)" % (d, 100 * v) if d else "-")
-            print("| %s | %d | %s |" % (lv, th, " | ".join(cells)))
-    print()
+    engine_table(lvs, models, "prefill %s tok/s (% of FMA peak)", "prefill_tokens_per_s", "prefill_vs_peak", "%.0f")
+    engine_table(lvs, models, "decode %s tok/s (% of read bandwidth)", "decode_tokens_per_s", "decode_vs_bandwidth",
+                 "%.1f")
     concs = None
     rows = []
     for lv in lvs:
