@@ -57,6 +57,42 @@ test('404 route, 405 method, 400 for bad bodies', async () => {
   eq((await post(B, '/v1/completions', { prompt: 'x', max_tokens: 1 })).status, 200, 'serves afterwards');
 });
 
+test('a body that is not UTF-8 is a 400 naming the first bad byte (RFC 8259), on every JSON route', async () => {
+  // Oracle: TextDecoder with fatal: true (WHATWG UTF-8, the same well-formedness
+  // as Unicode's Table 3-7). The first bad byte is the end of the longest prefix
+  // that decodes: a cut-short sequence is invalid at its first byte.
+  const dec = new TextDecoder('utf-8', { fatal: true });
+  const ok = (b) => { try { dec.decode(b); return true; } catch { return false; } };
+  const firstBad = (b) => { for (let p = b.length; p >= 0; p--) if (ok(b.subarray(0, p))) return p === b.length ? -1 : p; };
+  const head = new TextEncoder().encode('{"prompt": "'), tail = new TextEncoder().encode('"}');
+  let seed = 12345;
+  const rnd = (n) => { seed = (seed * 1103515245 + 12345) % 2147483648; return seed % n; };
+  const picks = [0x41, 0x7f, 0x80, 0xbf, 0xc0, 0xc1, 0xc2, 0xdf, 0xe0, 0xa0, 0x9f, 0xed, 0xef, 0xf0, 0x90, 0x8f,
+                 0xf4, 0xf5, 0xff, 0xe2, 0x82, 0xac, 0xc3, 0xa9];
+  let invalid = 0;
+  for (let i = 0; i < 150; i++) {
+    const s = Uint8Array.from({ length: 1 + rnd(10) }, () => picks[rnd(picks.length)]);
+    const body = new Uint8Array([...head, ...s, ...tail]);
+    const want = firstBad(s);
+    const r = await post(B, i % 2 ? '/tokenize' : '/v1/completions', body);
+    if (want < 0) {
+      assert(r.status !== 400 || !/UTF-8/.test(r.text), 'valid bytes ' + Array.from(s) + ' refused: ' + r.text);
+      continue;
+    }
+    invalid++;
+    isError(r, 400, 'invalid_request_error');
+    const m = /byte (\d+)/.exec(r.json.error.message);
+    assert(m, 'message names the byte: ' + r.json.error.message);
+    eq(Number(m[1]), head.length + want, 'offset for bytes ' + Array.from(s, (x) => x.toString(16)));
+  }
+  assert(invalid > 50 && invalid < 150, 'both kinds drawn: ' + invalid + ' invalid');
+  // chat messages too, and the server keeps serving
+  const chat = new Uint8Array([...new TextEncoder().encode('{"messages": [{"role": "user", "content": "a'), 0xc3, 0x28,
+                               ...new TextEncoder().encode('"}], "max_tokens": 1}')]);
+  isError(await post(B, '/v1/chat/completions', chat), 400, 'invalid_request_error');
+  eq((await post(B, '/v1/completions', { prompt: 'caf\u00e9', max_tokens: 1 })).status, 200, 'serves afterwards');
+});
+
 test('413 past --max-body-bytes (Content-Length and chunked)', async () => {
   const big = JSON.stringify({ prompt: 'a'.repeat(17000), max_tokens: 1 });
   isError(await post(B, '/v1/completions', big), 413);

@@ -92,7 +92,7 @@ export async function post(base, path, body, headers = {}) {
   const r = await fetch(base + path, {
     method: 'POST',
     headers: { 'content-type': 'application/json', ...headers },
-    body: typeof body === 'string' ? body : JSON.stringify(body),
+    body: typeof body === 'string' || body instanceof Uint8Array ? body : JSON.stringify(body), // bytes as they are
   });
   const text = await r.text();
   let json = null;
