@@ -39,7 +39,7 @@ static uint64_t default_kv_bytes(void) {
 
 int cmd_serve(int argc, char **argv) {
   const char *model = cli_default_model(), *host = "127.0.0.1", *served = NULL, *api_key = NULL;
-  const char *kv_dtype = "f16", *chat_template = "auto", *log_level = "info";
+  const char *kv_dtype = "f16", *chat_template = "auto", *log_level = "info", *metrics_compat = "vllm";
   int port = 8000, max_num_seqs = 64, max_batched = 2048, max_queued = 256, max_model_len = 0, block_size = 16;
   int threads = 0, use_mmap = 0;
   const char *isa = NULL;
@@ -77,6 +77,9 @@ int cmd_serve(int argc, char **argv) {
       {"chat-template", "MFASERVE_CHAT_TEMPLATE", CLI_STR, &chat_template,
        "auto (tokenizer_config.json's if recognised, else ChatML), chatml, llama3, mistral or plain"},
       {"log-level", "MFASERVE_LOG_LEVEL", CLI_STR, &log_level, "debug, info, warn or error"},
+      {"metrics-compat", "MFASERVE_METRICS_COMPAT", CLI_STR, &metrics_compat,
+       "vllm: /metrics also under vLLM's names (vllm:..., what routers such as the Gateway API Inference "
+       "Extension read); none: mfaserve: names only"},
       CLI_ISA_FLAG(isa),
       CLI_MMAP_FLAG(use_mmap),
   };
@@ -89,6 +92,11 @@ int cmd_serve(int argc, char **argv) {
     return 2;
   }
   mfs_log_set_level(lvl);
+  int metrics_vllm = !strcmp(metrics_compat, "vllm");
+  if (!metrics_vllm && strcmp(metrics_compat, "none")) {
+    fprintf(stderr, "mfaserve serve: --metrics-compat '%s': expected vllm or none\n", metrics_compat);
+    return 2;
+  }
   if ((rc = cli_isa_apply(isa))) return rc;
   mfs_log(MFS_LOG_INFO, "engine", "kernels: %s (built: %s; this CPU supports: %s; CPU features: %s)", eng_isa_name(),
           eng_isa_built(), eng_isa_supported(), eng_cpu_features());
@@ -131,6 +139,7 @@ int cmd_serve(int argc, char **argv) {
       .receive_timeout = receive_timeout,
       .shutdown_timeout = shutdown_timeout,
       .chat_template = chat_template,
+      .metrics_vllm = metrics_vllm,
   };
   srv *s;
   char err[512];

@@ -1,5 +1,7 @@
 /* srv_metrics.c: /metrics in Prometheus text format (prefix "mfaserve:",
- * vLLM's names and meanings) and the /v1/cache/stats JSON for the cache
+ * vLLM's names and meanings; with srv_opts.metrics_vllm the series routers
+ * and autoscalers read are exported again under vLLM's own prefix "vllm:",
+ * with vLLM's info gauges) and the /v1/cache/stats JSON for the cache
  * dashboard. Counts come from sched_get_stats; finished requests by reason
  * and the latency histograms are kept here, from event timestamps, because
  * the reason a user sees (a stop string) is decided here. Loop thread. */
@@ -35,8 +37,9 @@ void srv_metrics_init(srv *s) {
             (int)(sizeof e2e / sizeof e2e[0]));
 }
 
-static void metric(sb *o, const char *type, const char *name, const char *help) {
-  sb_printf(o, "# HELP mfaserve:%s %s\n# TYPE mfaserve:%s %s\n", name, help, name, type);
+/* every series is written under a prefix: "mfaserve:" or "vllm:" */
+static void metric(sb *o, const char *pfx, const char *type, const char *name, const char *help) {
+  sb_printf(o, "# HELP %s%s %s\n# TYPE %s%s %s\n", pfx, name, help, pfx, name, type);
 }
 
 static void label_model(sb *o, const srv *s) {
@@ -44,38 +47,82 @@ static void label_model(sb *o, const srv *s) {
   sb_json_str(o, s->served, strlen(s->served)); /* a JSON string is a valid label value here */
 }
 
-static void gauge(sb *o, const srv *s, const char *name, const char *help, double v) {
-  metric(o, "gauge", name, help);
-  sb_printf(o, "mfaserve:%s{", name);
+static void sample(sb *o, const char *pfx, const char *type, const srv *s, const char *name, const char *help,
+                   double v) {
+  metric(o, pfx, type, name, help);
+  sb_printf(o, "%s%s{", pfx, name);
   label_model(o, s);
   sb_printf(o, "} %.17g\n", v);
 }
+#define gauge(o, pfx, s, name, help, v) sample(o, pfx, "gauge", s, name, help, v)
+#define counter(o, pfx, s, name, help, v) sample(o, pfx, "counter", s, name, help, v)
 
-static void counter(sb *o, const srv *s, const char *name, const char *help, double v) {
-  metric(o, "counter", name, help);
-  sb_printf(o, "mfaserve:%s{", name);
-  label_model(o, s);
-  sb_printf(o, "} %.17g\n", v);
-}
-
-static void hist(sb *o, const srv *s, const srv_hist *h) {
-  metric(o, "histogram", h->name, h->help);
+/* h under its own name, or as `name` when not NULL */
+static void hist(sb *o, const char *pfx, const srv *s, const srv_hist *h, const char *name) {
+  if (!name) name = h->name;
+  metric(o, pfx, "histogram", name, h->help);
   uint64_t cum = 0;
   for (int i = 0; i < h->n; i++) {
     cum += h->count[i];
-    sb_printf(o, "mfaserve:%s_bucket{", h->name);
+    sb_printf(o, "%s%s_bucket{", pfx, name);
     label_model(o, s);
     sb_printf(o, ",le=\"%g\"} %llu\n", h->le[i], (unsigned long long)cum);
   }
-  sb_printf(o, "mfaserve:%s_bucket{", h->name);
+  sb_printf(o, "%s%s_bucket{", pfx, name);
   label_model(o, s);
   sb_printf(o, ",le=\"+Inf\"} %llu\n", (unsigned long long)h->total);
-  sb_printf(o, "mfaserve:%s_sum{", h->name);
+  sb_printf(o, "%s%s_sum{", pfx, name);
   label_model(o, s);
   sb_printf(o, "} %.17g\n", h->sum);
-  sb_printf(o, "mfaserve:%s_count{", h->name);
+  sb_printf(o, "%s%s_count{", pfx, name);
   label_model(o, s);
   sb_printf(o, "} %llu\n", (unsigned long long)h->total);
+}
+
+static const char *const finish_reasons[] = {"stop", "length", "abort", "error"};
+
+static void finished(sb *o, const char *pfx, const srv *s) {
+  metric(o, pfx, "counter", "request_success_total", "Finished choices by finish reason.");
+  for (int i = 0; i < 4; i++) {
+    sb_printf(o, "%srequest_success_total{", pfx);
+    label_model(o, s);
+    sb_printf(o, ",finished_reason=\"%s\"} %llu\n", finish_reasons[i], (unsigned long long)s->finished[i]);
+  }
+}
+
+/* What routers and autoscalers read from vLLM, under vLLM's names and
+ * labels: the Gateway API Inference Extension's endpoint picker
+ * (num_requests_waiting, kv_cache_usage_perc or the older
+ * gpu_cache_usage_perc, lora_requests_info, cache_config_info), vLLM's
+ * production-stack router and the usual dashboards (the counters and
+ * latency histograms). Same values as the mfaserve: series. */
+static void vllm_compat(srv *s, sb *o, const sched_stats *st) {
+  const char *P = "vllm:";
+  const kvc_stats *kv = &st->kv;
+  double usage = kv->blocks_total ? (double)kv->blocks_used / (double)kv->blocks_total : 0.0;
+  gauge(o, P, s, "num_requests_running", "Number of requests in the model execution batch.", st->running);
+  gauge(o, P, s, "num_requests_waiting", "Number of requests waiting to be processed.", st->waiting);
+  gauge(o, P, s, "kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", usage);
+  gauge(o, P, s, "gpu_cache_usage_perc", "KV-cache usage (vLLM's older name). 1 means 100 percent usage.", usage);
+  counter(o, P, s, "prompt_tokens_total", "Number of prefill tokens processed.", (double)st->prompt_tokens_total);
+  counter(o, P, s, "generation_tokens_total", "Number of generation tokens processed.",
+          (double)st->generation_tokens_total);
+  counter(o, P, s, "num_preemptions_total", "Cumulative number of preemptions.", (double)st->preemptions_total);
+  counter(o, P, s, "prefix_cache_queries_total", "Prefix-cache queries, in tokens.", (double)kv->prefix_queries_tokens);
+  counter(o, P, s, "prefix_cache_hits_total", "Prefix-cache hits, in tokens.", (double)kv->prefix_hits_tokens);
+  finished(o, P, s);
+  hist(o, P, s, &s->h_ttft, NULL);
+  hist(o, P, s, &s->h_itl, NULL);
+  hist(o, P, s, &s->h_itl, "time_per_output_token_seconds"); /* vLLM's older name of the same interval */
+  hist(o, P, s, &s->h_e2e, NULL);
+  hist(o, P, s, &s->h_queue, NULL);
+  metric(o, P, "gauge", "cache_config_info", "Information of the KV-cache configuration (always 1).");
+  sb_printf(o, "vllm:cache_config_info{block_size=\"%d\",cache_dtype=\"%s\",enable_prefix_caching=\"True\","
+               "num_cpu_blocks=\"0\",num_gpu_blocks=\"%lld\"} 1\n",
+            st->block_size, s->o.kv_cache_f32 ? "float32" : "float16", (long long)kv->blocks_total);
+  metric(o, P, "gauge", "lora_requests_info", "Running stats on LoRA requests (none: no adapters); the time of the scrape.");
+  sb_printf(o, "vllm:lora_requests_info{max_lora=\"0\",running_lora_adapters=\"\",waiting_lora_adapters=\"\"} %.17g\n",
+            (double)time(NULL));
 }
 
 void srv_metrics_text(srv *s, sb *o) {
@@ -83,44 +130,39 @@ void srv_metrics_text(srv *s, sb *o) {
   memset(&st, 0, sizeof st);
   if (s->sched) sched_get_stats(s->sched, &st);
   const kvc_stats *kv = &st.kv;
-  gauge(o, s, "num_requests_running", "Requests in the running batch.", st.running);
-  gauge(o, s, "num_requests_waiting", "Requests waiting to be scheduled.", st.waiting);
-  gauge(o, s, "kv_cache_usage_perc", "Fraction of KV-cache blocks in use (0..1).",
+  gauge(o, "mfaserve:", s, "num_requests_running", "Requests in the running batch.", st.running);
+  gauge(o, "mfaserve:", s, "num_requests_waiting", "Requests waiting to be scheduled.", st.waiting);
+  gauge(o, "mfaserve:", s, "kv_cache_usage_perc", "Fraction of KV-cache blocks in use (0..1).",
         kv->blocks_total ? (double)kv->blocks_used / (double)kv->blocks_total : 0.0);
-  gauge(o, s, "kv_cache_num_blocks", "KV-cache blocks in the pool (total).", (double)kv->blocks_total);
-  gauge(o, s, "kv_cache_used_blocks", "KV-cache blocks referenced by sequences.", (double)kv->blocks_used);
-  gauge(o, s, "kv_cache_cached_blocks", "KV-cache blocks free but still holding a reusable prefix.",
+  gauge(o, "mfaserve:", s, "kv_cache_num_blocks", "KV-cache blocks in the pool (total).", (double)kv->blocks_total);
+  gauge(o, "mfaserve:", s, "kv_cache_used_blocks", "KV-cache blocks referenced by sequences.", (double)kv->blocks_used);
+  gauge(o, "mfaserve:", s, "kv_cache_cached_blocks", "KV-cache blocks free but still holding a reusable prefix.",
         (double)kv->blocks_cached_free);
-  gauge(o, s, "kv_cache_bytes_per_token", "KV-cache bytes one token takes over all layers.",
+  gauge(o, "mfaserve:", s, "kv_cache_bytes_per_token", "KV-cache bytes one token takes over all layers.",
         (double)kv->bytes_per_token);
-  metric(o, "gauge", "engine_info", "Always 1; the label isa names the kernel level the engine runs (mfaserve info --cpu).");
+  metric(o, "mfaserve:", "gauge", "engine_info", "Always 1; the label isa names the kernel level the engine runs (mfaserve info --cpu).");
   sb_puts(o, "mfaserve:engine_info{");
   label_model(o, s);
   sb_printf(o, ",isa=\"%s\"} 1\n", eng_isa_name());
-  gauge(o, s, "server_ready", "1 when serving, 0 while loading or draining.", s->state == SRV_READY);
-  counter(o, s, "prompt_tokens_total", "Prompt tokens computed (prefix-cache hits excluded).",
+  gauge(o, "mfaserve:", s, "server_ready", "1 when serving, 0 while loading or draining.", s->state == SRV_READY);
+  counter(o, "mfaserve:", s, "prompt_tokens_total", "Prompt tokens computed (prefix-cache hits excluded).",
           (double)st.prompt_tokens_total);
-  counter(o, s, "generation_tokens_total", "Generated tokens.", (double)st.generation_tokens_total);
-  counter(o, s, "num_preemptions_total", "Sequences preempted (blocks freed, recomputed later).",
+  counter(o, "mfaserve:", s, "generation_tokens_total", "Generated tokens.", (double)st.generation_tokens_total);
+  counter(o, "mfaserve:", s, "num_preemptions_total", "Sequences preempted (blocks freed, recomputed later).",
           (double)st.preemptions_total);
-  counter(o, s, "prefix_cache_queries_total", "Prompt tokens looked up in the prefix cache.",
+  counter(o, "mfaserve:", s, "prefix_cache_queries_total", "Prompt tokens looked up in the prefix cache.",
           (double)kv->prefix_queries_tokens);
-  counter(o, s, "prefix_cache_hits_total", "Prompt tokens found in the prefix cache.", (double)kv->prefix_hits_tokens);
-  static const char *reasons[] = {"stop", "length", "abort", "error"};
-  metric(o, "counter", "request_success_total", "Finished choices by finish reason.");
-  for (int i = 0; i < 4; i++) {
-    sb_puts(o, "mfaserve:request_success_total{");
-    label_model(o, s);
-    sb_printf(o, ",finished_reason=\"%s\"} %llu\n", reasons[i], (unsigned long long)s->finished[i]);
-  }
-  counter(o, s, "http_requests_total", "HTTP requests received.", (double)s->http_requests);
-  gauge(o, s, "http_connections", "Open client connections.", (double)s->n_socks);
-  counter(o, s, "http_idle_connections_closed_total",
+  counter(o, "mfaserve:", s, "prefix_cache_hits_total", "Prompt tokens found in the prefix cache.", (double)kv->prefix_hits_tokens);
+  finished(o, "mfaserve:", s);
+  counter(o, "mfaserve:", s, "http_requests_total", "HTTP requests received.", (double)s->http_requests);
+  gauge(o, "mfaserve:", s, "http_connections", "Open client connections.", (double)s->n_socks);
+  counter(o, "mfaserve:", s, "http_idle_connections_closed_total",
           "Idle connections closed near --max-connections to admit new clients.", (double)s->n_evicted);
-  hist(o, s, &s->h_ttft);
-  hist(o, s, &s->h_itl);
-  hist(o, s, &s->h_e2e);
-  hist(o, s, &s->h_queue);
+  hist(o, "mfaserve:", s, &s->h_ttft, NULL);
+  hist(o, "mfaserve:", s, &s->h_itl, NULL);
+  hist(o, "mfaserve:", s, &s->h_e2e, NULL);
+  hist(o, "mfaserve:", s, &s->h_queue, NULL);
+  if (s->o.metrics_vllm) vllm_compat(s, o, &st);
 }
 
 void srv_cache_stats_json(srv *s, sb *o) {

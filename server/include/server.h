@@ -37,6 +37,7 @@ typedef struct srv_opts {
   double receive_timeout;    /* s a request's headers and body may take to arrive (<= 0: 30) */
   double shutdown_timeout;   /* seconds running requests get after SIGTERM */
   const char *chat_template; /* "auto" (default), "chatml", "llama3", "mistral", "plain" */
+  int metrics_vllm;          /* /metrics also under vLLM's names (vllm:..., what routers read) */
 } srv_opts;
 
 typedef struct srv srv;

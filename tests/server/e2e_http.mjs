@@ -263,6 +263,57 @@ test('/metrics: names, types, histograms; promtool check metrics', async () => {
   assert(broken.status !== 0, 'promtool rejects broken text (sanity)');
 });
 
+test("vLLM's names (--metrics-compat vllm, the default): what routers read, equal to ours; none turns them off", async () => {
+  const t = await (await fetch(B + '/metrics')).text();
+  const types = {};
+  for (const m of t.matchAll(/^# TYPE (\S+) (\S+)$/gm)) types[m[1]] = m[2];
+  const want = {
+    num_requests_running: 'gauge', num_requests_waiting: 'gauge', kv_cache_usage_perc: 'gauge',
+    gpu_cache_usage_perc: 'gauge', prompt_tokens_total: 'counter', generation_tokens_total: 'counter',
+    num_preemptions_total: 'counter', prefix_cache_queries_total: 'counter', prefix_cache_hits_total: 'counter',
+    request_success_total: 'counter', time_to_first_token_seconds: 'histogram',
+    inter_token_latency_seconds: 'histogram', time_per_output_token_seconds: 'histogram',
+    e2e_request_latency_seconds: 'histogram', request_queue_time_seconds: 'histogram',
+    cache_config_info: 'gauge', lora_requests_info: 'gauge',
+  };
+  for (const [k, v] of Object.entries(want)) eq(types['vllm:' + k], v, 'type of vllm:' + k);
+  // the same values as the mfaserve: series of the same scrape (nothing runs between them here)
+  const val = (name, labels = '') => {
+    for (const line of t.split('\n')) {
+      const sp = line.lastIndexOf(' '), key = line.slice(0, sp);
+      if (!line.startsWith('#') && key.startsWith(name + '{') && key.includes(labels)) return Number(line.slice(sp + 1));
+    }
+    return NaN;
+  };
+  for (const k of ['kv_cache_usage_perc', 'generation_tokens_total', 'prompt_tokens_total', 'num_requests_waiting',
+                   'time_to_first_token_seconds_count', 'e2e_request_latency_seconds_sum'])
+    eq(val('vllm:' + k), val('mfaserve:' + k), k + ' under both names');
+  eq(val('vllm:gpu_cache_usage_perc'), val('vllm:kv_cache_usage_perc'), 'older usage name');
+  eq(val('vllm:request_success_total', 'finished_reason="length"'),
+     val('mfaserve:request_success_total', 'finished_reason="length"'), 'finished by reason');
+  assert(val('vllm:generation_tokens_total') > 0, 'something was generated before this test');
+  // labels as vLLM writes them: model_name on the series, the cache's shape on cache_config_info
+  assert(/^vllm:num_requests_waiting\{model_name="testmodel"\} /m.test(t), 'model_name label');
+  const cc = /^vllm:cache_config_info\{([^}]*)\} 1$/m.exec(t);
+  assert(cc, 'cache_config_info line');
+  const lab = Object.fromEntries([...cc[1].matchAll(/(\w+)="([^"]*)"/g)].map((m) => [m[1], m[2]]));
+  eq(Number(lab.num_gpu_blocks), val('mfaserve:kv_cache_num_blocks'), 'num_gpu_blocks is our block count');
+  eq(lab.block_size, String((await (await fetch(B + '/v1/cache/stats')).json()).block_size), 'block_size');
+  eq(lab.cache_dtype, 'float16', 'cache_dtype');
+  const lora = /^vllm:lora_requests_info\{max_lora="0",running_lora_adapters="",waiting_lora_adapters=""\} (\S+)$/m.exec(t);
+  assert(lora && Math.abs(Number(lora[1]) - Date.now() / 1000) < 60, 'lora_requests_info: no adapters, the time');
+  const off = await startServer(bin, model, ['--metrics-compat', 'none']);
+  try {
+    const t2 = await (await fetch(off.base + '/metrics')).text();
+    assert(!/^vllm:/m.test(t2) && /^mfaserve:num_requests_waiting/m.test(t2), 'none: no vllm: series, ours stay');
+  } finally {
+    await off.stop();
+  }
+  const bad = spawnSync(bin, ['serve', '--model', model, '--metrics-compat', 'tgi'], { encoding: 'utf8' });
+  eq(bad.status, 2, 'an unknown --metrics-compat is a usage error');
+  assert(/expected vllm or none/.test(bad.stderr), 'says what it expects: ' + bad.stderr);
+});
+
 await run(async () => {
   const r = await srv.stop();
   eq(r.code, 0, 'exit status after SIGTERM');
