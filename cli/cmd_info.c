@@ -65,6 +65,7 @@ int cmd_info(int argc, char **argv) {
   }
   eng_model *m;
   char err[1024];
+  eng_weights_use_mmap(1); /* info reads the shapes, not every weight: no need to copy the files */
   if ((rc = eng_model_load(&m, model, NULL, NULL, err, sizeof err))) {
     fprintf(stderr, "mfaserve: cannot load model: %s\n", err);
     return rc == MFS_ENOMEM ? 1 : 2;
