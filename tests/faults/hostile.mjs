@@ -241,7 +241,11 @@ T('deeply nested and huge JSON: 400 with the reason, memory bounded', async () =
     const hwm = +/VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))[1];
     // (the peak: a parsed JSON tree is ~30x its text)
     console.log(`     RSS ${rss0} KiB idle -> ${rss.join(' -> ')} KiB after each round; peak ${hwm} KiB`);
-    assert(rss[3] - rss[1] < 8 * 1024, `memory stops growing: ${rss.join(' -> ')} KiB`);
+    // (under AddressSanitizer the rounds' freed trees sit in its 256 MiB
+    // quarantine: one run grew 64 MB between rounds 2 and 4, the next did not;
+    // checked in plain builds, as the connection rounds above are)
+    if (!process.env.ASAN_OPTIONS)
+      assert(rss[3] - rss[1] < 8 * 1024, `memory stops growing: ${rss.join(' -> ')} KiB`);
   } finally {
     eq((await srv.stop()).code, 0, 'exit');
   }

@@ -22,7 +22,8 @@
 // - once idle: /v1/cache/stats and /metrics show 0 used KV blocks, 0 running
 //   and 0 waiting requests;
 // - resident memory (VmRSS) at the end of the load is within 5% of what it
-//   was after warm-up (the first quarter, at most 60 s), and the server's
+//   was after warm-up (the first quarter, at most 60 s; plain builds only:
+//   under AddressSanitizer RSS measures its allocator), and the server's
 //   open descriptors are back to their idle count;
 // - SIGTERM then gives exit status 0.
 // The run is bounded: load stops after --seconds, stragglers get 60 s.
@@ -316,7 +317,14 @@ const drift = (fin - base) / base;
 const idleRss = rssKiB(pid);
 console.log(`RSS: ${base} KiB after warm-up (${(warm / 1000).toFixed(0)} s), ${fin} KiB at the end of the load ` +
             `(drift ${(drift * 100).toFixed(2)}%), peak ${peak}, ${idleRss} KiB idle after`);
-if (!(Math.abs(drift) < 0.05)) fail('rss', `resident memory drifted ${(drift * 100).toFixed(2)}% (${base} -> ${fin} KiB)`);
+// Under AddressSanitizer RSS measures ASan's allocator, not the server: freed
+// memory waits in its quarantine (256 MiB by default: RSS climbs until it is
+// full, 4.2% past the warm-up alone and 34% beside other tests on 2 cores),
+// and with a 16 MiB quarantine its size-class regions still grew 10% over 45 s
+// while the same load in the plain build stays flat (20460 -> 20564 KiB).
+// Leaks are LeakSanitizer's job there; the bound is checked in plain builds.
+if (process.env.ASAN_OPTIONS) console.log('(AddressSanitizer build: RSS drift reported, not checked)');
+else if (!(Math.abs(drift) < 0.05)) fail('rss', `resident memory drifted ${(drift * 100).toFixed(2)}% (${base} -> ${fin} KiB)`);
 
 const ex = await srv.stop();
 if (ex.code !== 0) fail('exit', `exit status ${JSON.stringify(ex)}\n${srv.log().slice(-2000)}`);
