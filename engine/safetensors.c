@@ -115,8 +115,17 @@ int st_file_open(st_file *f, const char *path, char *err, size_t errlen) {
     f->map = mmap(NULL, f->size, PROT_READ, MAP_PRIVATE, fd, 0);
     f->map_len = f->size;
   } else {
+    /* a large file from a cold disk takes a while: say what is happening */
+    int loud = f->size >= ((size_t)256 << 20);
+    double t0 = mfs_now();
+    if (loud)
+      mfs_log(MFS_LOG_INFO, "engine", "reading %s (%.2f GB) into memory (--mmap maps it instead)", path,
+              (double)f->size / 1e9);
     f->map = read_whole(fd, f->size, &f->map_len);
     if (!f->map) f->map = MAP_FAILED;
+    else if (loud)
+      mfs_log(MFS_LOG_INFO, "engine", "read %s in %.1f s (%.2f GB/s)", path, mfs_now() - t0,
+              (double)f->size / 1e9 / MFS_MAX(mfs_now() - t0, 1e-9));
   }
   int map_errno = errno;
   close(fd);
