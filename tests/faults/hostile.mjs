@@ -154,7 +154,9 @@ T('slowloris: byte-at-a-time headers and bodies are answered; 50 at once do not 
     let t = Date.now();
     const one = await rawRequest(srv.port, [...(req + body)], 2);
     eq(one.status, 200, 'byte-at-a-time request: ' + one.text.slice(0, 200));
-    assert(/"finish_reason":"length"/.test(one.text), 'a whole answer');
+    // (sampled at the default temperature: end of text within 3 tokens is a whole answer too)
+    assert(/"finish_reason":"(length|stop)"/.test(one.text),
+           `a whole answer (${one.why} after ${one.ms} ms): ${one.text.slice(-300)}`);
     const chunked = `POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n`;
     const chunks = [...body].map((c) => `1\r\n${c}\r\n`).concat(['0\r\n\r\n']);
     const two = await rawRequest(srv.port, [chunked, ...chunks], 2);
