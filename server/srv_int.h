@@ -58,11 +58,6 @@ void sb_printf(sb *b, const char *fmt, ...) __attribute__((format(printf, 2, 3))
 void sb_json_str(sb *b, const char *s, size_t n); /* quoted, escaped JSON string */
 void sb_json_num(sb *b, double v);                /* -inf -> -9999.0, NaN -> null */
 void sb_free(sb *b);
-/* The offset of the first byte of s[0..n) that does not begin or continue a
- * well-formed UTF-8 sequence (Unicode's Table 3-7: no overlong forms, no
- * surrogates, nothing past U+10FFFF; a sequence cut short by the end counts
- * from its first byte), or -1 when all of it is well-formed. */
-long srv_utf8_invalid_at(const char *s, size_t n);
 char *sb_take(sb *b); /* NUL-terminated; the buffer becomes empty */
 
 /* ---- errors: the one table of HTTP statuses (srv_http.c) ---- */

@@ -95,11 +95,11 @@ static cJSON *parse_body(srv_job *j) {
     srv_error_set(&j->err, SRV_E_INVALID, NULL, "The request body is empty; send a JSON object.");
     return NULL;
   }
-  long bad_at = srv_utf8_invalid_at(j->body, j->len);
-  if (bad_at >= 0) { /* RFC 8259 section 8.1: JSON text exchanged between systems is UTF-8 */
+  size_t good = tok_utf8_valid_prefix(j->body, j->len);
+  if (good < j->len) { /* RFC 8259 section 8.1: JSON text exchanged between systems is UTF-8 */
     srv_error_set(&j->err, SRV_E_INVALID, NULL,
-                  "The request body is not valid UTF-8 (byte %ld, 0x%02x); JSON text must be UTF-8 (RFC 8259).",
-                  bad_at, (unsigned)(unsigned char)j->body[bad_at]);
+                  "The request body is not valid UTF-8 (byte %zu, 0x%02x); JSON text must be UTF-8 (RFC 8259).",
+                  good, (unsigned)(unsigned char)j->body[good]);
     return NULL;
   }
   const char *end = NULL;

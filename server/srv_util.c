@@ -86,35 +86,6 @@ void sb_json_num(sb *b, double v) {
   else sb_printf(b, "%.9g", v);
 }
 
-long srv_utf8_invalid_at(const char *s, size_t n) {
-  const unsigned char *u = (const unsigned char *)s;
-  size_t i = 0;
-  while (i < n) {
-    unsigned c = u[i];
-    if (c < 0x80) {
-      i++;
-      continue;
-    }
-    /* the allowed range of the second byte, and how many bytes follow it */
-    unsigned lo = 0x80, hi = 0xbf;
-    int more;
-    if (c >= 0xc2 && c <= 0xdf) more = 1;
-    else if (c == 0xe0) more = 2, lo = 0xa0;
-    else if ((c >= 0xe1 && c <= 0xec) || c == 0xee || c == 0xef) more = 2;
-    else if (c == 0xed) more = 2, hi = 0x9f; /* no surrogates */
-    else if (c == 0xf0) more = 3, lo = 0x90;
-    else if (c >= 0xf1 && c <= 0xf3) more = 3;
-    else if (c == 0xf4) more = 3, hi = 0x8f; /* nothing past U+10FFFF */
-    else return (long)i;                     /* 0x80-0xc1, 0xf5-0xff */
-    if (i + (size_t)more >= n) return (long)i; /* cut short by the end */
-    if (u[i + 1] < lo || u[i + 1] > hi) return (long)i;
-    for (int k = 2; k <= more; k++)
-      if (u[i + k] < 0x80 || u[i + k] > 0xbf) return (long)i;
-    i += (size_t)more + 1;
-  }
-  return -1;
-}
-
 void sb_free(sb *b) {
   free(b->p);
   memset(b, 0, sizeof *b);

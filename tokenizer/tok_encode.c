@@ -87,20 +87,6 @@ static void push_id(work *w, int32_t id) {
 
 /* ---- UTF-8 sanitizing ---- */
 
-static size_t valid_prefix(const unsigned char *s, size_t n) {
-  size_t i = 0, bad;
-  while (i < n) {
-    if (s[i] < 0x80) {
-      i++;
-      continue;
-    }
-    int k = tok_utf8_char(s + i, n - i, &bad);
-    if (k <= 0) return i;
-    i += (size_t)k;
-  }
-  return n;
-}
-
 /* Copies s into a fresh buffer with U+FFFD for each maximal invalid subpart. */
 static char *sanitize(const char *s, size_t n, size_t *outlen) {
   char *o = malloc(n * 3 + 1);
@@ -585,7 +571,7 @@ int tok_encode(const tok_tokenizer *t, const char *text, size_t len, unsigned fl
   w.t = t;
   int rc = 0;
   char *clean = NULL;
-  if (valid_prefix((const unsigned char *)text, len) != len) {
+  if (tok_utf8_valid_prefix(text, len) != len) {
     if (!(clean = sanitize(text, len, &len))) return MFS_ENOMEM;
     text = clean;
   }

@@ -111,6 +111,21 @@ const tok_merge_slot *tok_mmap_get(const tok_mmap *m, int32_t a, int32_t b) {
   return NULL;
 }
 
+size_t tok_utf8_valid_prefix(const char *str, size_t n) {
+  const unsigned char *s = (const unsigned char *)str;
+  size_t i = 0, bad;
+  while (i < n) {
+    if (s[i] < 0x80) {
+      i++;
+      continue;
+    }
+    int k = tok_utf8_char(s + i, n - i, &bad);
+    if (k <= 0) return i;
+    i += (size_t)k;
+  }
+  return n;
+}
+
 /* Unicode Table 3-7 well-formed sequences; the maximal subpart of an
  * ill-formed one is its longest prefix that could still start a valid one
  * (at least 1 byte). */

@@ -87,4 +87,11 @@ int tok_add_bos_default(const tok_tokenizer *t);
 /* 1 if id is a special added token (what TOK_SKIP_SPECIAL drops). */
 int tok_is_special(const tok_tokenizer *t, int32_t id);
 
+/* Any thread: the length of the longest prefix of s[0..n) that is
+ * well-formed UTF-8 (Unicode's Table 3-7: no overlong forms, no surrogates,
+ * nothing past U+10FFFF); n when all of it is. A sequence cut short by the
+ * end is not part of it, so the result is also the offset of the first byte
+ * that does not begin or continue a well-formed sequence. */
+size_t tok_utf8_valid_prefix(const char *s, size_t n);
+
 #endif
