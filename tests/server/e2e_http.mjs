@@ -3,7 +3,7 @@
 // a client disconnecting mid-stream (its blocks must be freed), /metrics
 // (checked with promtool when installed) and /v1/cache/stats.
 import { spawnSync } from 'node:child_process';
-import { args, startServer, test, run, post, sse, metric, assert, eq, sleep } from './lib.mjs';
+import { args, startServer, test, run, post, sse, metric, metricIn, metricTypes, assert, eq, sleep } from './lib.mjs';
 
 const { bin, model } = args();
 const srv = await startServer(bin, model, ['--max-body-bytes', '16384', '--max-model-len', '4096']);
@@ -231,8 +231,7 @@ test('/metrics: names, types, histograms; promtool check metrics', async () => {
   eq(res.status, 200, 'status');
   assert(res.headers.get('content-type').startsWith('text/plain'), 'content type');
   const t = await res.text();
-  const types = {};
-  for (const m of t.matchAll(/^# TYPE (\S+) (\S+)$/gm)) types[m[1]] = m[2];
+  const types = metricTypes(t);
   const want = {
     num_requests_running: 'gauge', num_requests_waiting: 'gauge', kv_cache_usage_perc: 'gauge',
     kv_cache_num_blocks: 'gauge', kv_cache_used_blocks: 'gauge', kv_cache_cached_blocks: 'gauge',
@@ -265,8 +264,7 @@ test('/metrics: names, types, histograms; promtool check metrics', async () => {
 
 test("vLLM's names (--metrics-compat vllm, the default): what routers read, equal to ours; none turns them off", async () => {
   const t = await (await fetch(B + '/metrics')).text();
-  const types = {};
-  for (const m of t.matchAll(/^# TYPE (\S+) (\S+)$/gm)) types[m[1]] = m[2];
+  const types = metricTypes(t);
   const want = {
     num_requests_running: 'gauge', num_requests_waiting: 'gauge', kv_cache_usage_perc: 'gauge',
     gpu_cache_usage_perc: 'gauge', prompt_tokens_total: 'counter', generation_tokens_total: 'counter',
@@ -278,13 +276,7 @@ test("vLLM's names (--metrics-compat vllm, the default): what routers read, equa
   };
   for (const [k, v] of Object.entries(want)) eq(types['vllm:' + k], v, 'type of vllm:' + k);
   // the same values as the mfaserve: series of the same scrape (nothing runs between them here)
-  const val = (name, labels = '') => {
-    for (const line of t.split('\n')) {
-      const sp = line.lastIndexOf(' '), key = line.slice(0, sp);
-      if (!line.startsWith('#') && key.startsWith(name + '{') && key.includes(labels)) return Number(line.slice(sp + 1));
-    }
-    return NaN;
-  };
+  const val = (name, labels = '') => metricIn(t, name, labels);
   for (const k of ['kv_cache_usage_perc', 'generation_tokens_total', 'prompt_tokens_total', 'num_requests_waiting',
                    'time_to_first_token_seconds_count', 'e2e_request_latency_seconds_sum'])
     eq(val('vllm:' + k), val('mfaserve:' + k), k + ' under both names');

@@ -123,8 +123,9 @@ export async function sse(res, onEvent) {
   return events;
 }
 
-export async function metric(base, name, labels = '') {
-  const t = await (await fetch(base + '/metrics')).text();
+// The value of the first sample of `name` whose labels include `labels` in
+// Prometheus text t (NaN when there is none).
+export function metricIn(t, name, labels = '') {
   for (const line of t.split('\n')) {
     if (line.startsWith('#')) continue;
     const sp = line.lastIndexOf(' ');
@@ -132,6 +133,17 @@ export async function metric(base, name, labels = '') {
     if (key.startsWith(name + '{') && key.includes(labels)) return Number(line.slice(sp + 1));
   }
   return NaN;
+}
+
+export async function metric(base, name, labels = '') {
+  return metricIn(await (await fetch(base + '/metrics')).text(), name, labels);
+}
+
+// { metric name: its # TYPE } of Prometheus text t
+export function metricTypes(t) {
+  const types = {};
+  for (const m of t.matchAll(/^# TYPE (\S+) (\S+)$/gm)) types[m[1]] = m[2];
+  return types;
 }
 
 export function assert(cond, msg) {
