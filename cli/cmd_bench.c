@@ -24,6 +24,12 @@ static double median(double *v, int n) {
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
+/* OpenBLAS sgemm FLOP/s on the context's threads, 512 x 2048 x max(d, 512) */
+static double sgemm_rate(eng_ctx *c, int d) {
+  int m = 512, n = 2048, k = MFS_MAX(d, 512);
+  return 2.0 * m * n * k / eng_bench_sgemm(c, m, n, k, 3);
+}
+
 static int bench_engine(int argc, char **argv) {
   cli_session_opts o = {0};
   o.block_size = 16;
@@ -76,9 +82,7 @@ static int bench_engine(int argc, char **argv) {
     bw[r] = eng_bench_bandwidth(s.c, (size_t)512 << 20, 3);
     bww[r] = eng_bench_bandwidth(s.c, ws_bytes, 3);
     pk[r] = eng_bench_fma_peak(s.c, 3);
-    int m = 512, n = 2048, k = MFS_MAX(in->d, 512);
-    double t = eng_bench_sgemm(s.c, m, n, k, 3);
-    sg[r] = 2.0 * m * n * k / t;
+    sg[r] = sgemm_rate(s.c, in->d);
     cli_session_reset(&s);
     double t0 = mfs_now();
     rc = cli_session_feed(&s, toks, prompt, ENG_LOGITS_LAST, logits);
@@ -230,11 +234,7 @@ static int bench_batch(int argc, char **argv) {
   }
   for (int i = 0; i < MFS_MAX(prompt, maxc); i++) toks[i] = (int32_t)((i * 7919u + 13) % (unsigned)in->vocab);
   /* ceilings, in the same run */
-  double peak = eng_bench_fma_peak(c, 3), sgemm = 0;
-  {
-    int sm = 512, sn = 2048, sk = MFS_MAX(in->d, 512);
-    sgemm = 2.0 * sm * sn * sk / eng_bench_sgemm(c, sm, sn, sk, 3);
-  }
+  double peak = eng_bench_fma_peak(c, 3), sgemm = sgemm_rate(c, in->d);
   /* FLOPs per decoded token: 2 per matrix weight (lm_head included), plus
    * attention (QK and PV) at the mean context of the timed steps */
   double flops_tok = 2.0 * (double)in->matmul_params +

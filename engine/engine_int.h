@@ -33,8 +33,8 @@ typedef struct st_file {
   int n;
 } st_file;
 
-/* Maps (or reads, see eng_weights_use_mmap) path and validates its header: header length inside the file, JSON
- * header, each tensor's dtype (F32/F16/BF16), shape, and data_offsets inside
+/* Maps (or reads, see eng_weights_use_mmap) path and validates its header:
+ * header length inside the file, JSON header, each tensor's dtype (F32/F16/BF16), shape, and data_offsets inside
  * the data area, non-overlapping and equal to shape x dtype size. On failure
  * returns MFS_EIO/MFS_EFORMAT/MFS_EUNSUPPORTED with a message naming the
  * file and tensor in err, and leaves nothing mapped. */

@@ -3,8 +3,7 @@
  *
  * A file is read once into anonymous memory advised for huge pages (or, with
  * eng_weights_use_mmap(1), mapped), then made read-only; tensors point into
- * it. Every
- * length and offset in the header is checked against the file before any
+ * it. Every length and offset in the header is checked against the file before any
  * pointer is formed, so a malformed or truncated file is an error message,
  * never an out-of-bounds read. Invariant after a successful open: each
  * tensor's [data, data + nbytes) lies inside the mapping, and no two
@@ -46,7 +45,6 @@ static int span_cmp(const void *a, const void *b) {
 
 static int weights_mmap; /* eng_weights_use_mmap */
 void eng_weights_use_mmap(int on) { weights_mmap = on != 0; }
-int eng_weights_mmapped(void) { return weights_mmap; }
 
 #define HUGE_PAGE ((size_t)2 << 20)
 
@@ -123,9 +121,10 @@ int st_file_open(st_file *f, const char *path, char *err, size_t errlen) {
               (double)f->size / 1e9);
     f->map = read_whole(fd, f->size, &f->map_len);
     if (!f->map) f->map = MAP_FAILED;
-    else if (loud)
-      mfs_log(MFS_LOG_INFO, "engine", "read %s in %.1f s (%.2f GB/s)", path, mfs_now() - t0,
-              (double)f->size / 1e9 / MFS_MAX(mfs_now() - t0, 1e-9));
+    else if (loud) {
+      double dt = MFS_MAX(mfs_now() - t0, 1e-9);
+      mfs_log(MFS_LOG_INFO, "engine", "read %s in %.1f s (%.2f GB/s)", path, dt, (double)f->size / 1e9 / dt);
+    }
   }
   int map_errno = errno;
   close(fd);

@@ -69,7 +69,6 @@ typedef struct eng_model eng_model;
  * files are mapped (mmap, read-only; shared with other processes through the
  * page cache, loaded lazily). */
 void eng_weights_use_mmap(int on);
-int eng_weights_mmapped(void); /* the current choice */
 
 /* Loads dir. Returns 0, or a negative error with a message naming the file,
  * key or tensor and what was expected written to err (errlen > 0). Nothing
