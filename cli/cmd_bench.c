@@ -39,7 +39,7 @@ static int bench_engine(int argc, char **argv) {
   cli_flag flags[] = {
       {"model", "MFASERVE_MODEL", CLI_STR, &o.model, "model directory"},
       {"threads", "MFASERVE_THREADS", CLI_INT, &o.threads, "worker threads (0: all cores)"},
-      {"kv-dtype", "MFASERVE_KV_CACHE_DTYPE", CLI_STR, &kv, "KV-cache storage: f16 or f32"},
+      {"kv-dtype", "MFASERVE_KV_CACHE_DTYPE", CLI_STR, &kv, "KV-cache storage: f16, f32 or int8"},
       {"prompt-len", NULL, CLI_INT, &prompt, "prefill length in tokens"},
       {"gen-len", NULL, CLI_INT, &gen, "decode steps"},
       {"reps", NULL, CLI_INT, &reps, "repetitions (medians are reported)"},
@@ -154,7 +154,7 @@ static int bench_batch(int argc, char **argv) {
   cli_flag flags[] = {
       {"model", "MFASERVE_MODEL", CLI_STR, &model, "model directory"},
       {"threads", "MFASERVE_THREADS", CLI_INT, &threads, "worker threads (0: all cores)"},
-      {"kv-dtype", "MFASERVE_KV_CACHE_DTYPE", CLI_STR, &kv, "KV-cache storage: f16 or f32"},
+      {"kv-dtype", "MFASERVE_KV_CACHE_DTYPE", CLI_STR, &kv, "KV-cache storage: f16, f32 or int8"},
       {"block-size", "MFASERVE_BLOCK_SIZE", CLI_INT, &block, "KV-cache block size"},
       {"concurrency", NULL, CLI_STR, &conc_s, "comma-separated sequence counts"},
       {"prompt-len", NULL, CLI_INT, &prompt, "tokens in each sequence before decoding"},

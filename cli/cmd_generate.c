@@ -58,14 +58,14 @@ static void json_string(const char *t, size_t n) {
 #define SESSION_FLAGS(o)                                                                                  \
   {"model", "MFASERVE_MODEL", CLI_STR, &(o).model, "model directory (HF layout)"},                       \
       {"threads", "MFASERVE_THREADS", CLI_INT, &(o).threads, "worker threads (0: all cores)"},           \
-      {"kv-dtype", "MFASERVE_KV_CACHE_DTYPE", CLI_STR, &kv_dtype_s, "KV-cache storage: f16 or f32"},     \
+      {"kv-dtype", "MFASERVE_KV_CACHE_DTYPE", CLI_STR, &kv_dtype_s, "KV-cache storage: f16, f32 or int8"},     \
       {"block-size", "MFASERVE_BLOCK_SIZE", CLI_INT, &(o).block_size, "KV-cache block size in tokens"},  \
       {"max-model-len", "MFASERVE_MAX_MODEL_LEN", CLI_INT, &(o).max_ctx, "context limit (0: model's)"},  \
       CLI_ISA_FLAG((o).isa), CLI_MMAP_FLAG((o).mmap)
 
 static int finish_opts(cli_session_opts *o) {
   if (cli_parse_kv_dtype(kv_dtype_s, &o->kv_dtype)) {
-    fprintf(stderr, "mfaserve: --kv-dtype '%s': expected f16 or f32\n", kv_dtype_s);
+    fprintf(stderr, "mfaserve: --kv-dtype '%s': expected f16, f32 or int8\n", kv_dtype_s);
     return 2;
   }
   return 0;

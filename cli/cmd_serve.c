@@ -11,6 +11,7 @@
 #include "common.h"
 #include "engine.h"
 #include "server.h"
+#include "session.h"
 
 /* Memory this process may use: physical memory, or the cgroup's limit when
  * lower (a container). 0 if unknown. */
@@ -64,7 +65,7 @@ int cmd_serve(int argc, char **argv) {
       {"max-model-len", "MFASERVE_MAX_MODEL_LEN", CLI_INT, &max_model_len,
        "prompt + output tokens at most (0: the model's)"},
       {"kv-cache-memory", "MFASERVE_KV_CACHE_MEMORY", CLI_BYTES, &kv_bytes, "bytes for the KV-cache pool (K/M/G; default: 10% of memory, 256M..8G)"},
-      {"kv-cache-dtype", "MFASERVE_KV_CACHE_DTYPE", CLI_STR, &kv_dtype, "KV-cache storage: f16 or f32"},
+      {"kv-cache-dtype", "MFASERVE_KV_CACHE_DTYPE", CLI_STR, &kv_dtype, "KV-cache storage: f16, f32 or int8"},
       {"block-size", "MFASERVE_BLOCK_SIZE", CLI_INT, &block_size, "tokens per KV-cache block"},
       {"threads", "MFASERVE_THREADS", CLI_INT, &threads, "engine worker threads (0: all CPUs)"},
       {"max-body-bytes", "MFASERVE_MAX_BODY_BYTES", CLI_BYTES, &max_body, "request bodies beyond this get 413"},
@@ -103,11 +104,9 @@ int cmd_serve(int argc, char **argv) {
   eng_weights_use_mmap(use_mmap);
   mfs_log(MFS_LOG_INFO, "engine", "weights: %s", use_mmap ? "mapped from the files (--mmap)"
                                                           : "read into memory, advised for 2 MiB pages (--mmap maps them instead)");
-  int f32;
-  if (!strcmp(kv_dtype, "f16")) f32 = 0;
-  else if (!strcmp(kv_dtype, "f32")) f32 = 1;
-  else {
-    fprintf(stderr, "mfaserve serve: --kv-cache-dtype '%s': expected f16 or f32\n", kv_dtype);
+  kvc_dtype kv_dt;
+  if (cli_parse_kv_dtype(kv_dtype, &kv_dt)) {
+    fprintf(stderr, "mfaserve serve: --kv-cache-dtype '%s': expected f16, f32 or int8\n", kv_dtype);
     return 2;
   }
   if (max_num_seqs < 1 || max_batched < 1 || max_queued < 0 || block_size < 1 || max_model_len < 0) {
@@ -131,7 +130,7 @@ int cmd_serve(int argc, char **argv) {
       .max_queued_requests = max_queued,
       .max_model_len = max_model_len,
       .kv_cache_bytes = kv_bytes,
-      .kv_cache_f32 = f32,
+      .kv_cache_dtype = kv_dt,
       .block_size = block_size,
       .threads = threads,
       .max_body_bytes = max_body,

@@ -18,6 +18,8 @@ static void load_progress(double f, void *u) {
 int cli_parse_kv_dtype(const char *s, kvc_dtype *out) {
   if (!strcasecmp(s, "f32") || !strcasecmp(s, "float32")) *out = KVC_F32;
   else if (!strcasecmp(s, "f16") || !strcasecmp(s, "float16")) *out = KVC_F16;
+  /* q8_0: llama.cpp's name for the same layout (32 int8 values and an F16 scale) */
+  else if (!strcasecmp(s, "int8") || !strcasecmp(s, "i8") || !strcasecmp(s, "q8_0")) *out = KVC_I8;
   else return -1;
   return 0;
 }

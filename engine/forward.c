@@ -184,12 +184,22 @@ static void store_kv(eng_ctx *c, int r) {
   const float *k = c->k + (size_t)r * ke, *v = c->v + (size_t)r * ve;
   uint8_t *kd = kvc_block_k(b->kv, blk, c->layer);
   uint8_t *vd = ve ? kvc_block_v(b->kv, blk, c->layer) : NULL;
-  if (g->dtype == KVC_F32) {
-    memcpy(kd + (size_t)off * ke * 4, k, (size_t)ke * 4);
-    if (ve) memcpy(vd + (size_t)off * ve * 4, v, (size_t)ve * 4);
-  } else {
-    K()->f32_to_f16((uint16_t *)kd + (size_t)off * ke, k, (size_t)ke);
-    if (ve) K()->f32_to_f16((uint16_t *)vd + (size_t)off * ve, v, (size_t)ve);
+  size_t kr = kvc_k_row_bytes(g), vr = kvc_v_row_bytes(g);
+  kd += (size_t)off * kr;
+  if (vd) vd += (size_t)off * vr;
+  switch (g->dtype) {
+  case KVC_F32:
+    memcpy(kd, k, (size_t)ke * 4);
+    if (ve) memcpy(vd, v, (size_t)ve * 4);
+    break;
+  case KVC_F16:
+    K()->f32_to_f16((uint16_t *)kd, k, (size_t)ke);
+    if (ve) K()->f32_to_f16((uint16_t *)vd, v, (size_t)ve);
+    break;
+  case KVC_I8: /* int8 values, then their F16 scales (kvcache.h) */
+    k_kv_quant((int8_t *)kd, (uint16_t *)(kd + ke), k, ke, g->qgroup);
+    if (ve) k_kv_quant((int8_t *)vd, (uint16_t *)(vd + ve), v, ve, g->qgroup);
+    break;
   }
 }
 
@@ -266,27 +276,34 @@ static void gather_tile(eng_ctx *c, const eng_seq_step *s, int g, int j0, int j1
   const eng_model_info *in = &c->m->info;
   const kvc_geom *geo = kvc_pool_geom(c->b->kv);
   int hd = in->head_dim, ke = in->kv_k_elems, ve = in->kv_v_elems, bs = geo->block_size;
-  int kr = in->attn == ENG_ATTN_MFA_KR, f16 = geo->dtype == KVC_F16;
+  int kr = in->attn == ENG_ATTN_MFA_KR, qg = geo->qgroup;
+  size_t krow = kvc_k_row_bytes(geo), vrow = kvc_v_row_bytes(geo);
   const k_table *kt = K();
   for (int j = j0; j < j1;) {
     int32_t blk = s->block_table[j / bs];
     int off = j % bs, cnt = MFS_MIN(bs - off, j1 - j);
-    const uint8_t *kb = kvc_block_k(c->b->kv, blk, c->layer);
-    const uint8_t *vb = ve ? kvc_block_v(c->b->kv, blk, c->layer) : NULL;
-    for (int i = 0; i < cnt; i++, j++) {
+    const uint8_t *kb = (const uint8_t *)kvc_block_k(c->b->kv, blk, c->layer) + (size_t)off * krow;
+    const uint8_t *vb = ve ? (const uint8_t *)kvc_block_v(c->b->kv, blk, c->layer) + (size_t)off * vrow : NULL;
+    for (int i = 0; i < cnt; i++, j++, kb += krow, vb = vb ? vb + vrow : NULL) {
       float *kd = Kt + (size_t)(j - j0) * hd, *vd = Vt + (size_t)(j - j0) * hd;
-      size_t ko = (size_t)(off + i) * ke + (size_t)g * hd, vo = (size_t)(off + i) * ve + (size_t)g * hd;
-      if (kr) {
-        if (f16) kt->widen(vd, (const uint16_t *)kb + ko, (size_t)hd, ST_F16);
-        else memcpy(vd, (const float *)kb + ko, (size_t)hd * 4);
-        kt->rope_to(kd, vd, c->rope + (size_t)j * hd, hd);
-      } else if (f16) {
-        kt->widen(kd, (const uint16_t *)kb + ko, (size_t)hd, ST_F16);
-        kt->widen(vd, (const uint16_t *)vb + vo, (size_t)hd, ST_F16);
-      } else {
-        memcpy(kd, (const float *)kb + ko, (size_t)hd * 4);
-        memcpy(vd, (const float *)vb + vo, (size_t)hd * 4);
+      size_t o = (size_t)g * hd; /* head g's first element in a row */
+      /* MFA-KR: the stored row is the value; the key is its rotation */
+      float *k_dst = kr ? vd : kd;
+      switch (geo->dtype) {
+      case KVC_F32:
+        memcpy(k_dst, (const float *)kb + o, (size_t)hd * 4);
+        if (!kr) memcpy(vd, (const float *)vb + o, (size_t)hd * 4);
+        break;
+      case KVC_F16:
+        kt->widen(k_dst, (const uint16_t *)kb + o, (size_t)hd, ST_F16);
+        if (!kr) kt->widen(vd, (const uint16_t *)vb + o, (size_t)hd, ST_F16);
+        break;
+      case KVC_I8:
+        kt->kv_dequant(k_dst, (const int8_t *)kb + o, (const uint16_t *)(kb + ke) + o / qg, hd, qg);
+        if (!kr) kt->kv_dequant(vd, (const int8_t *)vb + o, (const uint16_t *)(vb + ve) + o / qg, hd, qg);
+        break;
       }
+      if (kr) kt->rope_to(kd, vd, c->rope + (size_t)j * hd, hd);
     }
   }
   int n = j1 - j0, n4 = (n + 3) & ~3;
@@ -440,7 +457,8 @@ int eng_forward(eng_ctx *c, const eng_batch *b) {
   const eng_model_info *in = &m->info;
   if (!b || !b->kv || !b->seqs || !b->tokens || b->n_seqs < 1 || b->n_seqs > c->max_seqs) return MFS_EINVAL;
   const kvc_geom *geo = kvc_pool_geom(b->kv);
-  if (geo->n_layers != in->n_layers || geo->k_elems != in->kv_k_elems || geo->v_elems != in->kv_v_elems)
+  if (geo->n_layers != in->n_layers || geo->k_elems != in->kv_k_elems || geo->v_elems != in->kv_v_elems ||
+      (geo->dtype == KVC_I8 && in->head_dim % geo->qgroup))
     return MFS_EINVAL;
   kvc_stats ks;
   kvc_pool_stats(b->kv, &ks);

@@ -53,6 +53,9 @@ typedef struct k_table {
   void (*f32_to_f16)(uint16_t *out, const float *in, size_t n);
   /* out[hd] = RoPE(x) at one position, cs = [cos(hd/2)][sin(hd/2)], out != x */
   void (*rope_to)(float *out, const float *x, const float *cs, int hd);
+  /* out[i] = q[i] * f16(s[i / group]) for i < n (an int8 KV-cache row,
+   * kvcache.h); group divides n */
+  void (*kv_dequant)(float *out, const int8_t *q, const uint16_t *s, int n, int group);
   /* g[n] = silu(g) * u */
   void (*swiglu)(float *g, const float *u, int n);
 
@@ -113,6 +116,11 @@ void k_gen_attn_scores_few(float *S, int lds, const float *const *q, int R, floa
                            int hd);
 void k_gen_attn_softmax(float *S, int lds, int T, int R8, const float *valid, float *m, float *l, float *corr);
 void k_gen_attn_accum(float *O, const float *P, int ldp, const float *V, int T, int R, int hd, const float *corr);
+/* One int8 KV-cache row (kvcache.h): per group of `group` elements the
+ * F16 scale s = max|x| / 127 and q = round(x / s), |q| <= 127. Runs once per
+ * stored token, so one portable version serves every level. */
+void k_kv_quant(int8_t *q, uint16_t *s, const float *x, int n, int group);
+void k_gen_kv_dequant(float *out, const int8_t *q, const uint16_t *s, int n, int group);
 /* x[hd] rotated in place (K()->rope_to through a stack copy) */
 void k_rope(float *x, const float *cs, int hd);
 

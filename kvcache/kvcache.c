@@ -18,8 +18,8 @@
  *
  * Layout: each layer's [K][V] region is padded to a multiple of 64 bytes,
  * so every kvc_block_k pointer is 64-byte aligned; kvc_block_bytes counts
- * the padding (there is none when block_size * (k_elems + v_elems) * dtype
- * size is a multiple of 64, as with block_size 16). A "non-empty" sequence
+ * the padding (there is none when block_size * the row bytes is a multiple
+ * of 64, as with block_size 16 at F32/F16/int8 with even group counts). A "non-empty" sequence
  * for kvc_seq_match_prefix is one with any table entry, even if len is 0.
  *
  * The invariants are listed in kvcache_int.h; kvc_pool_check verifies them.
@@ -37,16 +37,31 @@
 /* ---- geometry ---------------------------------------------------------- */
 
 static int geom_ok(const kvc_geom *g) {
-  return g && g->n_layers >= 1 && g->block_size >= 1 && g->k_elems >= 1 && g->v_elems >= 0 &&
-         (g->dtype == KVC_F32 || g->dtype == KVC_F16);
+  if (!g || g->n_layers < 1 || g->block_size < 1 || g->k_elems < 1 || g->v_elems < 0) return 0;
+  if (g->dtype == KVC_F32 || g->dtype == KVC_F16) return 1;
+  /* int8: whole groups; even element counts keep the F16 scales after the
+   * values 2-byte aligned */
+  return g->dtype == KVC_I8 && g->qgroup >= 1 && g->k_elems % g->qgroup == 0 && g->v_elems % g->qgroup == 0 &&
+         g->k_elems % 2 == 0 && g->v_elems % 2 == 0 && g->k_elems <= (1 << 24) && g->v_elems <= (1 << 24);
 }
 
-static size_t dtype_size(kvc_dtype d) { return d == KVC_F16 ? 2 : 4; }
+/* Bytes of one token's row of n elements (a geometry geom_ok accepted). */
+static size_t row_bytes(const kvc_geom *g, int n) {
+  switch (g->dtype) {
+  case KVC_F32: return (size_t)n * 4;
+  case KVC_F16: return (size_t)n * 2;
+  case KVC_I8: return (size_t)n + (size_t)(n / g->qgroup) * 2;
+  }
+  return 0;
+}
+
+size_t kvc_k_row_bytes(const kvc_geom *g) { return geom_ok(g) ? row_bytes(g, g->k_elems) : 0; }
+size_t kvc_v_row_bytes(const kvc_geom *g) { return geom_ok(g) ? row_bytes(g, g->v_elems) : 0; }
 
 /* One layer's K+V region rounded up to 64 bytes, or 0 on overflow. */
 static size_t layer_stride(const kvc_geom *g) {
-  size_t per_tok = ((size_t)g->k_elems + (size_t)g->v_elems) * dtype_size(g->dtype);
-  if (per_tok / dtype_size(g->dtype) != (size_t)g->k_elems + (size_t)g->v_elems) return 0;
+  if ((size_t)g->k_elems > SIZE_MAX / 8 || (size_t)g->v_elems > SIZE_MAX / 8) return 0;
+  size_t per_tok = row_bytes(g, g->k_elems) + row_bytes(g, g->v_elems);
   if ((size_t)g->block_size > (SIZE_MAX - 64) / per_tok) return 0;
   return MFS_ALIGN_UP((size_t)g->block_size * per_tok, 64);
 }
@@ -60,7 +75,7 @@ size_t kvc_block_bytes(const kvc_geom *g) {
 
 size_t kvc_bytes_per_token(const kvc_geom *g) {
   if (!geom_ok(g)) return 0;
-  return ((size_t)g->k_elems + (size_t)g->v_elems) * dtype_size(g->dtype) * (size_t)g->n_layers;
+  return (row_bytes(g, g->k_elems) + row_bytes(g, g->v_elems)) * (size_t)g->n_layers;
 }
 
 /* ---- hashing ----------------------------------------------------------- */
@@ -220,8 +235,7 @@ int kvc_pool_new(kvc_pool **out, const kvc_geom *g, uint64_t bytes) {
   }
   uint8_t *m = p->mem;
   p->g = *g;
-  p->dsize = dtype_size(g->dtype);
-  p->k_bytes = bs * (size_t)g->k_elems * p->dsize;
+  p->k_bytes = bs * row_bytes(g, g->k_elems);
   p->layer_stride = layer_stride(g);
   p->block_stride = bb;
   p->n_blocks = (int32_t)nb;
@@ -614,4 +628,13 @@ int kvc_pool_block_states(const kvc_pool *p, uint8_t *state, uint16_t *refs, int
     refs[i] = (uint16_t)(b->ref > 65535 ? 65535 : b->ref);
   }
   return n;
+}
+
+const char *kvc_dtype_name(kvc_dtype d) {
+  switch (d) {
+  case KVC_F32: return "f32";
+  case KVC_F16: return "f16";
+  case KVC_I8: return "int8";
+  }
+  return "?";
 }

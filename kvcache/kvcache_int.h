@@ -74,8 +74,7 @@ struct kvc_seq {
 
 struct kvc_pool {
   kvc_geom g;
-  size_t dsize;        /* bytes per element */
-  size_t k_bytes;      /* one layer's K region: block_size * k_elems * dsize */
+  size_t k_bytes;      /* one layer's K region: block_size * kvc_k_row_bytes */
   size_t layer_stride; /* K + V regions rounded up to 64 */
   size_t block_stride; /* n_layers * layer_stride == kvc_block_bytes */
   int32_t n_blocks;

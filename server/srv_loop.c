@@ -232,7 +232,7 @@ static void do_load(uv_work_t *w) {
       .max_model_len = s->o.max_model_len,
       .block_size = s->o.block_size,
       .kv_bytes = s->o.kv_cache_bytes,
-      .kv_dtype = s->o.kv_cache_f32 ? KVC_F32 : KVC_F16,
+      .kv_dtype = s->o.kv_cache_dtype,
       .n_threads = s->o.threads,
       .event_capacity = 0,
       .notify = notify,
@@ -287,7 +287,7 @@ static void after_load(uv_work_t *w, int status) {
       "KV pool: %lld blocks of %d tokens = %lld tokens, %lld bytes per token (%s), %.1f MiB; max_model_len %d, "
       "max_num_seqs %d; chat template %s",
       (long long)st.kv.blocks_total, st.block_size, (long long)st.kv.tokens_capacity,
-      (long long)st.kv.bytes_per_token, s->o.kv_cache_f32 ? "f32" : "f16",
+      (long long)st.kv.bytes_per_token, kvc_dtype_name(s->o.kv_cache_dtype),
       (double)st.kv.blocks_total * st.block_size * st.kv.bytes_per_token / (1024.0 * 1024.0), st.max_model_len,
       st.max_num_seqs, msg);
   if (s->state == SRV_LOADING) {

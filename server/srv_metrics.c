@@ -119,7 +119,10 @@ static void vllm_compat(srv *s, sb *o, const sched_stats *st) {
   metric(o, P, "gauge", "cache_config_info", "Information of the KV-cache configuration (always 1).");
   sb_printf(o, "vllm:cache_config_info{block_size=\"%d\",cache_dtype=\"%s\",enable_prefix_caching=\"True\","
                "num_cpu_blocks=\"0\",num_gpu_blocks=\"%lld\"} 1\n",
-            st->block_size, s->o.kv_cache_f32 ? "float32" : "float16", (long long)kv->blocks_total);
+            st->block_size,             s->o.kv_cache_dtype == KVC_F32   ? "float32"
+            : s->o.kv_cache_dtype == KVC_F16 ? "float16"
+                                             : "int8",
+            (long long)kv->blocks_total);
   metric(o, P, "gauge", "lora_requests_info", "Running stats on LoRA requests (none: no adapters); the time of the scrape.");
   sb_printf(o, "vllm:lora_requests_info{max_lora=\"0\",running_lora_adapters=\"\",waiting_lora_adapters=\"\"} %.17g\n",
             (double)time(NULL));
@@ -144,6 +147,11 @@ void srv_metrics_text(srv *s, sb *o) {
   sb_puts(o, "mfaserve:engine_info{");
   label_model(o, s);
   sb_printf(o, ",isa=\"%s\"} 1\n", eng_isa_name());
+  metric(o, "mfaserve:", "gauge", "kv_cache_info",
+         "Always 1; the label dtype is the KV pool's storage (f32, f16, int8: --kv-cache-dtype).");
+  sb_puts(o, "mfaserve:kv_cache_info{");
+  label_model(o, s);
+  sb_printf(o, ",dtype=\"%s\"} 1\n", kvc_dtype_name(s->o.kv_cache_dtype));
   gauge(o, "mfaserve:", s, "server_ready", "1 when serving, 0 while loading or draining.", s->state == SRV_READY);
   counter(o, "mfaserve:", s, "prompt_tokens_total", "Prompt tokens computed (prefix-cache hits excluded).",
           (double)st.prompt_tokens_total);
@@ -181,8 +189,10 @@ void srv_cache_stats_json(srv *s, sb *o) {
   const char *attn = s->info ? eng_attn_name(s->info->attn) : "";
   sb_puts(o, "{\"model\":");
   sb_json_str(o, s->served, strlen(s->served));
-  sb_printf(o, ",\"attention\":\"%s\",\"block_size\":%d,\"kv_bytes_per_token\":%lld,\"max_model_len\":%d", attn,
-            st.block_size, (long long)kv->bytes_per_token, s->max_model_len);
+  sb_printf(o,
+            ",\"attention\":\"%s\",\"kv_dtype\":\"%s\",\"block_size\":%d,\"kv_bytes_per_token\":%lld,"
+            "\"max_model_len\":%d",
+            attn, kvc_dtype_name(s->o.kv_cache_dtype), st.block_size, (long long)kv->bytes_per_token, s->max_model_len);
   sb_printf(o, ",\"blocks\":{\"total\":%lld,\"used\":%lld,\"cached\":%lld,\"free\":%lld}", (long long)kv->blocks_total,
             (long long)kv->blocks_used, (long long)kv->blocks_cached_free, (long long)kv->blocks_free);
   sb_puts(o, ",\"usage\":");

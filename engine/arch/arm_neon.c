@@ -29,6 +29,23 @@ static inline float n_get(const void *w, size_t j, st_dtype dt) {
   return (float)f;
 }
 
+static void n_kv_dequant(float *out, const int8_t *q, const uint16_t *s, int n, int group) {
+  if (group % 8) {
+    k_gen_kv_dequant(out, q, s, n, group);
+    return;
+  }
+  for (int g0 = 0; g0 < n; g0 += group) {
+    __fp16 h;
+    memcpy(&h, s + g0 / group, 2);
+    float32x4_t d = vdupq_n_f32((float)h);
+    for (int i = g0; i < g0 + group; i += 8) {
+      int16x8_t v = vmovl_s8(vld1_s8(q + i));
+      vst1q_f32(out + i, vmulq_f32(vcvtq_f32_s32(vmovl_s16(vget_low_s16(v))), d));
+      vst1q_f32(out + i + 4, vmulq_f32(vcvtq_f32_s32(vmovl_s16(vget_high_s16(v))), d));
+    }
+  }
+}
+
 static void n_widen(float *out, const void *in, size_t n, st_dtype dt) {
   if (dt == ST_F32) {
     memcpy(out, in, n * sizeof *out);
@@ -220,6 +237,7 @@ const k_table k_table_neon = {
     .gemm_pack_b = n_pack_b,
     .gemm_tile = n_tile,
     .widen = n_widen,
+    .kv_dequant = n_kv_dequant,
     .f32_to_f16 = n_f32_to_f16,
     .rope_to = n_rope_to,
     /* the portable kernels below vectorise well at -O3 */

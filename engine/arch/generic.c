@@ -93,6 +93,28 @@ void k_rope(float *x, const float *cs, int hd) {
 
 /* ---------------------------------------------------------- elementwise */
 
+void k_kv_quant(int8_t *q, uint16_t *s, const float *x, int n, int group) {
+  for (int g0 = 0; g0 < n; g0 += group) {
+    float amax = 0;
+    for (int i = g0; i < g0 + group; i++) amax = fmaxf(amax, fabsf(x[i]));
+    /* the scale as stored (F16, largest finite at most), so q * s is what a reader gets */
+    uint16_t h = k_f32_to_f16_1(fminf(amax / 127.0f, 65504.0f));
+    float d = k_f16_to_f32_1(h), inv = d > 0 ? 1.0f / d : 0.0f;
+    for (int i = g0; i < g0 + group; i++) {
+      float v = rintf(x[i] * inv);
+      q[i] = (int8_t)(v > 127.0f ? 127 : v < -127.0f ? -127 : v);
+    }
+    s[g0 / group] = h;
+  }
+}
+
+void k_gen_kv_dequant(float *out, const int8_t *q, const uint16_t *s, int n, int group) {
+  for (int g0 = 0; g0 < n; g0 += group) {
+    float d = k_f16_to_f32_1(s[g0 / group]);
+    for (int i = g0; i < g0 + group; i++) out[i] = (float)q[i] * d;
+  }
+}
+
 static void g_widen(float *out, const void *in, size_t n, st_dtype dt) {
   if (dt == ST_F32) {
     memcpy(out, in, n * sizeof *out);
@@ -321,6 +343,7 @@ const k_table k_table_generic = {
     .gemm_pack_b = g_pack_b,
     .gemm_tile = g_tile,
     .widen = g_widen,
+    .kv_dequant = k_gen_kv_dequant,
     .f32_to_f16 = g_f32_to_f16,
     .rope_to = g_rope_to,
     .swiglu = k_gen_swiglu,

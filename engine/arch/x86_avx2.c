@@ -159,6 +159,20 @@ static void a2_gemv(float *y, const void *wv, int n, int k, const float *x, floa
   else gemv_rows(y, w, n, k, x, beta, ST_BF16);
 }
 
+static void a2_kv_dequant(float *out, const int8_t *q, const uint16_t *s, int n, int group) {
+  if (group % 8) {
+    k_gen_kv_dequant(out, q, s, n, group);
+    return;
+  }
+  for (int g0 = 0; g0 < n; g0 += group) {
+    __m256 d = _mm256_set1_ps(_cvtsh_ss(s[g0 / group]));
+    for (int i = g0; i < g0 + group; i += 8) {
+      __m256i v = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(q + i)));
+      _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_cvtepi32_ps(v), d));
+    }
+  }
+}
+
 static void a2_widen(float *out, const void *in, size_t n, st_dtype dt) {
   if (dt == ST_F32) {
     memcpy(out, in, n * sizeof *out);
@@ -567,6 +581,7 @@ const k_table k_table_avx2 = {
     .gemm_pack_b = a2_pack_b,
     .gemm_tile = a2_tile,
     .widen = a2_widen,
+    .kv_dequant = a2_kv_dequant,
     .f32_to_f16 = a2_f32_to_f16,
     .rope_to = a2_rope_to,
     .swiglu = a2_swiglu,

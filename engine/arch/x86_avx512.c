@@ -39,6 +39,20 @@ static inline float w_get(const void *w, size_t j, st_dtype dt) {
   return dt == ST_F16 ? _cvtsh_ss(h) : k_bf16_to_f32_1(h);
 }
 
+static void z_kv_dequant(float *out, const int8_t *q, const uint16_t *s, int n, int group) {
+  if (group % 16) {
+    k_gen_kv_dequant(out, q, s, n, group);
+    return;
+  }
+  for (int g0 = 0; g0 < n; g0 += group) {
+    __m512 d = _mm512_set1_ps(_cvtsh_ss(s[g0 / group]));
+    for (int i = g0; i < g0 + group; i += 16) {
+      __m512i v = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(q + i)));
+      _mm512_storeu_ps(out + i, _mm512_mul_ps(_mm512_cvtepi32_ps(v), d));
+    }
+  }
+}
+
 static void z_widen(float *out, const void *in, size_t n, st_dtype dt) {
   if (dt == ST_F32) {
     memcpy(out, in, n * sizeof *out);
@@ -509,6 +523,7 @@ const k_table TABLE = {
     .gemm_pack_b = z_pack_b,
     .gemm_tile = z_tile,
     .widen = z_widen,
+    .kv_dequant = z_kv_dequant,
     .f32_to_f16 = z_f32_to_f16,
     .rope_to = z_rope_to,
     .swiglu = z_swiglu,

@@ -79,7 +79,11 @@ int eng_model_load(eng_model **out, const char *dir, void (*progress)(double fra
 void eng_model_free(eng_model *m); /* NULL: no-op */
 const eng_model_info *eng_model_get_info(const eng_model *m);
 
-/* The KV geometry this model needs, for kvc_pool_new. */
+/* The KV geometry this model needs, for kvc_pool_new. With KVC_I8, a
+ * scale covers ENG_KV_I8_GROUP elements of a head (chosen by measurement:
+ * BENCHMARKS.md, "int8 KV cache"), or the whole head where that does not
+ * divide head_dim. */
+#define ENG_KV_I8_GROUP 32
 void eng_model_kv_geom(const eng_model *m, int block_size, kvc_dtype dtype, kvc_geom *out);
 
 typedef struct eng_ctx_opts {

@@ -3,12 +3,17 @@
  * One allocation, made at start-up, holds n_blocks fixed-size blocks. A
  * block stores block_size tokens for every layer. Per token and layer a
  * block holds k_elems key elements and v_elems value elements, in the
- * storage dtype (F32 or F16):
+ * storage dtype (F32, F16, or int8 with scales, below):
  *   MFA-KR: k_elems = hd (the key before RoPE), v_elems = 0
  *   MFA:    k_elems = hd (rotated key), v_elems = hd
  *   Llama:  k_elems = v_elems = KV*hd (rotated keys, values)
- * Layout: block b, layer l is one region [K: block_size][k_elems] followed by
- * [V: block_size][v_elems]; kvc_block_k/kvc_block_v return those pointers.
+ * Layout: block b, layer l is one region [K: block_size][K row] followed by
+ * [V: block_size][V row]; kvc_block_k/kvc_block_v return those pointers.
+ * A row is a token's k_elems (v_elems) values: F32 or F16 elements, or for
+ * KVC_I8 the int8 values q[n] followed by n / qgroup F16 scales s[n/qgroup]:
+ * value i = q[i] * s[i / qgroup] (symmetric, |q| <= 127). kvc_k_row_bytes /
+ * kvc_v_row_bytes give a row's size. An int8 geometry needs qgroup to divide
+ * k_elems and v_elems, both even.
  *
  * Sequences hold block tables. Blocks are reference-counted; a full block is
  * indexed by a hash of (parent block's hash, its token ids), so a later
@@ -29,7 +34,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef enum { KVC_F32 = 0, KVC_F16 = 1 } kvc_dtype;
+typedef enum { KVC_F32 = 0, KVC_F16 = 1, KVC_I8 = 2 } kvc_dtype;
 
 typedef struct kvc_geom {
   int n_layers;
@@ -37,6 +42,7 @@ typedef struct kvc_geom {
   int k_elems;    /* key elements per token per layer, >= 1 */
   int v_elems;    /* value elements per token per layer, >= 0 */
   kvc_dtype dtype;
+  int qgroup;     /* KVC_I8: elements per scale, dividing k_elems and v_elems; else unused */
 } kvc_geom;
 
 /* Normal outcome: not enough free or evictable blocks. */
@@ -51,7 +57,7 @@ typedef struct kvc_stats {
   int64_t blocks_cached_free; /* ref 0, still indexed, evictable */
   int64_t blocks_free;        /* never used or evicted */
   int64_t tokens_capacity;    /* blocks_total * block_size */
-  int64_t bytes_per_token;    /* (k_elems + v_elems) * dtype size * n_layers */
+  int64_t bytes_per_token;    /* (K row + V row bytes) * n_layers, scales included */
   int64_t prefix_queries_tokens; /* tokens asked for in kvc_seq_match_prefix */
   int64_t prefix_hits_tokens;    /* of those, tokens found cached */
   int64_t n_seqs;
@@ -59,8 +65,13 @@ typedef struct kvc_stats {
 
 /* Bytes of one block (all layers). */
 size_t kvc_block_bytes(const kvc_geom *g);
-/* (k_elems + v_elems) * dtype size * n_layers. */
+/* (kvc_k_row_bytes + kvc_v_row_bytes) * n_layers: what a token costs. */
 size_t kvc_bytes_per_token(const kvc_geom *g);
+/* Bytes of one token's key (value) row in one layer; 0 for a bad geometry. */
+size_t kvc_k_row_bytes(const kvc_geom *g);
+size_t kvc_v_row_bytes(const kvc_geom *g);
+/* "f32", "f16" or "int8". */
+const char *kvc_dtype_name(kvc_dtype d);
 
 /* Creates a pool of floor(bytes / kvc_block_bytes(g)) blocks (at least 1
  * needed, else MFS_EINVAL). Returns 0, MFS_EINVAL for a bad geometry, or

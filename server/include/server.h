@@ -18,6 +18,8 @@
 #include <stdint.h>
 #include <stddef.h>
 
+#include "kvcache.h"
+
 typedef struct srv_opts {
   const char *model_dir;     /* HF-style model directory (config, safetensors, tokenizer.json) */
   const char *host;          /* numeric IPv4/IPv6 address to bind, e.g. "127.0.0.1" */
@@ -29,7 +31,7 @@ typedef struct srv_opts {
   int max_queued_requests;   /* waiting requests beyond which submit answers 429 */
   int max_model_len;         /* <= 0: the model's */
   uint64_t kv_cache_bytes;
-  int kv_cache_f32;          /* 0: F16 pool, 1: F32 */
+  kvc_dtype kv_cache_dtype;  /* the pool's storage (kvcache.h) */
   int block_size;
   int threads;               /* engine workers; <= 0: all CPUs */
   uint64_t max_body_bytes;   /* request bodies beyond this get 413 */

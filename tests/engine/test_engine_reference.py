@@ -14,6 +14,11 @@ models have sizes off the SIMD width: d 72, hd 18, I 200, V 301):
 - `logits --kv-dtype f16` (chunk 0, chunk 1, chunk 3 + block 4) and with
   default flags (KV f16 by default): looser TOL_KV16 = 1e-2 (f16 keeps 11
   bits; measured ~5e-4), argmax must match where the gap > GAP_KV16 = 2e-3.
+- `logits --kv-dtype int8` (chunk 0, chunk 1 + block 4): against the
+  reference that rounds keys and values as the int8 cache documents it
+  (mfa_ref.kv_int8, the group `info --json` reports) within TOL_KV16, argmax
+  where the gap > GAP_KV16; against the exact reference within TOL_KV8, a
+  bound derived from the rounding (below), argmax where the gap > GAP_KV8.
 - `generate --temperature 0 --json` with f32 KV, and with f16 KV + block 4 +
   chunk 3: token ids equal the reference's greedy ids up to the first near-tie
   (top-2 gap < GAP resp. GAP_KV16 of max|logit|; a NOTE says where), logprobs
@@ -47,6 +52,15 @@ TOL = 1e-3            # f32 KV: max|C - ref| / max|ref|   (measured ~1e-6)
 TOL_KV16 = 1e-2       # f16 KV, documented looser bound  (measured ~5e-4)
 GAP = 1e-3            # f32 KV: argmax / greedy tokens compared where top-2 gap > GAP * max|logit|
 GAP_KV16 = 2e-3       # f16 KV: ~4x the measured f16-KV logit error
+# int8 KV vs the exact reference: each cached element is off by at most half
+# a step, max|group| / 254 (0.4% of its group's largest). Scores and outputs
+# of attention inherit about that relative error, and each of L layers adds
+# its own; measured 3.8e-3..1.1e-2 of max|logit| on these models (vs 5e-7,
+# up to 6e-4 where one element rounds the other way, against the rounding
+# reference). TOL_KV8 = 5e-2 is ~4x the largest; GAP_KV8 keeps argmax checks away from near-ties as large as
+# the error itself.
+TOL_KV8 = 5e-2
+GAP_KV8 = 2e-2
 TOL_LOGPROB = 1e-3    # abs, f32 KV
 TOL_LOGPROB_KV16 = 1e-2
 GEN_TOKENS = 12
@@ -258,6 +272,23 @@ def run_case(rec, args, c, tmp, errs):
         _, err = compare_logits(rec, lab, got, ref, tol, GAP if tol == TOL else GAP_KV16)
         errs.append((name, label, err))
 
+    # int8 KV: against the reference that rounds as the cache does, and the exact one
+    group = info.get("kv_int8_group") if isinstance(info, dict) else None
+    if rec.check("%s: info reports kv_int8_group dividing head_dim" % name,
+                 isinstance(group, int) and group > 0 and m.hd % group == 0, "group=%s" % group):
+        ref8 = R.logits(m, ids, kv_group=group)
+        i8 = ["--kv-dtype", "int8"]
+        for label, extra in [("chunk0 kv-int8", ["--chunk", "0"] + i8),
+                             ("chunk1 kv-int8 block4", ["--chunk", "1", "--block-size", "4"] + i8)]:
+            got, e = U.engine_logits(binary, d, ids, out, extra)
+            lab = "%s: logits %s" % (name, label)
+            if not rec.check(lab + " runs", got is not None and got.shape == ref.shape, e or ""):
+                continue
+            _, err8 = compare_logits(rec, lab + " vs int8-rounding reference", got, ref8, TOL_KV16, GAP_KV16)
+            _, err = compare_logits(rec, lab + " vs exact reference", got, ref, TOL_KV8, GAP_KV8)
+            errs.append((name, label + " (rounding ref)", err8))
+            errs.append((name, label, err))
+
     # sharded == single file (same seed, same weights)
     if c.get("shards", 1) > 1:
         d1 = d + "_single"
@@ -347,10 +378,11 @@ def main():
         print("\nmax relative logit error per case (over all its runs):")
         per = {}
         for n, lab, e in errs:
-            key = (n, "kv f16" if ("kv-f16" in lab or "defaults" in lab) else "kv f32")
+            key = (n, "kv f16" if ("kv-f16" in lab or "defaults" in lab) else
+                   ("kv int8/rounding ref" if "rounding" in lab else "kv int8") if "int8" in lab else "kv f32")
             per[key] = max(per.get(key, 0.0), e)
         for (n, k), e in per.items():
-            print("  %-40s %-7s %.2e" % (n, k, e))
+            print("  %-40s %-20s %.2e" % (n, k, e))
     return rec.finish()
 
 

@@ -127,12 +127,12 @@ static size_t dt_size(st_dtype dt) { return dt == ST_F32 ? 4 : 2; }
 
 enum {
   KS_GEMV, KS_FEW, KS_PACK, KS_TILE, KS_GEMM, KS_GEMM_BLAS, KS_FEW_BLAS, KS_WIDEN, KS_F16, KS_ROPE,
-  KS_SWIGLU, KS_SCORES, KS_SCORES_FEW, KS_SOFTMAX, KS_ACCUM, KS_BURN, KS_N
+  KS_SWIGLU, KS_SCORES, KS_SCORES_FEW, KS_SOFTMAX, KS_ACCUM, KS_BURN, KS_KVQ, KS_KVDQ, KS_N
 };
 static const char *ks_name[KS_N] = {"gemv", "gemm_few", "gemm_pack_b", "gemm_tile", "k_gemm vs generic",
                                     "k_gemm vs cblas", "gemm_few vs cblas", "widen", "f32_to_f16", "rope_to",
                                     "swiglu", "attn_scores", "attn_scores_few", "attn_softmax", "attn_accum",
-                                    "fma_burn"};
+                                    "fma_burn", "k_kv_quant", "kv_dequant"};
 typedef struct {
   long cases, failed, printed;
   double worst; /* max |err| / tol over the passing comparisons */
@@ -615,6 +615,57 @@ static void case_widen(const k_table *t, st_dtype dt, size_t n, int exhaustive) 
   free(ib), free(want), free(og), free(ob.base);
 }
 
+/* ------------------------------------------- int8 KV rows (kvcache.h) */
+
+/* k_kv_quant (one portable function; checked on the generic pass) against
+ * its contract, and every level's kv_dequant bit-exact against q * scale
+ * (exact in float: 8 x 11 significant bits). Groups of size `group`,
+ * magnitudes spread over 1e-3..1e3 per group, one group all zero. */
+static void case_kv_int8(const k_table *t, int n, int group) {
+  int8_t *q = xmalloc((size_t)n + 1);
+  uint16_t *s = xmalloc((size_t)(n / group + 1) * 2);
+  float *x = xmalloc((size_t)n * sizeof *x);
+  memset(x, 0, (size_t)n * sizeof *x);
+  for (int g0 = 0; g0 < n; g0 += group) {
+    float a = g0 == group ? 0.0f : (float)pow(10.0, rndi(-3, 3));
+    for (int i = g0; i < g0 + group; i++) x[i] = rndf(a);
+  }
+  k_kv_quant(q, s, x, n, group);
+  if (gen_pass) {
+    case_begin(KS_KVQ, "n=%d group=%d", n, group);
+    long bad = 0;
+    for (int g0 = 0; g0 < n; g0 += group) {
+      float amax = 0;
+      for (int i = g0; i < g0 + group; i++) amax = fmaxf(amax, fabsf(x[i]));
+      uint16_t want_s = f16_round(amax / 127.0f);
+      double d = f16_val(s[g0 / group]);
+      if (s[g0 / group] != want_s) bad++;
+      for (int i = g0; i < g0 + group; i++) {
+        int qi = q[i];
+        /* within half a step, except where an F16 subnormal scale rounded down clips */
+        double err = fabs((double)x[i] - qi * d);
+        if (qi < -127 || qi > 127 || (err > 0.5 * d * (1 + 1e-6) && abs(qi) != 127) ||
+            (d > 0 && fabs((double)x[i]) == amax && amax / d > 126.5 && abs(qi) != 127))
+          bad++;
+      }
+    }
+    if (bad && report()) fprintf(stderr, "FAIL k_kv_quant [%s]: %ld elements or scales off contract\n", case_desc, bad);
+    case_bad += bad;
+    case_end();
+  }
+  case_begin(KS_KVDQ, "n=%d group=%d", n, group);
+  float *want = xmalloc((size_t)n * sizeof *want);
+  for (int i = 0; i < n; i++) want[i] = (float)(q[i] * f16_val(s[i / group]));
+  size_t tot = (size_t)n + 24;
+  fbuf ob = fbuf_new(tot);
+  fill_sent(ob.p, tot);
+  t->kv_dequant(ob.p, q, s, n, group);
+  check_bits_f32("out", ob.p, want, (size_t)n, 0);
+  untouched("out", ob.p, tot, 1, (size_t)n, tot);
+  case_end();
+  free(q), free(s), free(x), free(want), free(ob.base);
+}
+
 /* floats that probe every rounding case of f32 -> f16 */
 static float f16_probe(void) {
   switch (rndi(0, 7)) {
@@ -1006,6 +1057,11 @@ static void run_level(const k_table *t) {
   case_widen(t, ST_BF16, 65536, 1);
   case_widen(t, ST_F16, 65536 + 13, 0);
   for (int n = 0; n <= 70; n++) case_f16(t, (size_t)n);
+  /* int8 KV rows: the engine's groups (32, a whole odd head) and others */
+  static const int KVG[][2] = {{32, 32}, {64, 32}, {256, 32}, {64, 64}, {128, 64}, {18, 18}, {72, 24}, {48, 16}, {40, 8},
+                               {7, 7}, {12, 3}, {1024, 32}};
+  for (int b = 0; b < NELEM(KVG); b++)
+    for (int rep = 0; rep < 4; rep++) case_kv_int8(t, KVG[b][0], KVG[b][1]);
   case_f16(t, 1000);
   case_f16(t, (size_t)1 << 18);
 

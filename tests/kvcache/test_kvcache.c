@@ -62,7 +62,6 @@ static uint8_t pat(uint64_t ph, int layer, int kv, size_t j) {
   return (uint8_t)((ph >> ((j & 7) * 8)) ^ (uint64_t)(layer * 31 + kv * 17 + (int)(j >> 3) * 13));
 }
 
-static size_t dsz(const kvc_geom *g) { return g->dtype == KVC_F16 ? 2 : 4; }
 
 /* Writes the pattern of positions [from, to) of a sequence's tokens. */
 static void write_pos(kvc_pool *p, kvc_seq *s, const int32_t *toks, int from, int to) {
@@ -71,7 +70,7 @@ static void write_pos(kvc_pool *p, kvc_seq *s, const int32_t *toks, int from, in
   prefix_hashes(toks, to, ph);
   int nt;
   const int32_t *tab = kvc_seq_blocks(s, &nt);
-  size_t kb = (size_t)g->k_elems * dsz(g), vb = (size_t)g->v_elems * dsz(g);
+  size_t kb = kvc_k_row_bytes(g), vb = kvc_v_row_bytes(g);
   for (int pos = from; pos < to; pos++) {
     int32_t b = tab[pos / g->block_size];
     int slot = pos % g->block_size;
@@ -96,7 +95,7 @@ static int data_ok(const kvc_pool *p, const kvc_seq *s, const int32_t *toks, int
   int nt;
   const int32_t *tab = kvc_seq_blocks(s, &nt);
   if (nt * g->block_size < n) return 0;
-  size_t kb = (size_t)g->k_elems * dsz(g), vb = (size_t)g->v_elems * dsz(g);
+  size_t kb = kvc_k_row_bytes(g), vb = kvc_v_row_bytes(g);
   for (int pos = 0; pos < n; pos++) {
     int32_t b = tab[pos / g->block_size];
     int slot = pos % g->block_size;
@@ -145,6 +144,25 @@ static void test_geometry(void) {
   kvc_geom f16 = {.n_layers = 3, .block_size = 16, .k_elems = 64, .v_elems = 0, .dtype = KVC_F16};
   T(kvc_block_bytes(&f16) == 3 * 2048);
   T(kvc_bytes_per_token(&f16) == 3 * 128);
+  /* int8: a row is the values, then one F16 scale per group */
+  kvc_geom i8 = {.n_layers = 8, .block_size = 16, .k_elems = 64, .v_elems = 0, .dtype = KVC_I8, .qgroup = 32};
+  T(kvc_k_row_bytes(&i8) == 64 + 2 * 2 && kvc_v_row_bytes(&i8) == 0);
+  T(kvc_bytes_per_token(&i8) == 8 * 68); /* the bundled MFA-KR model: 544 B, 53% of F16 */
+  T(kvc_block_bytes(&i8) == 8 * MFS_ALIGN_UP(16 * 68, 64));
+  i8.v_elems = 128;
+  i8.qgroup = 64;
+  T(kvc_v_row_bytes(&i8) == 128 + 2 * 2 && kvc_bytes_per_token(&i8) == 8 * (66 + 132));
+  T(strcmp(kvc_dtype_name(KVC_I8), "int8") == 0 && strcmp(kvc_dtype_name(KVC_F16), "f16") == 0);
+  kvc_geom badq[4] = {i8, i8, i8, i8};
+  badq[0].qgroup = 0;  /* no group */
+  badq[1].qgroup = 48; /* does not divide 64 */
+  badq[2].v_elems = 100; /* nor 100 */
+  badq[3].qgroup = 1, badq[3].k_elems = 63; /* odd: the scales would be misaligned */
+  for (int i = 0; i < 4; i++) {
+    T(kvc_block_bytes(&badq[i]) == 0 && kvc_bytes_per_token(&badq[i]) == 0 && kvc_k_row_bytes(&badq[i]) == 0);
+    kvc_pool *q = NULL;
+    T(kvc_pool_new(&q, &badq[i], 1 << 20) == MFS_EINVAL && q == NULL);
+  }
 
   kvc_geom bad[5] = {G4, G4, G4, G4, G4};
   bad[0].n_layers = 0;
@@ -662,7 +680,8 @@ static void run_random(uint64_t seed, int n_ops) {
   g_rng = seed * 0x9e3779b97f4a7c15ull + 1;
   kvc_geom g = {.n_layers = 1 + (int)rnd(2), .block_size = 1 + (int)rnd(4),
                 .k_elems = 1 + (int)rnd(3), .v_elems = (int)rnd(3),
-                .dtype = rnd(2) ? KVC_F16 : KVC_F32};
+                .dtype = (kvc_dtype)rnd(3), .qgroup = 1};
+  if (g.dtype == KVC_I8) g.k_elems = 2 * g.k_elems, g.v_elems = 2 * g.v_elems; /* int8 rows: even */
   int n_blocks = 6 + (int)rnd(20);
   kvc_pool *p = mkpool(&g, n_blocks);
   T(p);

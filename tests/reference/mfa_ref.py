@@ -124,8 +124,24 @@ def rope(x, cos, sin):
     return x * cos[:, None, :] + rotate_half(x) * sin[:, None, :]
 
 
-def attention_qkv(m, i, xn, positions):
-    """Per-token q [T,H,hd], rotated k [T,KV,hd], v [T,KV,hd] of layer i."""
+def kv_int8(x, group):
+    """x [T, heads, hd] as an int8 KV cache stores it and reads it back (the
+    documented layout, kvcache.h): per token, groups of `group` consecutive
+    elements of the row (heads one after another) share the F16 scale
+    s = max|x| / 127, q = round-half-even(x / s) clipped to +-127, read as q * s."""
+    T = x.shape[0]
+    g = x.reshape(T, -1, group)
+    s = (np.abs(g).max(axis=2, keepdims=True) / 127.0).astype(np.float16).astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q = np.where(s > 0, np.clip(np.rint(g / np.where(s > 0, s, 1)), -127, 127), 0)
+    return (q * s).reshape(x.shape)
+
+
+def attention_qkv(m, i, xn, positions, kv_group=None):
+    """Per-token q [T,H,hd], rotated k [T,KV,hd], v [T,KV,hd] of layer i.
+    kv_group: keys and values as an int8 cache with that group holds them
+    (MFA-KR: the key before RoPE, which the value is derived from)."""
+    kvq = (lambda x: kv_int8(x, kv_group)) if kv_group else (lambda x: x)
     w, p = m.w, "model.layers.%d.self_attn." % i
     T = xn.shape[0]
     if m.kind in ("mfa", "mfa-kr"):
@@ -133,15 +149,17 @@ def attention_qkv(m, i, xn, positions):
         q = (c @ w[p + "wq.weight"].T).reshape(T, m.H, m.hd)
         k = (xn @ w[p + "k_proj.weight"].T).reshape(T, 1, m.hd)
         if m.kind == "mfa":
-            v = (xn @ w[p + "v_proj.weight"].T).reshape(T, 1, m.hd)
-        else:  # explicit value path, from the key BEFORE RoPE
+            v = kvq((xn @ w[p + "v_proj.weight"].T).reshape(T, 1, m.hd))
+        else:  # explicit value path, from the key BEFORE RoPE (cached as it is)
+            k = kvq(k)
             v = k + w[p + "v_gate"] * (k @ w[p + "v_proj.weight"].T)
+            kvq = lambda x: x  # noqa: E731  (stored before RoPE: nothing more to round)
     else:
         q = (xn @ w[p + "q_proj.weight"].T).reshape(T, m.H, m.hd)
         k = (xn @ w[p + "k_proj.weight"].T).reshape(T, m.KV, m.hd)
-        v = (xn @ w[p + "v_proj.weight"].T).reshape(T, m.KV, m.hd)
+        v = kvq((xn @ w[p + "v_proj.weight"].T).reshape(T, m.KV, m.hd))
     cos, sin = rope_cos_sin(positions, m.hd, m.theta)
-    return rope(q, cos, sin), rope(k, cos, sin), v
+    return rope(q, cos, sin), kvq(rope(k, cos, sin)), v
 
 
 def attend(m, q, k, v, qpos, kpos):
@@ -169,14 +187,15 @@ def mlp(m, i, x):
     return (silu(g) * u) @ w[p + "mlp.down_proj.weight"].T
 
 
-def logits(m, ids):
-    """Full-sequence causal forward. ids: list of ints. Returns [T, V] float64."""
+def logits(m, ids, kv_group=None):
+    """Full-sequence causal forward. ids: list of ints. Returns [T, V] float64.
+    kv_group: attend to keys and values as an int8 KV cache holds them."""
     ids = list(ids)
     x = m.w["model.embed_tokens.weight"][ids]           # [T, d]
     pos = np.arange(len(ids))
     for i in range(m.L):
         xn = rmsnorm(x, m.w["model.layers.%d.input_layernorm.weight" % i], m.eps)
-        q, k, v = attention_qkv(m, i, xn, pos)
+        q, k, v = attention_qkv(m, i, xn, pos, kv_group)
         o = attend(m, q, k, v, pos, pos)
         x = x + o @ m.w["model.layers.%d.self_attn.o_proj.weight" % i].T
         x = x + mlp(m, i, x)
@@ -188,14 +207,14 @@ def log_softmax(z):
     return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
 
 
-def greedy(m, ids, n, eos=None):
+def greedy(m, ids, n, eos=None, kv_group=None):
     """Greedy generation by re-running the full sequence each step.
     Returns (token_ids, logprobs, margins): margins[t] = top1 - top2 logit.
     Stops after an eos token when eos (int or set) is given."""
     seq, toks, lps, margins = list(ids), [], [], []
     eos = set([eos] if isinstance(eos, int) else (eos or []))
     for _ in range(n):
-        z = logits(m, seq)[-1]
+        z = logits(m, seq, kv_group)[-1]
         t = int(np.argmax(z))
         top2 = np.sort(z)[-2:]
         toks.append(t)

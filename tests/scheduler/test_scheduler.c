@@ -91,6 +91,8 @@ static void stats_when_idle(sched *s, sched_stats *st) {
   }
 }
 
+static kvc_dtype kv_dt = KVC_F32; /* the pools mk and pool_bytes make */
+
 static sched *mk(int max_seqs, int max_tokens, uint64_t kv_bytes, int block) {
   sched_opts o = {0};
   o.max_num_seqs = max_seqs;
@@ -99,7 +101,7 @@ static sched *mk(int max_seqs, int max_tokens, uint64_t kv_bytes, int block) {
   o.max_model_len = 512;
   o.block_size = block;
   o.kv_bytes = kv_bytes;
-  o.kv_dtype = KVC_F32;
+  o.kv_dtype = kv_dt;
   o.n_threads = 2;
   sched *s;
   int rc = sched_new(&s, model, &o);
@@ -141,7 +143,7 @@ static void make_prompts(void) {
 
 static size_t pool_bytes(int blocks, int block) {
   kvc_geom g;
-  eng_model_kv_geom(model, block, KVC_F32, &g);
+  eng_model_kv_geom(model, block, kv_dt, &g);
   return (size_t)blocks * kvc_block_bytes(&g);
 }
 
@@ -182,8 +184,8 @@ static void test_batched_equals_solo(void) {
   }
   CHECK(st.kv.blocks_used == 0, "blocks still used after all finished: %lld", (long long)st.kv.blocks_used);
   CHECK(st.running == 0 && st.waiting == 0, "queues not empty");
-  printf("batched == solo: %d requests, %lld preemptions, %lld steps\n", NR, (long long)st.preemptions_total,
-         (long long)st.steps_total);
+  printf("batched == solo (KV %s): %d requests, %lld preemptions, %lld steps\n", kvc_dtype_name(kv_dt), NR,
+         (long long)st.preemptions_total, (long long)st.steps_total);
   sched_free(s);
 }
 
@@ -412,6 +414,9 @@ int main(int argc, char **argv) {
   info = eng_model_get_info(model);
   make_prompts();
   test_batched_equals_solo();
+  kv_dt = KVC_I8; /* rounding is per token: batched, chunked and preempted runs still equal solo ones */
+  test_batched_equals_solo();
+  kv_dt = KVC_F32;
   test_seeded_sampling();
   test_cancel_and_limits();
   test_queue_full();

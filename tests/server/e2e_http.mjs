@@ -306,6 +306,42 @@ test("vLLM's names (--metrics-compat vllm, the default): what routers read, equa
   assert(/expected vllm or none/.test(bad.stderr), 'says what it expects: ' + bad.stderr);
 });
 
+test('--kv-cache-dtype int8: the pool, /v1/cache/stats, /metrics and the log say int8 and its real bytes per token', async () => {
+  const info = JSON.parse(spawnSync(bin, ['info', '--model', model, '--json'], { encoding: 'utf8' }).stdout);
+  const mem = ['--kv-cache-memory', '8M'];
+  const f16 = await startServer(bin, model, mem);
+  const i8 = await startServer(bin, model, [...mem, '--kv-cache-dtype', 'int8']);
+  try {
+    const a = await (await fetch(f16.base + '/v1/cache/stats')).json();
+    const c = await (await fetch(i8.base + '/v1/cache/stats')).json();
+    eq(a.kv_dtype, 'f16', 'default dtype');
+    eq(c.kv_dtype, 'int8', 'int8 dtype');
+    eq(a.kv_bytes_per_token, info.kv_bytes_per_token_f16, 'f16 bytes per token');
+    eq(c.kv_bytes_per_token, info.kv_bytes_per_token_int8, 'int8 bytes per token');
+    // values plus one F16 scale per group, per layer
+    eq(c.kv_bytes_per_token, info.num_layers * (info.kv_elems_per_token_per_layer * (1 + 2 / info.kv_int8_group)),
+       'int8 bytes = elements + scales');
+    // the same memory holds proportionally more blocks (each layer's region of a block is padded to 64 bytes)
+    const region = (perTok) => Math.ceil((c.block_size * perTok) / info.num_layers / 64) * 64;
+    const ratio = c.blocks.total / a.blocks.total, want = region(a.kv_bytes_per_token) / region(c.kv_bytes_per_token);
+    assert(Math.abs(ratio - want) / want < 0.05, `blocks ratio ${ratio} vs bytes ratio ${want}`);
+    const t = await (await fetch(i8.base + '/metrics')).text();
+    assert(/^mfaserve:kv_cache_info\{model_name="[^"]*",dtype="int8"\} 1$/m.test(t), 'mfaserve:kv_cache_info dtype');
+    assert(/^vllm:cache_config_info\{[^}]*cache_dtype="int8"/m.test(t), 'vllm cache_dtype');
+    assert(/^mfaserve:kv_cache_bytes_per_token\{[^}]*\} (\d+)/m.exec(t)[1] == c.kv_bytes_per_token, 'bytes gauge');
+    const r = await post(i8.base, '/v1/completions', { prompt: 'hello there', max_tokens: 8, temperature: 0 });
+    eq(r.status, 200, 'an int8 pool serves');
+    eq(r.json.usage.completion_tokens, 8, 'generates');
+    assert(/KV pool: .*bytes per token \(int8\)/.test(i8.log()), 'start-up log names the dtype');
+  } finally {
+    await f16.stop();
+    await i8.stop();
+  }
+  const bad = spawnSync(bin, ['serve', '--model', model, '--kv-cache-dtype', 'int4'], { encoding: 'utf8' });
+  eq(bad.status, 2, 'an unknown dtype is a usage error');
+  assert(/expected f16, f32 or int8/.test(bad.stderr), 'says what it expects: ' + bad.stderr);
+});
+
 await run(async () => {
   const r = await srv.stop();
   eq(r.code, 0, 'exit status after SIGTERM');
