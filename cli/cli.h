@@ -47,6 +47,14 @@ int cli_isa_apply(const char *isa);
   {"mmap", "MFASERVE_MMAP", CLI_BOOL, &(var),                                                           \
    "map the weight files (shared page cache, lazy) instead of reading them into memory with huge pages"}
 
+/* --quantize for every command that runs the engine (env twin
+ * MFASERVE_QUANTIZE): quantize the weights at load (eng_weights_quantize). */
+#define CLI_QUANT_FLAG(var)                                                                             \
+  {"quantize", "MFASERVE_QUANTIZE", CLI_STR, &(var),                                                    \
+   "quantize the weights at load: none, q8_0 or q4_0 (a directory from `mfaserve quantize` needs none)"}
+/* Applies --quantize; 0, or 2 after printing what it expects. */
+int cli_quant_apply(const char *type);
+
 int cmd_generate(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int bench_serve_main(int argc, char **argv); /* bench_serve.c: `mfaserve bench serve` */

@@ -46,6 +46,7 @@ static int bench_engine(int argc, char **argv) {
       {"json", NULL, CLI_BOOL, &json, "print one JSON object"},
       CLI_ISA_FLAG(o.isa),
       CLI_MMAP_FLAG(o.mmap),
+      CLI_QUANT_FLAG(o.quantize),
   };
   int rc = cli_parse("bench engine", "Measures prefill and batch-1 decode against this machine's ceilings.",
                      flags, sizeof flags / sizeof flags[0], argc, argv, NULL, NULL);
@@ -151,6 +152,7 @@ static int bench_batch(int argc, char **argv) {
   uint64_t pool_bytes = 1ull << 30;
   const char *isa = NULL;
   int use_mmap = 0;
+  const char *quant = "none";
   cli_flag flags[] = {
       {"model", "MFASERVE_MODEL", CLI_STR, &model, "model directory"},
       {"threads", "MFASERVE_THREADS", CLI_INT, &threads, "worker threads (0: all cores)"},
@@ -165,12 +167,14 @@ static int bench_batch(int argc, char **argv) {
       {"json", NULL, CLI_BOOL, &json, "print one JSON object"},
       CLI_ISA_FLAG(isa),
       CLI_MMAP_FLAG(use_mmap),
+      CLI_QUANT_FLAG(quant),
   };
   int rc = cli_parse("bench batch", "Measures aggregate decode at several concurrencies and KV capacity.", flags,
                      sizeof flags / sizeof flags[0], argc, argv, NULL, NULL);
   if (rc) return rc == CLI_HELP ? 0 : 2;
   if ((rc = cli_isa_apply(isa))) return rc;
   eng_weights_use_mmap(use_mmap);
+  if (cli_quant_apply(quant)) return 2;
   kvc_dtype dt;
   int32_t *conc;
   int nconc;

@@ -61,7 +61,7 @@ static void json_string(const char *t, size_t n) {
       {"kv-dtype", "MFASERVE_KV_CACHE_DTYPE", CLI_STR, &kv_dtype_s, "KV-cache storage: f16, f32 or int8"},     \
       {"block-size", "MFASERVE_BLOCK_SIZE", CLI_INT, &(o).block_size, "KV-cache block size in tokens"},  \
       {"max-model-len", "MFASERVE_MAX_MODEL_LEN", CLI_INT, &(o).max_ctx, "context limit (0: model's)"},  \
-      CLI_ISA_FLAG((o).isa), CLI_MMAP_FLAG((o).mmap)
+      CLI_ISA_FLAG((o).isa), CLI_MMAP_FLAG((o).mmap), CLI_QUANT_FLAG((o).quantize)
 
 static int finish_opts(cli_session_opts *o) {
   if (cli_parse_kv_dtype(kv_dtype_s, &o->kv_dtype)) {

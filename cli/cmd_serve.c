@@ -43,6 +43,7 @@ int cmd_serve(int argc, char **argv) {
   const char *kv_dtype = "f16", *chat_template = "auto", *log_level = "info", *metrics_compat = "vllm";
   int port = 8000, max_num_seqs = 64, max_batched = 2048, max_queued = 256, max_model_len = 0, block_size = 16;
   int threads = 0, use_mmap = 0;
+  const char *quant = "none";
   const char *isa = NULL;
   /* a JSON body is parsed into a tree of several times its size: 4 MiB
    * bounds one request to a few hundred MiB of parsing */
@@ -83,6 +84,7 @@ int cmd_serve(int argc, char **argv) {
        "Extension read); none: mfaserve: names only"},
       CLI_ISA_FLAG(isa),
       CLI_MMAP_FLAG(use_mmap),
+      CLI_QUANT_FLAG(quant),
   };
   int rc = cli_parse("serve", "Serves the model over an OpenAI-compatible HTTP API.", flags,
                      (int)(sizeof flags / sizeof flags[0]), argc, argv, NULL, NULL);
@@ -102,6 +104,7 @@ int cmd_serve(int argc, char **argv) {
   mfs_log(MFS_LOG_INFO, "engine", "kernels: %s (built: %s; this CPU supports: %s; CPU features: %s)", eng_isa_name(),
           eng_isa_built(), eng_isa_supported(), eng_cpu_features());
   eng_weights_use_mmap(use_mmap);
+  if (cli_quant_apply(quant)) return 2;
   mfs_log(MFS_LOG_INFO, "engine", "weights: %s", use_mmap ? "mapped from the files (--mmap)"
                                                           : "read into memory, advised for 2 MiB pages (--mmap maps them instead)");
   kvc_dtype kv_dt;

@@ -24,6 +24,14 @@ int cli_parse_kv_dtype(const char *s, kvc_dtype *out) {
   return 0;
 }
 
+int cli_quant_apply(const char *type) {
+  if (eng_weights_quantize(type ? type : "none")) {
+    fprintf(stderr, "mfaserve: --quantize '%s': expected none, q8_0 or q4_0\n", type);
+    return 2;
+  }
+  return 0;
+}
+
 int cli_session_open(cli_session *s, const cli_session_opts *o) {
   memset(s, 0, sizeof *s);
   char err[1024];
@@ -33,6 +41,7 @@ int cli_session_open(cli_session *s, const cli_session_opts *o) {
   }
   if (cli_isa_apply(o->isa)) return 2;
   eng_weights_use_mmap(o->mmap);
+  if (cli_quant_apply(o->quantize)) return 2;
   int rc = eng_model_load(&s->m, o->model, o->quiet ? NULL : load_progress, NULL, err, sizeof err);
   if (rc) {
     fprintf(stderr, "mfaserve: cannot load model: %s\n", err);

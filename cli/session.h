@@ -23,6 +23,7 @@ typedef struct cli_session_opts {
   int quiet;
   const char *isa; /* kernel level (NULL: MFASERVE_ISA or the best) */
   int mmap;        /* map the weight files (--mmap) */
+  const char *quantize; /* --quantize: NULL/"none", q8_0, q4_0 */
 } cli_session_opts;
 
 /* Loads the model and reserves a pool for one sequence of max_ctx tokens.

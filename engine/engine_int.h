@@ -12,7 +12,35 @@
 
 /* ---- safetensors (safetensors.c) ---- */
 
-typedef enum { ST_F32 = 0, ST_F16, ST_BF16 } st_dtype;
+/* Element types of weights. F32/F16/BF16 come from safetensors files; the
+ * block formats are the engine's quantized weights in memory (weights.md in
+ * docs/ describes them; a quantized directory stores the same values as
+ * int8 / packed 4-bit tensors with separate F16 scale tensors):
+ *   ST_Q8_0: blocks of ST_QK weights, each {F16 d; int8 q[32]} (34 bytes),
+ *            w = q * d (llama.cpp's block_q8_0);
+ *   ST_Q4_0: blocks {F16 d; uint8 q[16]} (18 bytes), weight i of the block
+ *            is ((q[i] & 15) - 8) * d for i < 16, ((q[i - 16] >> 4) - 8) * d
+ *            after (llama.cpp's block_q4_0).
+ * A quantized matrix's rows are whole blocks (k % ST_QK == 0). */
+typedef enum { ST_F32 = 0, ST_F16, ST_BF16, ST_Q8_0, ST_Q4_0 } st_dtype;
+#define ST_QK 32
+
+static inline int st_is_quant(st_dtype dt) { return dt == ST_Q8_0 || dt == ST_Q4_0; }
+/* Bytes of k consecutive elements of a row (quantized: k % ST_QK == 0). */
+static inline size_t st_bytes(st_dtype dt, size_t k) {
+  switch (dt) {
+  case ST_F32: return 4 * k;
+  case ST_F16:
+  case ST_BF16: return 2 * k;
+  case ST_Q8_0: return k / ST_QK * 34;
+  case ST_Q4_0: return k / ST_QK * 18;
+  }
+  return 0;
+}
+/* &W[row][col] of a matrix whose rows hold ld elements. */
+static inline const void *st_at(const void *w, st_dtype dt, size_t row, size_t ld, size_t col) {
+  return (const char *)w + st_bytes(dt, row * ld + col);
+}
 
 typedef struct st_tensor {
   char *name;          /* owned */

@@ -95,8 +95,7 @@ typedef struct {
  * packed GEMM (gemm.c); every path reads 16-bit weights in place. */
 static void mm_cols(const mm_job *j, const mm_part *pt, int a, int e, float *bp) {
   const k_table *kt = K();
-  size_t esz = pt->w.dt == ST_F32 ? 4 : 2;
-  const void *w = (const char *)pt->w.p + (size_t)a * j->k * esz;
+  const void *w = st_at(pt->w.p, pt->w.dt, (size_t)a, (size_t)j->k, 0);
   if (j->blas && pt->w.dt == ST_F32)
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, j->rows, e - a, j->k, 1.0f, j->in, j->k, w, j->k,
                 j->beta, pt->out + a, pt->n);
@@ -486,11 +485,9 @@ int eng_forward(eng_ctx *c, const eng_batch *b) {
   c->b = b;
   c->n_rows = rows;
   int d = in->d, hd = in->head_dim, H = in->n_heads, KV = in->n_kv_heads;
-  for (int r = 0; r < rows; r++) {
-    size_t off = (size_t)b->tokens[r] * d;
-    if (m->embed.dt == ST_F32) memcpy(c->x + (size_t)r * d, (const float *)m->embed.p + off, (size_t)d * 4);
-    else K()->widen(c->x + (size_t)r * d, (const uint16_t *)m->embed.p + off, (size_t)d, m->embed.dt);
-  }
+  for (int r = 0; r < rows; r++)
+    K()->widen(c->x + (size_t)r * d, st_at(m->embed.p, m->embed.dt, (size_t)b->tokens[r], (size_t)d, 0), (size_t)d,
+               m->embed.dt);
   for (int l = 0; l < in->n_layers; l++) {
     const eng_layer *ly = &m->layers[l];
     c->layer = l;

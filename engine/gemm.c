@@ -44,7 +44,6 @@ void k_gemm_cols(float *c, size_t ldc, const float *ap, int rows, const void *w,
                  float beta, float *bp) {
   const k_table *kt = K();
   const int MR = kt->gemm_mr, NR = kt->gemm_nr;
-  const size_t esz = dt == ST_F32 ? 4 : 2;
   if (beta != 0.0f && beta != 1.0f) /* the tile adds or stores: scale first */
     for (int r = 0; r < rows; r++)
       for (int j = 0; j < ncols; j++) c[(size_t)r * ldc + j] *= beta;
@@ -57,7 +56,7 @@ void k_gemm_cols(float *c, size_t ldc, const float *ap, int rows, const void *w,
       int acc = p0 > 0 || beta != 0.0f;
       for (int jp = 0; jp < npanels; jp++) {
         int cols = nc - jp * NR < NR ? nc - jp * NR : NR;
-        const char *src = (const char *)w + ((size_t)(j0 + jp * NR) * k + p0) * esz;
+        const void *src = st_at(w, dt, (size_t)(j0 + jp * NR), (size_t)k, (size_t)p0);
         kt->gemm_pack_b(bp + (size_t)jp * kc * NR, src, (size_t)k, cols, kc, dt);
       }
       for (int i0 = 0; i0 < rows; i0 += mc) {
@@ -90,4 +89,75 @@ int k_gemm(float *c, size_t ldc, const float *a, int rows, const void *w, int n,
   free(ap);
   free(bp);
   return 0;
+}
+
+/* ------------------------------------------------ quantized weights */
+
+#define QBUF_FLOATS 8192 /* 32 KiB of dequantized rows: stays in L1/L2 */
+
+void k_quant_gemv(k_widen_fn widen, k_gemv_fn gemv, float *y, const void *w, int n, int k, const float *x, float beta,
+                  st_dtype dt) {
+  float buf[QBUF_FLOATS] __attribute__((aligned(64)));
+  if (k > QBUF_FLOATS) { /* one row at a time, in pieces */
+    for (int i = 0; i < n; i++) {
+      float s = 0;
+      for (int j0 = 0; j0 < k; j0 += QBUF_FLOATS) {
+        int kk = k - j0 < QBUF_FLOATS ? k - j0 : QBUF_FLOATS;
+        widen(buf, st_at(w, dt, (size_t)i, (size_t)k, (size_t)j0), (size_t)kk, dt);
+        float t;
+        gemv(&t, buf, 1, kk, x + j0, 0.0f, ST_F32);
+        s += t;
+      }
+      y[i] = beta == 0.0f ? s : beta * y[i] + s;
+    }
+    return;
+  }
+  int rows = QBUF_FLOATS / k;
+  for (int i = 0; i < n; i += rows) {
+    int cnt = n - i < rows ? n - i : rows;
+    widen(buf, st_at(w, dt, (size_t)i, (size_t)k, 0), (size_t)cnt * k, dt);
+    gemv(y + i, buf, cnt, k, x, beta, ST_F32);
+  }
+}
+
+void k_quant_few(k_widen_fn widen, k_few_fn few, float *out, int ldo, const void *w, int n, int k, const float *in,
+                 int M, float beta, st_dtype dt) {
+  float buf[QBUF_FLOATS] __attribute__((aligned(64)));
+  if (k > QBUF_FLOATS) { /* rare: a row at a time through the gemv driver above */
+    for (int m = 0; m < M; m++)
+      for (int i = 0; i < n; i++) {
+        float s = 0;
+        for (int j0 = 0; j0 < k; j0 += QBUF_FLOATS) {
+          int kk = k - j0 < QBUF_FLOATS ? k - j0 : QBUF_FLOATS;
+          widen(buf, st_at(w, dt, (size_t)i, (size_t)k, (size_t)j0), (size_t)kk, dt);
+          float t;
+          few(&t, 1, buf, 1, kk, in + (size_t)m * k + j0, 1, 0.0f, ST_F32);
+          s += t;
+        }
+        float *o = out + (size_t)m * ldo + i;
+        *o = beta == 0.0f ? s : beta * *o + s;
+      }
+    return;
+  }
+  int rows = QBUF_FLOATS / k;
+  for (int i = 0; i < n; i += rows) {
+    int cnt = n - i < rows ? n - i : rows;
+    widen(buf, st_at(w, dt, (size_t)i, (size_t)k, 0), (size_t)cnt * k, dt);
+    few(out + i, ldo, buf, cnt, k, in, M, beta, ST_F32);
+  }
+}
+
+void k_quant_pack_b(k_widen_fn widen, int NR, float *bp, const void *w, size_t ldw, int ncols, int kc, st_dtype dt) {
+  float buf[GEMM_KC] __attribute__((aligned(64)));
+  for (int j = 0; j < NR; j++) {
+    if (j >= ncols) {
+      for (int p = 0; p < kc; p++) bp[(size_t)p * NR + j] = 0;
+      continue;
+    }
+    for (int p0 = 0; p0 < kc; p0 += GEMM_KC) {
+      int cnt = kc - p0 < GEMM_KC ? kc - p0 : GEMM_KC;
+      widen(buf, st_at(w, dt, (size_t)j, ldw, (size_t)p0), (size_t)cnt, dt);
+      for (int p = 0; p < cnt; p++) bp[(size_t)(p0 + p) * NR + j] = buf[p];
+    }
+  }
 }

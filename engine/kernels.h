@@ -103,6 +103,26 @@ void k_gemm_cols(float *c, size_t ldc, const float *ap, int rows, const void *w,
  * of memory. */
 int k_gemm(float *c, size_t ldc, const float *a, int rows, const void *w, int n, int k, st_dtype dt, float beta);
 
+/* Quantized weights (ST_Q8_0, ST_Q4_0; k and kc multiples of ST_QK): every
+ * level widens blocks in its own widen(), and its gemv / gemm_few /
+ * gemm_pack_b hand quantized matrices to these drivers (gemm.c), which
+ * dequantize a few rows at a time into an L1-sized buffer with that widen
+ * and run the level's own F32 kernel on it. The weights still cross the
+ * memory bus once, at their quantized size. */
+typedef void (*k_widen_fn)(float *out, const void *in, size_t n, st_dtype dt);
+typedef void (*k_gemv_fn)(float *y, const void *w, int n, int k, const float *x, float beta, st_dtype dt);
+typedef void (*k_few_fn)(float *out, int ldo, const void *w, int n, int k, const float *in, int M, float beta,
+                         st_dtype dt);
+void k_quant_gemv(k_widen_fn widen, k_gemv_fn gemv, float *y, const void *w, int n, int k, const float *x, float beta,
+                  st_dtype dt);
+void k_quant_few(k_widen_fn widen, k_few_fn few, float *out, int ldo, const void *w, int n, int k, const float *in,
+                 int M, float beta, st_dtype dt);
+void k_quant_pack_b(k_widen_fn widen, int NR, float *bp, const void *w, size_t ldw, int ncols, int kc, st_dtype dt);
+/* One row of k F32 values (k % ST_QK == 0) into blocks of dt (the
+ * engine_int.h formats; round to nearest, llama.cpp's scales). Portable:
+ * it runs once per weight, at load or by `mfaserve quantize`. */
+void k_quantize_row(void *dst, const float *x, size_t k, st_dtype dt);
+
 /* Scalar helpers every level shares (arch/generic.c). */
 float k_f16_to_f32_1(uint16_t h);
 uint16_t k_f32_to_f16_1(float f);

@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/mman.h>
 
 #include "engine_int.h"
 #include "kernels.h"
@@ -21,7 +23,7 @@ static int mfail(char *err, size_t errlen, int code, const char *fmt, ...) {
   return code;
 }
 
-static float *own_alloc(eng_model *m, size_t n) {
+static void *own_alloc_aligned(eng_model *m, size_t bytes, size_t align) {
   if (m->n_owned == m->cap_owned) {
     int cap = m->cap_owned ? 2 * m->cap_owned : 64;
     void **o = realloc(m->owned, (size_t)cap * sizeof *o);
@@ -30,9 +32,23 @@ static float *own_alloc(eng_model *m, size_t n) {
     m->cap_owned = cap;
   }
   void *p = NULL;
-  if (posix_memalign(&p, 64, MFS_MAX(n, 1) * sizeof(float))) return NULL;
+  if (posix_memalign(&p, align, MFS_MAX(bytes, 1))) return NULL;
   m->owned[m->n_owned++] = p;
   return p;
+}
+
+static float *own_alloc(eng_model *m, size_t n) { return own_alloc_aligned(m, n * sizeof(float), 64); }
+
+/* n bytes, 64-aligned; large buffers aligned to 2 MiB and advised for
+ * transparent huge pages like the weight files (engine/safetensors.c) */
+static void *own_bytes(eng_model *m, size_t n) {
+  if (n >= (4u << 20)) {
+    size_t len = MFS_ALIGN_UP(n, (size_t)2 << 20);
+    void *p = own_alloc_aligned(m, len, (size_t)2 << 20);
+    if (p) madvise(p, len, MADV_HUGEPAGE);
+    return p;
+  }
+  return own_alloc_aligned(m, n, 64);
 }
 
 static void fmt_shape(char *buf, size_t len, const int64_t *shape, int nd) {
@@ -101,7 +117,46 @@ static int get_mat(eng_model *m, const char *name, int64_t r, int64_t c, eng_mat
   return get_any(m, name, r, c, NULL, out, err, errlen);
 }
 
-static size_t dt_size(st_dtype dt) { return dt == ST_F32 ? 4 : 2; }
+static st_dtype quant_to = ST_F32; /* ST_F32: none */
+
+int eng_weights_quantize(const char *type) {
+  if (!strcasecmp(type, "none") || !*type) quant_to = ST_F32;
+  else if (!strcasecmp(type, "q8_0")) quant_to = ST_Q8_0;
+  else if (!strcasecmp(type, "q4_0")) quant_to = ST_Q4_0;
+  else return MFS_EINVAL;
+  return 0;
+}
+
+static const char *dt_name(st_dtype dt) {
+  static const char *n[] = {"F32", "F16", "BF16", "Q8_0", "Q4_0"};
+  return (unsigned)dt < 5 ? n[dt] : "?";
+}
+
+/* *w [rows][cols] -> quant_to blocks in an owned buffer, row by row through
+ * F32 (exact: every F16/BF16 value is a float). Rows that are not whole
+ * blocks stay as they are (counted). */
+static int quantize_mat(eng_model *m, eng_mat *w, int64_t rows, int64_t cols, const char *name, char *err,
+                        size_t errlen) {
+  if (quant_to == ST_F32 || st_is_quant(w->dt)) return 0;
+  if (cols % ST_QK) {
+    m->info.n_kept_unquantized++;
+    return 0;
+  }
+  size_t rb = st_bytes(quant_to, (size_t)cols);
+  uint8_t *dst = own_bytes(m, rb * (size_t)rows);
+  float *row = malloc((size_t)cols * sizeof *row);
+  if (!dst || !row) {
+    free(row);
+    return mfail(err, errlen, MFS_ENOMEM, "out of memory quantizing tensor '%s'", name);
+  }
+  for (int64_t r = 0; r < rows; r++) {
+    K()->widen(row, st_at(w->p, w->dt, (size_t)r, (size_t)cols, 0), (size_t)cols, w->dt);
+    k_quantize_row(dst + (size_t)r * rb, row, (size_t)cols, quant_to);
+  }
+  free(row);
+  *w = (eng_mat){dst, quant_to};
+  return 0;
+}
 
 /* MFA-KR: wo[:, h*hd:(h+1)*hd] <- wo[:, h*hd:(h+1)*hd] @ M for every head,
  * M = I + diag(gate) * N, computed in double. */
@@ -166,23 +221,25 @@ int eng_model_load(eng_model **out, const char *dir, void (*progress)(double, vo
   }
   const char *file;
   const st_tensor *et = st_set_find(&m->st, "model.embed_tokens.weight", &file);
-  snprintf(in->weight_dtype, sizeof in->weight_dtype, "%s",
-           !et ? "?" : et->dtype == ST_F32 ? "F32" : et->dtype == ST_F16 ? "F16" : "BF16");
+  snprintf(in->source_dtype, sizeof in->source_dtype, "%s", !et ? "?" : dt_name(et->dtype));
+  snprintf(in->weight_dtype, sizeof in->weight_dtype, "%s", quant_to != ST_F32 ? dt_name(quant_to) : in->source_dtype);
   const int64_t d = in->d, H = in->n_heads, hd = in->head_dim, KV = in->n_kv_heads, I = in->inter,
                 V = in->vocab, C = in->q_rank;
   int mfa = in->attn == ENG_ATTN_MFA || in->attn == ENG_ATTN_MFA_KR;
   int kr = in->attn == ENG_ATTN_MFA_KR;
   if ((rc = get_mat(m, "model.embed_tokens.weight", V, d, &m->embed, err, errlen)) ||
+      (rc = quantize_mat(m, &m->embed, V, d, "model.embed_tokens.weight", err, errlen)) ||
       (rc = get_w(m, "model.norm.weight", d, 0, &m->final_norm, err, errlen)))
     goto fail;
   if (in->tie_embeddings) {
     m->lm_head = m->embed;
-  } else if ((rc = get_mat(m, "lm_head.weight", V, d, &m->lm_head, err, errlen))) {
+  } else if ((rc = get_mat(m, "lm_head.weight", V, d, &m->lm_head, err, errlen)) ||
+             (rc = quantize_mat(m, &m->lm_head, V, d, "lm_head.weight", err, errlen))) {
     goto fail;
   }
   int64_t mat_bytes = 0;
 #define MB(mat, r, c) \
-  (mat_bytes += (int64_t)(r) * (c) * (int64_t)dt_size((mat).dt), in->matmul_params += (int64_t)(r) * (c))
+  (mat_bytes += (int64_t)(r) * (int64_t)st_bytes((mat).dt, (size_t)(c)), in->matmul_params += (int64_t)(r) * (c))
   for (int l = 0; l < in->n_layers; l++) {
     eng_layer *ly = &m->layers[l];
     char n[160];
@@ -191,7 +248,9 @@ int eng_model_load(eng_model **out, const char *dir, void (*progress)(double, vo
   if ((rc = get_w(m, n, r, c, dst, err, errlen))) goto fail;
 #define M(suffix, r, c, dst)                                                 \
   snprintf(n, sizeof n, "model.layers.%d.%s", l, suffix);                    \
-  if ((rc = get_mat(m, n, r, c, dst, err, errlen))) goto fail;               \
+  if ((rc = get_mat(m, n, r, c, dst, err, errlen)) ||                         \
+      (rc = quantize_mat(m, dst, r, c, n, err, errlen)))                      \
+    goto fail;                                                               \
   MB(*(dst), r, c);
     W("input_layernorm.weight", d, 0, &ly->attn_norm);
     W("post_attention_layernorm.weight", d, 0, &ly->ffn_norm);
@@ -209,7 +268,9 @@ int eng_model_load(eng_model **out, const char *dir, void (*progress)(double, vo
         W("self_attn.o_proj.weight", d, H * hd, &wo);
         W("self_attn.v_proj.weight", hd, hd, &nm);
         W("self_attn.v_gate", hd, 0, &gate);
-        if ((rc = fold_value_path(m, ly, wo, nm, gate, err, errlen))) goto fail;
+        if ((rc = fold_value_path(m, ly, wo, nm, gate, err, errlen)) ||
+            (rc = quantize_mat(m, &ly->wo, d, H * hd, n, err, errlen)))
+          goto fail;
         MB(ly->wo, d, H * hd);
       } else {
         M("self_attn.v_proj.weight", hd, d, &ly->wv);

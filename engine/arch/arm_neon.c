@@ -46,7 +46,41 @@ static void n_kv_dequant(float *out, const int8_t *q, const uint16_t *s, int n, 
   }
 }
 
+/* quantized blocks (engine_int.h), n % ST_QK == 0 */
+static inline void n_store8(float *out, int8x8_t q, float32x4_t d) {
+  int16x8_t v = vmovl_s8(q);
+  vst1q_f32(out, vmulq_f32(vcvtq_f32_s32(vmovl_s16(vget_low_s16(v))), d));
+  vst1q_f32(out + 4, vmulq_f32(vcvtq_f32_s32(vmovl_s16(vget_high_s16(v))), d));
+}
+
+static void n_dequant(float *out, const void *in, size_t n, st_dtype dt) {
+  const uint8_t *b = in;
+  size_t bs = dt == ST_Q8_0 ? 34 : 18;
+  for (size_t i = 0; i < n; i += ST_QK, b += bs) {
+    __fp16 h;
+    memcpy(&h, b, 2);
+    float32x4_t d = vdupq_n_f32((float)h);
+    int8x16_t q0, q1;
+    if (dt == ST_Q8_0) {
+      q0 = vld1q_s8((const int8_t *)(b + 2));
+      q1 = vld1q_s8((const int8_t *)(b + 18));
+    } else {
+      uint8x16_t q = vld1q_u8(b + 2);
+      q0 = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(q, vdupq_n_u8(15))), vdupq_n_s8(8));
+      q1 = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(q, 4)), vdupq_n_s8(8));
+    }
+    n_store8(out + i, vget_low_s8(q0), d);
+    n_store8(out + i + 8, vget_high_s8(q0), d);
+    n_store8(out + i + 16, vget_low_s8(q1), d);
+    n_store8(out + i + 24, vget_high_s8(q1), d);
+  }
+}
+
 static void n_widen(float *out, const void *in, size_t n, st_dtype dt) {
+  if (st_is_quant(dt)) {
+    n_dequant(out, in, n, dt);
+    return;
+  }
   if (dt == ST_F32) {
     memcpy(out, in, n * sizeof *out);
     return;
@@ -112,7 +146,8 @@ static inline __attribute__((always_inline)) void gemv_dt(float *y, const void *
 }
 
 static void n_gemv(float *y, const void *w, int n, int k, const float *x, float beta, st_dtype dt) {
-  if (dt == ST_F16) gemv_dt(y, w, n, k, x, beta, ST_F16);
+  if (st_is_quant(dt)) k_quant_gemv(n_widen, n_gemv, y, w, n, k, x, beta, dt);
+  else if (dt == ST_F16) gemv_dt(y, w, n, k, x, beta, ST_F16);
   else if (dt == ST_BF16) gemv_dt(y, w, n, k, x, beta, ST_BF16);
   else gemv_dt(y, w, n, k, x, beta, ST_F32);
 }
@@ -154,6 +189,10 @@ static inline __attribute__((always_inline)) void few_pass(float *out, int ldo, 
 
 static void n_gemm_few(float *out, int ldo, const void *w, int n, int k, const float *in, int M, float beta,
                        st_dtype dt) {
+  if (st_is_quant(dt)) {
+    k_quant_few(n_widen, n_gemm_few, out, ldo, w, n, k, in, M, beta, dt);
+    return;
+  }
   size_t esz = dt == ST_F32 ? 4 : 2;
   int nb = (int)(32768 / ((size_t)k * esz)) & ~1;
   if (nb < 2) nb = 2;
@@ -176,6 +215,10 @@ static void n_gemm_few(float *out, int ldo, const void *w, int n, int k, const f
 #define N_NR 12
 
 static void n_pack_b(float *bp, const void *w, size_t ldw, int ncols, int kc, st_dtype dt) {
+  if (st_is_quant(dt)) {
+    k_quant_pack_b(n_widen, N_NR, bp, w, ldw, ncols, kc, dt);
+    return;
+  }
   float buf[256];
   for (int j = 0; j < N_NR; j++) {
     if (j >= ncols) {

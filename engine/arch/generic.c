@@ -115,8 +115,59 @@ void k_gen_kv_dequant(float *out, const int8_t *q, const uint16_t *s, int n, int
   }
 }
 
+/* Quantized rows (engine_int.h): n % ST_QK == 0. */
+static void g_dequant(float *out, const void *in, size_t n, st_dtype dt) {
+  const uint8_t *b = in;
+  size_t bs = st_bytes(dt, ST_QK);
+  for (size_t i0 = 0; i0 < n; i0 += ST_QK, b += bs) {
+    uint16_t h;
+    memcpy(&h, b, 2);
+    float d = k_f16_to_f32_1(h);
+    if (dt == ST_Q8_0) {
+      for (int i = 0; i < ST_QK; i++) out[i0 + i] = (float)(int8_t)b[2 + i] * d;
+    } else {
+      for (int i = 0; i < ST_QK / 2; i++) {
+        out[i0 + i] = (float)((b[2 + i] & 15) - 8) * d;
+        out[i0 + i + ST_QK / 2] = (float)((b[2 + i] >> 4) - 8) * d;
+      }
+    }
+  }
+}
+
+void k_quantize_row(void *dst, const float *x, size_t k, st_dtype dt) {
+  uint8_t *b = dst;
+  for (size_t i0 = 0; i0 < k; i0 += ST_QK) {
+    const float *v = x + i0;
+    float amax = 0, max = 0; /* max: the value of largest magnitude, with its sign */
+    for (int i = 0; i < ST_QK; i++)
+      if (fabsf(v[i]) > amax) amax = fabsf(v[i]), max = v[i];
+    if (dt == ST_Q8_0) {
+      uint16_t h = k_f32_to_f16_1(amax / 127.0f);
+      float d = k_f16_to_f32_1(h), id = d > 0 ? 1.0f / d : 0.0f;
+      memcpy(b, &h, 2);
+      for (int i = 0; i < ST_QK; i++) {
+        float q = rintf(v[i] * id);
+        b[2 + i] = (uint8_t)(int8_t)(q > 127 ? 127 : q < -127 ? -127 : q);
+      }
+      b += 34;
+    } else { /* Q4_0: the extreme value maps to -8, the scale's sign flips to fit */
+      uint16_t h = k_f32_to_f16_1(max / -8.0f);
+      float d = k_f16_to_f32_1(h), id = d != 0 ? 1.0f / d : 0.0f;
+      memcpy(b, &h, 2);
+      for (int i = 0; i < ST_QK / 2; i++) {
+        float a = rintf(v[i] * id) + 8, c = rintf(v[i + ST_QK / 2] * id) + 8;
+        int qa = a < 0 ? 0 : a > 15 ? 15 : (int)a, qc = c < 0 ? 0 : c > 15 ? 15 : (int)c;
+        b[2 + i] = (uint8_t)(qa | qc << 4);
+      }
+      b += 18;
+    }
+  }
+}
+
 static void g_widen(float *out, const void *in, size_t n, st_dtype dt) {
-  if (dt == ST_F32) {
+  if (st_is_quant(dt)) {
+    g_dequant(out, in, n, dt);
+  } else if (dt == ST_F32) {
     memcpy(out, in, n * sizeof *out);
   } else if (dt == ST_F16) {
     const float *t = f16_lut();
@@ -157,7 +208,7 @@ void k_gen_swiglu(float *g, const float *u, int n) {
 /* One weight row as F32 into buf (or the row itself when it is F32). */
 static inline const float *row_f32(const void *w, size_t i, int k, st_dtype dt, float *buf) {
   if (dt == ST_F32) return (const float *)w + i * (size_t)k;
-  g_widen(buf, (const uint16_t *)w + i * (size_t)k, (size_t)k, dt);
+  g_widen(buf, st_at(w, dt, i, (size_t)k, 0), (size_t)k, dt);
   return buf;
 }
 
@@ -180,7 +231,7 @@ static float dot_row(const void *w, size_t i, int k, st_dtype dt, const float *x
   float t = 0;
   for (int j0 = 0; j0 < k; j0 += G_ROW_MAX) {
     int kk = k - j0 < G_ROW_MAX ? k - j0 : G_ROW_MAX;
-    g_widen(buf, (const uint16_t *)w + i * (size_t)k + j0, (size_t)kk, dt);
+    g_widen(buf, st_at(w, dt, i, (size_t)k, (size_t)j0), (size_t)kk, dt);
     t += dot(buf, x + j0, kk);
   }
   return t;
@@ -225,8 +276,7 @@ static void g_pack_b(float *bp, const void *w, size_t ldw, int ncols, int kc, st
     }
     for (int p0 = 0; p0 < kc; p0 += 256) {
       int cnt = kc - p0 < 256 ? kc - p0 : 256;
-      const void *src = dt == ST_F32 ? (const void *)((const float *)w + (size_t)j * ldw + p0)
-                                     : (const void *)((const uint16_t *)w + (size_t)j * ldw + p0);
+      const void *src = st_at(w, dt, (size_t)j, ldw, (size_t)p0);
       g_widen(buf, src, (size_t)cnt, dt);
       for (int p = 0; p < cnt; p++) bp[(size_t)(p0 + p) * G_NR + j] = buf[p];
     }

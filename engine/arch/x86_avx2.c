@@ -151,7 +151,13 @@ static void gemv_bf16(float *y, const uint16_t *w, int n, int k, const float *x,
 }
 
 /* one instantiation per dtype, so the dtype test folds away in the loop */
+static void a2_widen(float *out, const void *in, size_t n, st_dtype dt);
+
 static void a2_gemv(float *y, const void *wv, int n, int k, const float *x, float beta, st_dtype dt) {
+  if (st_is_quant(dt)) {
+    k_quant_gemv(a2_widen, a2_gemv, y, wv, n, k, x, beta, dt);
+    return;
+  }
   const uint16_t *w = wv;
   if (dt == ST_F32) gemv_rows(y, w, n, k, x, beta, ST_F32);
   else if (dt == ST_F16) gemv_rows(y, w, n, k, x, beta, ST_F16);
@@ -173,7 +179,34 @@ static void a2_kv_dequant(float *out, const int8_t *q, const uint16_t *s, int n,
   }
 }
 
+/* quantized blocks (engine_int.h), n % ST_QK == 0 */
+static void a2_dequant(float *out, const void *in, size_t n, st_dtype dt) {
+  const uint8_t *b = in;
+  const __m128i lo4 = _mm_set1_epi8(15), eight = _mm_set1_epi8(8);
+  size_t bs = dt == ST_Q8_0 ? 34 : 18;
+  for (size_t i = 0; i < n; i += ST_QK, b += bs) {
+    __m256 d = _mm256_set1_ps(_cvtsh_ss(*(const uint16_t *)(const void *)b));
+    __m128i q0, q1;
+    if (dt == ST_Q8_0) {
+      q0 = _mm_loadu_si128((const __m128i *)(b + 2));
+      q1 = _mm_loadu_si128((const __m128i *)(b + 18));
+    } else {
+      __m128i q = _mm_loadu_si128((const __m128i *)(b + 2));
+      q0 = _mm_sub_epi8(_mm_and_si128(q, lo4), eight);
+      q1 = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), lo4), eight);
+    }
+    _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q0)), d));
+    _mm256_storeu_ps(out + i + 8, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(q0, 8))), d));
+    _mm256_storeu_ps(out + i + 16, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q1)), d));
+    _mm256_storeu_ps(out + i + 24, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(q1, 8))), d));
+  }
+}
+
 static void a2_widen(float *out, const void *in, size_t n, st_dtype dt) {
+  if (st_is_quant(dt)) {
+    a2_dequant(out, in, n, dt);
+    return;
+  }
   if (dt == ST_F32) {
     memcpy(out, in, n * sizeof *out);
     return;
@@ -450,6 +483,10 @@ static void gemm_m4_any(float *out, int ldo, const uint16_t *w, int n, int k, co
 #define GEMM_FEW_BLOCK_BYTES 32768
 
 static void a2_gemm_few(float *out, int ldo, const void *w, int n, int k, const float *in, int M, float beta, st_dtype dt) {
+  if (st_is_quant(dt)) {
+    k_quant_few(a2_widen, a2_gemm_few, out, ldo, w, n, k, in, M, beta, dt);
+    return;
+  }
   size_t esz = dt == ST_F32 ? 4 : 2;
   int nb = (int)(GEMM_FEW_BLOCK_BYTES / ((size_t)k * esz)) & ~3;
   if (nb < 4) nb = 4;
@@ -489,6 +526,10 @@ static void a2_swiglu(float *g, const float *u, int n) {
 
 /* bp[p][j] = W[j][p]: 8 columns x 8 positions per transpose */
 static void a2_pack_b(float *bp, const void *w, size_t ldw, int ncols, int kc, st_dtype dt) {
+  if (st_is_quant(dt)) {
+    k_quant_pack_b(a2_widen, A2_NR, bp, w, ldw, ncols, kc, dt);
+    return;
+  }
   size_t esz = dt == ST_F32 ? 4 : 2;
   int k8 = kc & ~7;
   for (int g = 0; g < A2_NR; g += 8) {

@@ -53,7 +53,34 @@ static void z_kv_dequant(float *out, const int8_t *q, const uint16_t *s, int n, 
   }
 }
 
+/* quantized blocks (engine_int.h), n % ST_QK == 0 */
+static void z_dequant(float *out, const void *in, size_t n, st_dtype dt) {
+  const uint8_t *b = in;
+  const __m128i lo4 = _mm_set1_epi8(15), eight = _mm_set1_epi8(8);
+  if (dt == ST_Q8_0) {
+    for (size_t i = 0; i < n; i += ST_QK, b += 34) {
+      __m512 d = _mm512_set1_ps(_cvtsh_ss(*(const uint16_t *)(const void *)b));
+      __m128i q0 = _mm_loadu_si128((const __m128i *)(b + 2)), q1 = _mm_loadu_si128((const __m128i *)(b + 18));
+      _mm512_storeu_ps(out + i, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q0)), d));
+      _mm512_storeu_ps(out + i + 16, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q1)), d));
+    }
+  } else {
+    for (size_t i = 0; i < n; i += ST_QK, b += 18) {
+      __m512 d = _mm512_set1_ps(_cvtsh_ss(*(const uint16_t *)(const void *)b));
+      __m128i q = _mm_loadu_si128((const __m128i *)(b + 2));
+      __m128i q0 = _mm_sub_epi8(_mm_and_si128(q, lo4), eight);
+      __m128i q1 = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), lo4), eight);
+      _mm512_storeu_ps(out + i, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q0)), d));
+      _mm512_storeu_ps(out + i + 16, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q1)), d));
+    }
+  }
+}
+
 static void z_widen(float *out, const void *in, size_t n, st_dtype dt) {
+  if (st_is_quant(dt)) {
+    z_dequant(out, in, n, dt);
+    return;
+  }
   if (dt == ST_F32) {
     memcpy(out, in, n * sizeof *out);
     return;
@@ -176,7 +203,8 @@ static inline __attribute__((always_inline)) void gemv_dt(float *y, const void *
 }
 
 static void z_gemv(float *y, const void *w, int n, int k, const float *x, float beta, st_dtype dt) {
-  if (dt == ST_F16) gemv_dt(y, w, n, k, x, beta, ST_F16);
+  if (st_is_quant(dt)) k_quant_gemv(z_widen, z_gemv, y, w, n, k, x, beta, dt);
+  else if (dt == ST_F16) gemv_dt(y, w, n, k, x, beta, ST_F16);
   else if (dt == ST_BF16) gemv_dt(y, w, n, k, x, beta, ST_BF16);
   else gemv_dt(y, w, n, k, x, beta, ST_F32);
 }
@@ -252,6 +280,10 @@ static void few_any(float *out, int ldo, const void *w, int n, int k, const floa
 #define FEW_BLOCK_BYTES 32768
 static void z_gemm_few(float *out, int ldo, const void *w, int n, int k, const float *in, int M, float beta,
                        st_dtype dt) {
+  if (st_is_quant(dt)) {
+    k_quant_few(z_widen, z_gemm_few, out, ldo, w, n, k, in, M, beta, dt);
+    return;
+  }
   size_t esz = dt == ST_F32 ? 4 : 2;
   int nb = (int)(FEW_BLOCK_BYTES / ((size_t)k * esz)) & ~1;
   if (nb < 2) nb = 2;
@@ -272,6 +304,10 @@ static void z_gemm_few(float *out, int ldo, const void *w, int n, int k, const f
 
 /* bp[p][j] = W[j][p]: 8 columns x 8 positions per transpose (ymm) */
 static void z_pack_b(float *bp, const void *w, size_t ldw, int ncols, int kc, st_dtype dt) {
+  if (st_is_quant(dt)) {
+    k_quant_pack_b(z_widen, Z_NR, bp, w, ldw, ncols, kc, dt);
+    return;
+  }
   size_t esz = dt == ST_F32 ? 4 : 2;
   int k8 = kc & ~7;
   for (int g = 0; g < Z_NR; g += 8) {

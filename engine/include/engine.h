@@ -35,7 +35,9 @@ typedef struct eng_model_info {
   int tie_embeddings;
   int bos_id;              /* -1 if none */
   int eos_ids[8], n_eos;   /* from config.json */
-  char weight_dtype[8];    /* storage dtype of most weights: F32/F16/BF16 */
+  char weight_dtype[8];    /* dtype of most weights as the engine reads them: F32/F16/BF16, Q8_0/Q4_0 */
+  char source_dtype[8];    /* as the files store them (a quantized directory: Q8_0/Q4_0) */
+  int n_kept_unquantized;  /* quantizing: matrices whose rows are not whole blocks of 32, kept as stored */
   int64_t n_params;        /* parameters as stored (lm_head counted once if tied) */
   int64_t weight_bytes_per_token; /* bytes of weights a batch-1 decode step reads, as stored in memory */
   int64_t matmul_params;          /* weights multiplied per token (projections + lm_head) */
@@ -69,6 +71,14 @@ typedef struct eng_model eng_model;
  * files are mapped (mmap, read-only; shared with other processes through the
  * page cache, loaded lazily). */
 void eng_weights_use_mmap(int on);
+
+/* Quantize the projection, embedding and output matrices of every later
+ * load (start-up, before any load; not thread-safe): "none" (the default),
+ * "q8_0" or "q4_0" (engine_int.h's block formats, docs/quantized-weights.md).
+ * Matrices whose rows are not whole blocks of 32 stay as stored. A
+ * directory written by `mfaserve quantize` is used as stored and needs no
+ * call. 0, or MFS_EINVAL for another name. */
+int eng_weights_quantize(const char *type);
 
 /* Loads dir. Returns 0, or a negative error with a message naming the file,
  * key or tensor and what was expected written to err (errlen > 0). Nothing
