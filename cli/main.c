@@ -17,6 +17,7 @@ static const struct {
     {"serve", cmd_serve, "serve the model over an OpenAI-compatible HTTP API"},
     {"logits", cmd_logits, "write the logits of every prompt position (for testing)"},
     {"tokenize", cmd_tokenize, "print the token ids of standard input (or --decode ids)"},
+    {"quantize", cmd_quantize, "write a copy of a model with q8_0 or q4_0 weights"},
 };
 
 static void usage(FILE *f) {

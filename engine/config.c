@@ -171,6 +171,36 @@ int eng_config_load(eng_config *cfg, const char *dir, char *err, size_t errlen) 
     m->attn = m->n_kv_heads == m->n_heads ? ENG_ATTN_MHA : m->n_kv_heads == 1 ? ENG_ATTN_MQA : ENG_ATTN_GQA;
     m->kv_k_elems = m->kv_v_elems = m->n_kv_heads * m->head_dim;
   }
+  /* a directory written by `mfaserve quantize` (docs/quantized-weights.md) */
+  cfg->quant = ST_F32;
+  const cJSON *qc = cJSON_GetObjectItemCaseSensitive(j, "quantization_config");
+  if (!rc && qc && !cJSON_IsNull(qc)) {
+    const cJSON *qm = cJSON_GetObjectItemCaseSensitive(qc, "quant_method");
+    const cJSON *qv = cJSON_GetObjectItemCaseSensitive(qc, "format_version");
+    const cJSON *qt = cJSON_GetObjectItemCaseSensitive(qc, "weight_type");
+    const cJSON *qg = cJSON_GetObjectItemCaseSensitive(qc, "group_size");
+    if (!cJSON_IsObject(qc) || !cJSON_IsString(qm) || strcmp(qm->valuestring, ENG_QUANT_METHOD)) {
+      rc = cfail(&c, MFS_EUNSUPPORTED,
+                 "quantization_config.quant_method is %s%s%s; this reader knows only \"" ENG_QUANT_METHOD
+                 "\" (a directory written by `mfaserve quantize`)",
+                 cJSON_IsString(qm) ? "\"" : "", cJSON_IsString(qm) ? qm->valuestring : "missing",
+                 cJSON_IsString(qm) ? "\"" : "");
+    } else if (!cJSON_IsNumber(qv) || qv->valuedouble != ENG_QUANT_FORMAT_VERSION) {
+      char v[32];
+      snprintf(v, sizeof v, cJSON_IsNumber(qv) ? "%g" : "missing", cJSON_IsNumber(qv) ? qv->valuedouble : 0.0);
+      rc = cfail(&c, MFS_EUNSUPPORTED,
+                 "quantization_config.format_version is %s; this reader knows version %d only (a newer mfaserve "
+                 "wrote it? re-run `mfaserve quantize` from the original weights)",
+                 v, ENG_QUANT_FORMAT_VERSION);
+    } else if (!cJSON_IsString(qt) ||
+               (strcmp(qt->valuestring, "q8_0") && strcmp(qt->valuestring, "q4_0"))) {
+      rc = cfail(&c, MFS_EUNSUPPORTED, "quantization_config.weight_type must be \"q8_0\" or \"q4_0\"");
+    } else if (!cJSON_IsNumber(qg) || qg->valuedouble != ST_QK) {
+      rc = cfail(&c, MFS_EUNSUPPORTED, "quantization_config.group_size must be %d", ST_QK);
+    } else {
+      cfg->quant = strcmp(qt->valuestring, "q8_0") ? ST_Q4_0 : ST_Q8_0;
+    }
+  }
   if (!rc && ((int64_t)m->n_heads * m->head_dim > (1 << 24) || (int64_t)m->n_kv_heads * m->head_dim > (1 << 24)))
     rc = cfail(&c, MFS_EFORMAT, "num_attention_heads x head_dim (%lld) must be at most 16777216",
                (long long)m->n_heads * m->head_dim);

@@ -22,7 +22,9 @@
  *            is ((q[i] & 15) - 8) * d for i < 16, ((q[i - 16] >> 4) - 8) * d
  *            after (llama.cpp's block_q4_0).
  * A quantized matrix's rows are whole blocks (k % ST_QK == 0). */
-typedef enum { ST_F32 = 0, ST_F16, ST_BF16, ST_Q8_0, ST_Q4_0 } st_dtype;
+/* ST_I8 / ST_U8: file dtypes of a quantized directory's values (the loader
+ * turns them and their scales into ST_Q8_0 / ST_Q4_0; no kernel sees them). */
+typedef enum { ST_F32 = 0, ST_F16, ST_BF16, ST_Q8_0, ST_Q4_0, ST_I8, ST_U8 } st_dtype;
 #define ST_QK 32
 
 static inline int st_is_quant(st_dtype dt) { return dt == ST_Q8_0 || dt == ST_Q4_0; }
@@ -34,6 +36,8 @@ static inline size_t st_bytes(st_dtype dt, size_t k) {
   case ST_BF16: return 2 * k;
   case ST_Q8_0: return k / ST_QK * 34;
   case ST_Q4_0: return k / ST_QK * 18;
+  case ST_I8:
+  case ST_U8: return k;
   }
   return 0;
 }
@@ -90,7 +94,12 @@ const st_tensor *st_set_find(const st_set *s, const char *name, const char **fil
 typedef struct eng_config {
   eng_model_info info;
   int key_reuse;
+  st_dtype quant; /* quantization_config.weight_type of a quantized directory; ST_F32 if none */
 } eng_config;
+
+/* The quantized-directory format this reader knows (docs/quantized-weights.md). */
+#define ENG_QUANT_METHOD "mfaserve"
+#define ENG_QUANT_FORMAT_VERSION 1
 
 /* Parses dir/config.json. MFS_EIO/MFS_EFORMAT/MFS_EUNSUPPORTED with a
  * message naming config.json and the key. */
@@ -126,6 +135,7 @@ struct eng_model {
   eng_mat embed;           /* [V, d] */
   const float *final_norm; /* [d] */
   eng_mat lm_head;         /* [V, d] (== embed when tied) */
+  st_dtype stored_quant;   /* quantized directory: its weight_type; else ST_F32 */
   void **owned;            /* converted/folded buffers, freed with the model */
   int n_owned, cap_owned;
 };

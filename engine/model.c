@@ -58,6 +58,62 @@ static void fmt_shape(char *buf, size_t len, const int64_t *shape, int nd) {
   if ((size_t)k < len) snprintf(buf + k, len - (size_t)k, "]");
 }
 
+/* A matrix [r][c] stored quantized (docs/quantized-weights.md): name holds
+ * the values (q8_0: I8 [r, c]; q4_0: U8 [r, c/2], two per byte as in a
+ * block) and name + "_scale" the F16 scales [r, c/32]; interleaved here
+ * into the engine's blocks (engine_int.h). */
+static int get_quant(eng_model *m, const st_tensor *t, const char *file, const char *name, int64_t r, int64_t c,
+                     eng_mat *mat, char *err, size_t errlen) {
+  st_dtype q = m->stored_quant;
+  const char *want_dt = q == ST_Q8_0 ? "I8" : "U8";
+  if (!mat)
+    return mfail(err, errlen, MFS_EFORMAT, "%s: tensor '%s' is stored quantized (%s) but must be F32, F16 or BF16",
+                 file, name, t->dtype == ST_I8 ? "I8" : "U8");
+  if (q == ST_F32)
+    return mfail(err, errlen, MFS_EFORMAT,
+                 "%s: tensor '%s' has dtype %s, but config.json has no quantization_config (expected F32, F16 or "
+                 "BF16)",
+                 file, name, t->dtype == ST_I8 ? "I8" : "U8");
+  int64_t vc = q == ST_Q8_0 ? c : c / 2;
+  char hs[64], ws[64], sn[300];
+  int64_t want[2] = {r, vc}, swant[2] = {r, c / ST_QK};
+  if (c % ST_QK)
+    return mfail(err, errlen, MFS_EFORMAT,
+                 "%s: tensor '%s' is stored quantized, but its rows of %lld are not whole blocks of %d", file, name,
+                 (long long)c, ST_QK);
+  if ((t->dtype == ST_I8) != (q == ST_Q8_0) || t->ndim != 2 || t->shape[0] != r || t->shape[1] != vc) {
+    fmt_shape(hs, sizeof hs, t->shape, t->ndim);
+    fmt_shape(ws, sizeof ws, want, 2);
+    return mfail(err, errlen, MFS_EFORMAT, "%s: tensor '%s' is %s %s, expected %s %s (%s values of [%lld, %lld])",
+                 file, name, t->dtype == ST_I8 ? "I8" : "U8", hs, want_dt, ws, q == ST_Q8_0 ? "q8_0" : "q4_0",
+                 (long long)r, (long long)c);
+  }
+  snprintf(sn, sizeof sn, "%s_scale", name);
+  const char *sfile;
+  const st_tensor *s = st_set_find(&m->st, sn, &sfile);
+  fmt_shape(ws, sizeof ws, swant, 2);
+  if (!s)
+    return mfail(err, errlen, MFS_EFORMAT, "%s: tensor '%s' (the scales of quantized '%s') is missing (expected F16 %s)",
+                 file, sn, name, ws);
+  if (s->dtype != ST_F16 || s->ndim != 2 || s->shape[0] != r || s->shape[1] != c / ST_QK) {
+    fmt_shape(hs, sizeof hs, s->shape, s->ndim);
+    return mfail(err, errlen, MFS_EFORMAT,
+                 "%s: tensor '%s' has shape %s%s, expected F16 %s (one scale per block of %d)", sfile, sn, hs,
+                 s->dtype == ST_F16 ? "" : " and is not F16", ws, ST_QK);
+  }
+  size_t nb = (size_t)r * (size_t)(c / ST_QK), bs = st_bytes(q, ST_QK), vb = (size_t)(q == ST_Q8_0 ? ST_QK : ST_QK / 2);
+  uint8_t *dst = own_bytes(m, nb * bs);
+  if (!dst) return mfail(err, errlen, MFS_ENOMEM, "out of memory loading tensor '%s'", name);
+  const uint8_t *v = t->data, *sc = s->data;
+  for (size_t b = 0; b < nb; b++) {
+    memcpy(dst + b * bs, sc + 2 * b, 2);
+    memcpy(dst + b * bs + 2, v + b * vb, vb);
+  }
+  m->info.n_params += r * c;
+  *mat = (eng_mat){dst, q};
+  return 0;
+}
+
 /* Finds name with shape [r] (c == 0) or [r, c]. With mat != NULL, a
  * 2-byte-aligned F16/BF16 tensor is returned in place through *mat;
  * otherwise the data comes back as F32 through *out (in place or a copy). */
@@ -70,6 +126,7 @@ static int get_any(eng_model *m, const char *name, int64_t r, int64_t c, const f
   char ws[64], hs[64];
   fmt_shape(ws, sizeof ws, want, nd);
   if (!t) return mfail(err, errlen, MFS_EFORMAT, "%s: tensor '%s' is missing (expected shape %s)", file, name, ws);
+  if (t->dtype == ST_I8 || t->dtype == ST_U8) return get_quant(m, t, file, name, r, c, mat, err, errlen);
   if (t->ndim != nd || t->shape[0] != r || (c && t->shape[1] != c)) {
     fmt_shape(hs, sizeof hs, t->shape, t->ndim);
     return mfail(err, errlen, MFS_EFORMAT, "%s: tensor '%s' has shape %s, expected %s (from config.json)", file,
@@ -137,12 +194,13 @@ static const char *dt_name(st_dtype dt) {
  * blocks stay as they are (counted). */
 static int quantize_mat(eng_model *m, eng_mat *w, int64_t rows, int64_t cols, const char *name, char *err,
                         size_t errlen) {
-  if (quant_to == ST_F32 || st_is_quant(w->dt)) return 0;
+  st_dtype qt = m->stored_quant != ST_F32 ? m->stored_quant : quant_to;
+  if (qt == ST_F32 || st_is_quant(w->dt)) return 0;
   if (cols % ST_QK) {
     m->info.n_kept_unquantized++;
     return 0;
   }
-  size_t rb = st_bytes(quant_to, (size_t)cols);
+  size_t rb = st_bytes(qt, (size_t)cols);
   uint8_t *dst = own_bytes(m, rb * (size_t)rows);
   float *row = malloc((size_t)cols * sizeof *row);
   if (!dst || !row) {
@@ -151,10 +209,10 @@ static int quantize_mat(eng_model *m, eng_mat *w, int64_t rows, int64_t cols, co
   }
   for (int64_t r = 0; r < rows; r++) {
     K()->widen(row, st_at(w->p, w->dt, (size_t)r, (size_t)cols, 0), (size_t)cols, w->dt);
-    k_quantize_row(dst + (size_t)r * rb, row, (size_t)cols, quant_to);
+    k_quantize_row(dst + (size_t)r * rb, row, (size_t)cols, qt);
   }
   free(row);
-  *w = (eng_mat){dst, quant_to};
+  *w = (eng_mat){dst, qt};
   return 0;
 }
 
@@ -206,9 +264,15 @@ int eng_model_load(eng_model **out, const char *dir, void (*progress)(double, vo
   eng_config cfg;
   int rc = eng_config_load(&cfg, dir, err, errlen);
   if (rc) return rc;
+  if (cfg.quant != ST_F32 && quant_to != ST_F32 && quant_to != cfg.quant)
+    return mfail(err, errlen, MFS_EINVAL,
+                 "%s is already quantized (%s); --quantize %s would quantize it again: pass --quantize none, or "
+                 "quantize the original weights",
+                 dir, dt_name(cfg.quant), quant_to == ST_Q8_0 ? "q8_0" : "q4_0");
   eng_model *m = calloc(1, sizeof *m);
   if (!m) return mfail(err, errlen, MFS_ENOMEM, "out of memory");
   m->info = cfg.info;
+  m->stored_quant = cfg.quant;
   eng_model_info *in = &m->info;
   if ((rc = st_set_open(&m->st, dir, err, errlen))) {
     free(m);
@@ -221,8 +285,10 @@ int eng_model_load(eng_model **out, const char *dir, void (*progress)(double, vo
   }
   const char *file;
   const st_tensor *et = st_set_find(&m->st, "model.embed_tokens.weight", &file);
-  snprintf(in->source_dtype, sizeof in->source_dtype, "%s", !et ? "?" : dt_name(et->dtype));
-  snprintf(in->weight_dtype, sizeof in->weight_dtype, "%s", quant_to != ST_F32 ? dt_name(quant_to) : in->source_dtype);
+  st_dtype run_q = cfg.quant != ST_F32 ? cfg.quant : quant_to;
+  snprintf(in->source_dtype, sizeof in->source_dtype, "%s",
+           !et ? "?" : cfg.quant != ST_F32 ? dt_name(cfg.quant) : dt_name(et->dtype));
+  snprintf(in->weight_dtype, sizeof in->weight_dtype, "%s", run_q != ST_F32 ? dt_name(run_q) : in->source_dtype);
   const int64_t d = in->d, H = in->n_heads, hd = in->head_dim, KV = in->n_kv_heads, I = in->inter,
                 V = in->vocab, C = in->q_rank;
   int mfa = in->attn == ENG_ATTN_MFA || in->attn == ENG_ATTN_MFA_KR;

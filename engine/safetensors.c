@@ -34,6 +34,8 @@ static int dtype_parse(const char *s, st_dtype *dt, size_t *size) {
   if (!strcmp(s, "F32")) { *dt = ST_F32; *size = 4; return 0; }
   if (!strcmp(s, "F16")) { *dt = ST_F16; *size = 2; return 0; }
   if (!strcmp(s, "BF16")) { *dt = ST_BF16; *size = 2; return 0; }
+  if (!strcmp(s, "I8")) { *dt = ST_I8; *size = 1; return 0; }
+  if (!strcmp(s, "U8")) { *dt = ST_U8; *size = 1; return 0; }
   return -1;
 }
 
@@ -179,7 +181,7 @@ int st_file_open(st_file *f, const char *path, char *err, size_t errlen) {
     }
     if (dtype_parse(jd->valuestring, &t->dtype, &esize) < 0) {
       rc = fail(err, errlen, MFS_EUNSUPPORTED,
-                "%s: tensor '%s': dtype %s is not supported (expected F32, F16 or BF16)", path, name,
+                "%s: tensor '%s': dtype %s is not supported (expected F32, F16 or BF16; I8 or U8 in a quantized directory)", path, name,
                 jd->valuestring);
       goto out;
     }

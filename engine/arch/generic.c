@@ -102,7 +102,7 @@ void k_kv_quant(int8_t *q, uint16_t *s, const float *x, int n, int group) {
     float d = k_f16_to_f32_1(h), inv = d > 0 ? 1.0f / d : 0.0f;
     for (int i = g0; i < g0 + group; i++) {
       float v = rintf(x[i] * inv);
-      q[i] = (int8_t)(v > 127.0f ? 127 : v < -127.0f ? -127 : v);
+      q[i] = (int8_t)(v > 127.0f ? 127 : v < -127.0f ? -127 : v == v ? v : 0); /* NaN: 0 */
     }
     s[g0 / group] = h;
   }
@@ -147,7 +147,7 @@ void k_quantize_row(void *dst, const float *x, size_t k, st_dtype dt) {
       memcpy(b, &h, 2);
       for (int i = 0; i < ST_QK; i++) {
         float q = rintf(v[i] * id);
-        b[2 + i] = (uint8_t)(int8_t)(q > 127 ? 127 : q < -127 ? -127 : q);
+        b[2 + i] = (uint8_t)(int8_t)(q > 127 ? 127 : q < -127 ? -127 : q == q ? q : 0); /* NaN: 0 */
       }
       b += 34;
     } else { /* Q4_0: the extreme value maps to -8, the scale's sign flips to fit */
@@ -156,7 +156,7 @@ void k_quantize_row(void *dst, const float *x, size_t k, st_dtype dt) {
       memcpy(b, &h, 2);
       for (int i = 0; i < ST_QK / 2; i++) {
         float a = rintf(v[i] * id) + 8, c = rintf(v[i + ST_QK / 2] * id) + 8;
-        int qa = a < 0 ? 0 : a > 15 ? 15 : (int)a, qc = c < 0 ? 0 : c > 15 ? 15 : (int)c;
+        int qa = a < 0 ? 0 : a > 15 ? 15 : a == a ? (int)a : 8, qc = c < 0 ? 0 : c > 15 ? 15 : c == c ? (int)c : 8;
         b[2 + i] = (uint8_t)(qa | qc << 4);
       }
       b += 18;

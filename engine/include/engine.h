@@ -80,6 +80,15 @@ void eng_weights_use_mmap(int on);
  * call. 0, or MFS_EINVAL for another name. */
 int eng_weights_quantize(const char *type);
 
+/* Writes a quantized copy of the model directory in (F32/F16/BF16) to out
+ * (created if absent; must differ from in): one model.safetensors with
+ * type's ("q8_0" or "q4_0") values and scales, the other files, and
+ * config.json with quantization_config (docs/quantized-weights.md). Loads
+ * directly; results equal loading in with --quantize type. progress as for
+ * eng_model_load. 0, or an error with a message in err. */
+int eng_quantize_dir(const char *in, const char *out, const char *type, void (*progress)(double frac, void *u),
+                     void *u, char *err, size_t errlen);
+
 /* Loads dir. Returns 0, or a negative error with a message naming the file,
  * key or tensor and what was expected written to err (errlen > 0). Nothing
  * is left allocated or mapped on failure. progress, if not NULL, is called

@@ -187,6 +187,30 @@ def h_outside(h):
     h[UP1]["data_offsets"] = [end + 64, end + 64 + (e - b)]
 
 
+UP1S = UP1 + "_scale"
+
+
+def set_quant(key, v):
+    def f(c):
+        c["quantization_config"][key] = v
+    return f
+
+
+def h_scale_blocks(h):
+    """UP1's scales claim half the blocks (offsets consistent, so the file is
+    a valid safetensors and only the block count is wrong)."""
+    e = h[UP1S]
+    r, nb = e["shape"]
+    e["shape"] = [r, nb // 2]
+    b = e["data_offsets"][0]
+    e["data_offsets"] = [b, b + r * (nb // 2) * 2]
+
+
+def h_values_as_u8(h):
+    """q8_0 values relabelled U8 (a q4_0 layout) with the same bytes: [r, c] U8"""
+    h[UP1]["dtype"] = "U8"
+
+
 # (name, base, level, mutate, culprits (any of them must appear in stderr))
 CASES = [
     ("missing model directory", "kr", "config", None, ["no_such_model_dir"]),
@@ -247,10 +271,26 @@ CASES = [
     ("sharded: weight_map missing", "sharded", "weights",
      edit_json(IDX, lambda j: j.pop("weight_map")), ["weight_map", IDX]),
     ("sharded: weight_map points to the wrong shard", "sharded", "weights", move_shard_entry, None),
+    # quantized directories (written by `mfaserve quantize`, docs/quantized-weights.md)
+    ("quantized: missing scale tensor", "q8", "weights", edit_header(lambda h: h.pop(UP1S)), [UP1S]),
+    ("quantized: scales for half the blocks", "q8", "weights", edit_header(h_scale_blocks), [UP1S]),
+    ("quantized: scales not F16", "q4", "weights",
+     h_set(UP1S, "dtype", lambda e: "BF16"), [UP1S]),
+    ("quantized: values with the other format's dtype", "q8", "weights", edit_header(h_values_as_u8), [UP1]),
+    ("quantized: truncated file (70%)", "q4", "weights", truncate(ST, 0.7), [ST]),
+    ("quantized: unknown format_version", "q8", "config", edit_config(set_quant("format_version", 2)),
+     ["format_version"]),
+    ("quantized: unknown weight_type", "q8", "config", edit_config(set_quant("weight_type", "q3_k")),
+     ["weight_type"]),
+    ("quantized: other quant_method", "q4", "config", edit_config(set_quant("quant_method", "gptq")),
+     ["quant_method"]),
+    ("quantized: group_size 64", "q4", "config", edit_config(set_quant("group_size", 64)), ["group_size"]),
+    ("quantized: quantization_config removed", "q8", "weights", edit_config(lambda c: c.pop("quantization_config")),
+     ["quantization_config"]),
 ]
 
 
-def make_bases(tmp):
+def make_bases(tmp, binary):
     small = dict(layers=2, vocab=64, seed=1)
     b = {}
     b["kr"] = os.path.join(tmp, "base_kr")
@@ -263,6 +303,11 @@ def make_bases(tmp):
     MM.make_model(b["sharded"], attention="gqa", hidden_size=64, heads=4, kv_heads=2, shards=3, **small)
     b["odd_hd"] = os.path.join(tmp, "base_odd_hd")
     MM.make_model(b["odd_hd"], attention="mfa", hidden_size=64, heads=2, head_dim=15, q_rank=32, **small)
+    for q, src, t in (("q8", "kr", "q8_0"), ("q4", "llama", "q4_0")):
+        b[q] = os.path.join(tmp, "base_" + q)
+        p = U.run(binary, ["quantize", b[src], b[q], "--type", t], timeout=60)
+        if p.returncode != 0:
+            raise RuntimeError("mfaserve quantize failed: " + p.stderr[-300:])
     return b
 
 
@@ -272,8 +317,8 @@ def main():
     tmp = U.tmpdir("mfs_errors_")
     out = os.path.join(tmp, "logits.bin")
     try:
-        bases = make_bases(tmp)
-        for k in ("kr", "llama", "llama_nohd", "sharded"):
+        bases = make_bases(tmp, args.bin)
+        for k in ("kr", "llama", "llama_nohd", "sharded", "q8", "q4"):
             p = U.run(args.bin, ["logits", "--model", bases[k], "--prompt-ids", "1,2,3", "--out", out], timeout=60)
             rec.check("control: intact base model '%s' loads" % k, p.returncode == 0,
                       "rc=%d %s" % (p.returncode, p.stderr.strip()[-200:]))
@@ -282,6 +327,22 @@ def main():
             mapped, e2 = U.engine_logits(args.bin, bases[k], [1, 2, 3], out, ["--mmap"])
             rec.check("control: '%s' read and --mmap logits identical" % k,
                       read is not None and mapped is not None and (read == mapped).all(), e1 + e2)
+        # `mfaserve quantize` usage errors: status 2 and a message saying what is wrong
+        for what, argv, want in [
+                ("no --type", ["quantize", bases["kr"], os.path.join(tmp, "qx")], "--type"),
+                ("unknown --type", ["quantize", bases["kr"], os.path.join(tmp, "qx"), "--type", "q3_k"], "q3_k"),
+                ("output == input", ["quantize", bases["kr"], bases["kr"], "--type", "q8_0"], "differ"),
+                ("input already quantized", ["quantize", bases["q8"], os.path.join(tmp, "qy"), "--type", "q4_0"],
+                 "already quantized"),
+                ("input not a model", ["quantize", os.path.join(tmp, "nothing"), os.path.join(tmp, "qz"),
+                                       "--type", "q8_0"], "config.json")]:
+            p = U.run(args.bin, argv, timeout=60)
+            rec.check("quantize, %s: exit 2 saying '%s'" % (what, want), p.returncode == 2 and want in p.stderr,
+                      "rc=%d %s" % (p.returncode, p.stderr.strip()[-200:]))
+        p = U.run(args.bin, ["generate", "--model", bases["q8"], "--quantize", "q4_0", "--prompt-ids", "1",
+                             "--max-tokens", "1"], timeout=60)
+        rec.check("a q8_0 directory with --quantize q4_0: exit 2 naming both", p.returncode == 2 and
+                  "already quantized" in p.stderr, "rc=%d %s" % (p.returncode, p.stderr.strip()[-200:]))
         for i, (name, base, level, mut, culprits) in enumerate(CASES):
             if args.only and args.only not in name:
                 continue

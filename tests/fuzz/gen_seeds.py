@@ -30,12 +30,22 @@ def st(header, data=b""):
     return struct.pack("<Q", len(h)) + h + data
 
 
-def make_model(tmp, name, *args):
+def make_model(tmp, name, *args, dims=("8", "4", "8")):
     out = os.path.join(tmp, name)
-    subprocess.run([sys.executable, os.path.join(ROOT, "tools", "make_model.py"), "--hidden-size", "8",
-                    "--layers", "1", "--heads", "2", "--head-dim", "4", "--intermediate", "8", "--vocab", "16",
+    subprocess.run([sys.executable, os.path.join(ROOT, "tools", "make_model.py"), "--hidden-size", dims[0],
+                    "--layers", "1", "--heads", "2", "--head-dim", dims[1], "--intermediate", dims[2], "--vocab", "16",
                     "--max-pos", "32", "--seed", "1", "--out", out] + list(args),
                    check=True, stdout=subprocess.DEVNULL)
+    return out
+
+
+def quantized(tmp, name, typ, *args):
+    """A model whose rows are whole blocks of 32, written by `mfaserve quantize`
+    (build/mfaserve must exist): the quantized-directory layout."""
+    src = make_model(tmp, name + "-src", *args, dims=("32", "16", "32"))
+    out = os.path.join(tmp, name)
+    subprocess.run([os.path.join(ROOT, "build", "mfaserve"), "quantize", src, out, "--type", typ], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return out
 
 
@@ -50,8 +60,11 @@ def main():
         "mha-f32-nohd": ["--attention", "mha", "--dtype", "f32", "--omit-head-dim"],
         "mqa-f16": ["--attention", "mqa", "--dtype", "f16"],
     }
-    for name, args in models.items():
-        d = make_model(tmp, name, *args)
+    dirs = {name: make_model(tmp, name, *args) for name, args in models.items()}
+    dirs["q8_0-mfa-kr"] = quantized(tmp, "q8_0-mfa-kr", "q8_0", "--attention", "mfa-kr", "--dtype", "f16")
+    dirs["q4_0-gqa"] = quantized(tmp, "q4_0-gqa", "q4_0", "--attention", "gqa", "--dtype", "bf16", "--heads", "4",
+                                 "--head-dim", "8")
+    for name, d in dirs.items():
         cfg = open(os.path.join(d, "config.json"), "rb").read()
         w = open(os.path.join(d, "model.safetensors"), "rb").read()
         put("config", name + ".json", cfg)
