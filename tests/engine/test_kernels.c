@@ -33,6 +33,35 @@
  * Outputs must not be written outside their region (sentinels around every
  * output), and beta 0 / acc 0 must not read the output (it starts as NaN).
  *
+ * Quantized weights (ST_Q8_0, ST_Q4_0: llama.cpp's block_q8_0 / block_q4_0,
+ * engine_int.h) are decoded here by an independent decoder written from the
+ * documented layout (q_decode), never by the engine's code:
+ * - k_quantize_row (portable, checked on the generic pass) against its
+ *   contract on rows whose blocks have magnitudes 1e-3..1e3, an all-zero block
+ *   and blocks of small values with one outlier: the block's F16 scale is the
+ *   F16 rounding of amax / 127 (Q8_0) resp. max / -8, max the value of largest
+ *   magnitude with its sign (Q4_0); every element decodes within half a step,
+ *   |x - q d| <= |d| / 2 (+ the rounding of x * (1 / d)), except the clipped
+ *   ones: Q8_0 codes stay in -127..127 (|x / d| > 127.5 only where an F16
+ *   subnormal scale rounded down), Q4_0 codes in 0..15, so values of the sign
+ *   opposite to max beyond 7.5 |d| decode as 7 d; an all-zero block has scale
+ *   +-0 and the zero code, and so has a NaN element (the scale ignores it;
+ *   docs/quantized-weights.md); nothing is written past the row's blocks.
+ * - every level's widen of random blocks (any int8 / nibble, scales of both
+ *   signs, zero, subnormal) bit-exact against the decoder (q * d is exact in
+ *   float), at any byte offset, lengths 0..40 blocks and a few thousand.
+ * - gemv, gemm_few (M 2..few_max), gemm_pack_b and k_gemm (rows > few_max,
+ *   k not a multiple of GEMM_KC, ncols not a multiple of NR) on quantized
+ *   weights, k up to 20000 (past gemm.c's 8192-float buffer and generic's
+ *   16384-float rows), beta 0 / 1 / 0.5: the generic level against float64 on
+ *   the decoded weights, every other against generic, same tolerances as the
+ *   16-bit weights. k_gemm is also held to float64 on the generic pass (every
+ *   dtype).
+ * The self-check adds wrong decodes (Q4_0 nibble halves swapped, one block's
+ * scale off by one F16 ulp or read from the next block) and wrong
+ * k_quantize_row outputs (scale off by one ulp, one code off by one, nibble
+ * halves swapped), each of which must fail.
+ *
  * A level this binary has but the CPU lacks prints "SKIP level NAME: not
  * supported by this CPU"; one the binary does not have (k_level_by_name is
  * NULL: neon on x86-64, the x86 levels on aarch64) "SKIP level NAME: not
@@ -120,19 +149,84 @@ static uint32_t f_bits(float f) {
   return u;
 }
 
-static const char *dt_name(st_dtype dt) { return dt == ST_F32 ? "f32" : dt == ST_F16 ? "f16" : "bf16"; }
-static size_t dt_size(st_dtype dt) { return dt == ST_F32 ? 4 : 2; }
+static const char *dt_name(st_dtype dt) {
+  return dt == ST_F32 ? "f32" : dt == ST_F16 ? "f16" : dt == ST_BF16 ? "bf16" : dt == ST_Q8_0 ? "q8_0" : "q4_0";
+}
+static size_t dt_size(st_dtype dt) { return dt == ST_F32 ? 4 : 2; } /* F32 / F16 / BF16 */
+
+/* ------------------------------------- quantized blocks (engine_int.h) */
+
+/* llama.cpp's block_q8_0 {F16 d; int8 q[32]} (34 bytes) and block_q4_0
+ * {F16 d; uint8 q[16]} (18 bytes; weight i < 16 is the low nibble of q[i],
+ * weight i >= 16 the high nibble of q[i - 16], both minus 8), written here
+ * from engine_int.h's comment, not from the engine's code. */
+#define QK 32
+static int is_q(st_dtype dt) { return dt == ST_Q8_0 || dt == ST_Q4_0; }
+static size_t qblock_bytes(st_dtype dt) { return dt == ST_Q8_0 ? 34 : 18; }
+/* bytes of n consecutive elements (quantized: n % QK == 0) */
+static size_t dt_bytes(st_dtype dt, size_t n) { return is_q(dt) ? n / QK * qblock_bytes(dt) : n * dt_size(dt); }
+static uint16_t qb_scale(const uint8_t *b) { return (uint16_t)(b[0] | b[1] << 8); } /* little-endian F16 */
+/* the raw code of element i: Q8_0 -128..127, Q4_0 the nibble 0..15 */
+static int qb_code(const uint8_t *b, int i, st_dtype dt) {
+  if (dt == ST_Q8_0) return (int)(int8_t)b[2 + i];
+  return i < QK / 2 ? b[2 + i] & 15 : b[2 + i - QK / 2] >> 4;
+}
+
+/* Decoders for the self-check's wrong expectations: */
+enum { QD_OK, QD_NIBBLES_SWAPPED, QD_SCALE_ULP, QD_SCALE_NEXT };
+
+/* n elements (n % QK == 0) of blocks of dt at in -> out, w = q * d (exact in
+ * float: 8 x 11 significant bits). flaw != QD_OK decodes wrongly: Q4_0's
+ * nibble halves swapped (every block), or block flaw_block's scale one F16
+ * ulp larger in magnitude, or taken from the next block. */
+static void q_decode(float *out, const void *in, size_t n, st_dtype dt, int flaw, size_t flaw_block) {
+  const uint8_t *b = in;
+  size_t bs = qblock_bytes(dt);
+  for (size_t blk = 0; blk < n / QK; blk++, b += bs) {
+    uint16_t h = qb_scale(b);
+    if (blk == flaw_block && flaw == QD_SCALE_ULP) h++;
+    if (blk == flaw_block && flaw == QD_SCALE_NEXT) h = qb_scale(b + bs);
+    double d = f16_val(h);
+    for (int i = 0; i < QK; i++) {
+      int q = qb_code(b, i, dt);
+      if (dt == ST_Q4_0) q = qb_code(b, flaw == QD_NIBBLES_SWAPPED ? (i + QK / 2) % QK : i, dt) - 8;
+      out[blk * QK + i] = (float)(q * d);
+    }
+  }
+}
+
+/* a random block scale: +-0 (1/16), an F16 subnormal (1/16), else normal of
+ * either sign with |q d| up to ~1 */
+static uint16_t rnd_qscale(st_dtype dt) {
+  int kind = rndi(0, 15);
+  if (kind == 0) return rnd64() & 1 ? 0x8000 : 0;
+  if (kind == 1) return (uint16_t)((rnd64() & 1 ? 0x8000 : 0) | rndi(1, 0x3ff));
+  double a = pow(10.0, -1.5 * rnd01()) / (dt == ST_Q8_0 ? 127 : 8);
+  return f16_round((float)(rnd64() & 1 ? -a : a));
+}
+
+/* nblocks random blocks at b: any scale above, any code */
+static void q_fill(uint8_t *b, size_t nblocks, st_dtype dt) {
+  size_t bs = qblock_bytes(dt);
+  for (size_t k = 0; k < nblocks; k++, b += bs) {
+    uint16_t h = rnd_qscale(dt);
+    b[0] = (uint8_t)(h & 255), b[1] = (uint8_t)(h >> 8);
+    for (size_t i = 2; i < bs; i++) b[i] = (uint8_t)rnd64();
+  }
+}
 
 /* --------------------------------------------------------- bookkeeping */
 
 enum {
   KS_GEMV, KS_FEW, KS_PACK, KS_TILE, KS_GEMM, KS_GEMM_BLAS, KS_FEW_BLAS, KS_WIDEN, KS_F16, KS_ROPE,
-  KS_SWIGLU, KS_SCORES, KS_SCORES_FEW, KS_SOFTMAX, KS_ACCUM, KS_BURN, KS_KVQ, KS_KVDQ, KS_N
+  KS_SWIGLU, KS_SCORES, KS_SCORES_FEW, KS_SOFTMAX, KS_ACCUM, KS_BURN, KS_KVQ, KS_KVDQ, KS_QROW, KS_QWIDEN,
+  KS_GEMM_F64, KS_N
 };
 static const char *ks_name[KS_N] = {"gemv", "gemm_few", "gemm_pack_b", "gemm_tile", "k_gemm vs generic",
                                     "k_gemm vs cblas", "gemm_few vs cblas", "widen", "f32_to_f16", "rope_to",
                                     "swiglu", "attn_scores", "attn_scores_few", "attn_softmax", "attn_accum",
-                                    "fma_burn", "k_kv_quant", "kv_dequant"};
+                                    "fma_burn", "k_kv_quant", "kv_dequant", "k_quantize_row",
+                                    "widen q8_0/q4_0", "k_gemm vs float64"};
 typedef struct {
   long cases, failed, printed;
   double worst; /* max |err| / tol over the passing comparisons */
@@ -256,6 +350,21 @@ typedef struct {
 
 static wmat wmat_new(st_dtype dt, int rows, int k, int misalign) {
   wmat m = {0};
+  if (is_q(dt)) { /* random blocks at any byte offset (k % QK == 0) */
+    size_t n = (size_t)rows * k, bytes = dt_bytes(dt, n);
+    int off = misalign ? rndi(1, 35) : 0;
+    if (k % QK) {
+      fprintf(stderr, "test bug: quantized matrix with k=%d\n", k);
+      exit(1);
+    }
+    m.base = xmalloc(bytes + off);
+    m.wf = xmalloc(n * sizeof *m.wf);
+    m.dt = dt, m.rows = rows, m.k = k;
+    q_fill((uint8_t *)m.base + off, n / QK, dt);
+    m.p = (const char *)m.base + off;
+    q_decode(m.wf, m.p, n, dt, QD_OK, 0);
+    return m;
+  }
   size_t n = (size_t)rows * k, esz = dt_size(dt);
   int off = misalign ? rndi(1, 7) : 0;
   m.base = xmalloc((n + off) * esz); /* the data ends where the block does */
@@ -280,7 +389,7 @@ static wmat wmat_new(st_dtype dt, int rows, int k, int misalign) {
   return m;
 }
 
-static const void *wrow(const wmat *m, int r) { return (const char *)m->p + (size_t)r * m->k * dt_size(m->dt); }
+static const void *wrow(const wmat *m, int r) { return (const char *)m->p + dt_bytes(m->dt, (size_t)r * m->k); }
 
 static void wmat_free(wmat *m) {
   free(m->base);
@@ -514,18 +623,21 @@ static long case_gemm(const k_table *t, st_dtype dt, int rows, int n, int k, flo
     for (int j = 0; j < n; j++) cb[(size_t)r * n + j] = beta == 0.0f ? 0.0f : c0[(size_t)r * ldc + j];
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, n, k, 1.0f, a, k, W.wf + (size_t)wshift * k, k, beta,
               cb, n);
-  double *mag = xmalloc(nn * sizeof *mag), *wb = xmalloc(nn * sizeof *wb);
+  double *mag = xmalloc(nn * sizeof *mag), *wb = xmalloc(nn * sizeof *wb), *ex = xmalloc(nn * sizeof *ex);
   for (int r = 0; r < rows; r++)
     for (int j = 0; j < n; j++) {
-      double s = beta == 0.0f ? 0 : fabs((double)beta * c0[(size_t)r * ldc + j]);
+      double yb = beta == 0.0f ? 0 : (double)beta * c0[(size_t)r * ldc + j], s = fabs(yb), e = yb;
       const float *ar = a + (size_t)r * k, *wr = W.wf + (size_t)j * k;
-      for (int p = 0; p < k; p++) s += fabs((double)ar[p] * wr[p]);
+      for (int p = 0; p < k; p++) s += fabs((double)ar[p] * wr[p]), e += (double)ar[p] * wr[p];
       mag[(size_t)r * n + j] = s;
+      ex[(size_t)r * n + j] = e;
       wb[(size_t)r * n + j] = cb[(size_t)r * n + j];
     }
   float *cl = fdup(c0, tot), *cg = NULL, *got = xmalloc(nn * sizeof *got);
   long bad = 0;
+  int ran = 0;
   if (select_level(t->name) == 0 && k_gemm(cl, (size_t)ldc, a, rows, W.p, n, k, dt, beta) == 0) {
+    ran = 1;
     for (int r = 0; r < rows; r++) memcpy(got + (size_t)r * n, cl + (size_t)r * ldc, (size_t)n * sizeof *got);
     bad += cmp("C vs cblas", got, wb, mag, nn, tol_chain(k + 2), TINY);
     if (!wshift) bad += untouched("C", cl, tot, rows, n, ldc);
@@ -533,6 +645,11 @@ static long case_gemm(const k_table *t, st_dtype dt, int rows, int n, int k, flo
     case_bad++, bad++;
   }
   case_end();
+  if (gen_pass && !wshift && ran) { /* the generic level's product against float64 (the decoded weights) */
+    case_begin(KS_GEMM_F64, "%s rows=%d n=%d k=%d beta=%g", dt_name(dt), rows, n, k, beta);
+    cmp("C vs float64", got, ex, mag, nn, tol_chain(k + 2), TINY);
+    case_end();
+  }
   if (!gen_pass && !wshift) { /* the same product at the generic level */
     case_begin(KS_GEMM, "%s rows=%d n=%d k=%d beta=%g", dt_name(dt), rows, n, k, beta);
     cg = fdup(c0, tot);
@@ -545,7 +662,7 @@ static long case_gemm(const k_table *t, st_dtype dt, int rows, int n, int k, flo
     }
     case_end();
   }
-  free(got), free(cl), free(cg), free(cb), free(mag), free(wb), free(c0), free(a);
+  free(got), free(cl), free(cg), free(cb), free(mag), free(wb), free(ex), free(c0), free(a);
   wmat_free(&W);
   return bad;
 }
@@ -664,6 +781,126 @@ static void case_kv_int8(const k_table *t, int n, int group) {
   untouched("out", ob.p, tot, 1, (size_t)n, tot);
   case_end();
   free(q), free(s), free(x), free(want), free(ob.base);
+}
+
+/* ------------------------------------- quantized weights (engine_int.h) */
+
+/* widen of n elements (n % QK == 0) of random blocks at a random byte
+ * offset, bit-exact against q_decode (flaw: the self-check's wrong decode of
+ * the expectation). Returns the elements that differ. */
+static long case_widen_q(const k_table *t, st_dtype dt, size_t n, int flaw) {
+  case_begin(KS_QWIDEN, "%s n=%zu", dt_name(dt), n);
+  size_t bytes = dt_bytes(dt, n), nb = n / QK;
+  int ioff = rndi(0, 40);
+  uint8_t *ib = xmalloc(bytes + ioff + 1), *in = ib + ioff;
+  q_fill(in, nb, dt);
+  if (flaw == QD_SCALE_ULP || flaw == QD_SCALE_NEXT) /* a block that shows it: a normal scale, codes != 0 */
+    for (size_t b = 0; b < nb; b++) {
+      uint16_t h = f16_round(0.01f);
+      in[b * qblock_bytes(dt)] = (uint8_t)(h & 255), in[b * qblock_bytes(dt) + 1] = (uint8_t)(h >> 8);
+      for (size_t i = 2; i < qblock_bytes(dt); i++) in[b * qblock_bytes(dt) + i] |= 0x11;
+      if (flaw == QD_SCALE_NEXT && b % 2) in[b * qblock_bytes(dt)] ^= 0x40;
+    }
+  float *want = xmalloc((n + 1) * sizeof *want);
+  q_decode(want, in, n, dt, flaw, nb > 1 ? (size_t)rndi(0, (int)nb - 2) : 0);
+  size_t tot = n + 24;
+  fbuf ob = fbuf_new(tot);
+  fill_sent(ob.p, tot);
+  t->widen(ob.p, in, n, dt);
+  long before = case_bad;
+  check_bits_f32("out", ob.p, want, n, 0);
+  untouched("out", ob.p, tot, 1, n, tot);
+  long bad = case_bad - before;
+  case_end();
+  free(ib), free(want), free(ob.base);
+  return bad;
+}
+
+/* k_quantize_row's contract (kernels.h, engine_int.h; see the header) for
+ * x[k] -> blocks: the scales and elements off it (the first described in
+ * why). */
+#define Q_SLACK (130 * 3 * U_) /* x * (1 / d) rounds twice: |q| <= 128 steps, 3 u */
+static long qrow_contract(const float *x, const uint8_t *blocks, size_t k, st_dtype dt, char *why, size_t whylen) {
+  long bad = 0;
+  size_t bs = qblock_bytes(dt);
+  float deq[QK];
+  why[0] = 0;
+  for (size_t b0 = 0; b0 < k; b0 += QK) {
+    const uint8_t *b = blocks + b0 / QK * bs;
+    const float *v = x + b0;
+    float amax = 0, max = 0;
+    for (int i = 0; i < QK; i++)
+      if (fabsf(v[i]) > amax) amax = fabsf(v[i]), max = v[i];
+    uint16_t h = qb_scale(b), want = dt == ST_Q8_0 ? f16_round(amax / 127.0f) : f16_round(max / -8.0f);
+    if (h != want) {
+      if (!bad) snprintf(why, whylen, "block %zu: scale %04x, want %04x (amax %.9g max %.9g)", b0 / QK, h, want,
+                         (double)amax, (double)max);
+      bad++;
+    }
+    double d = f16_val(h), ad = fabs(d);
+    q_decode(deq, b, QK, dt, QD_OK, 0);
+    for (int i = 0; i < QK; i++) {
+      int q = qb_code(b, i, dt), zero = dt == ST_Q8_0 ? 0 : 8, ok;
+      double err = fabs((double)v[i] - deq[i]), r = d != 0 ? (double)v[i] / d : 0;
+      if (isnan(v[i]) || d == 0) ok = q == zero; /* NaN; an all-zero block (or amax below the F16 range) */
+      else if (dt == ST_Q8_0)
+        ok = q != -128 && (fabs(r) > 127.5 ? q == (r > 0 ? 127 : -127) : err <= (0.5 + Q_SLACK) * ad);
+      else ok = r > 7.5 ? q == 15 : r < -8.5 ? q == 0 : err <= (0.5 + Q_SLACK) * ad;
+      if (!ok) {
+        if (!bad) snprintf(why, whylen, "block %zu [%d]: x %.9g code %d scale %.9g: |err| %.3g (half step %.3g)",
+                           b0 / QK, i, (double)v[i], q, d, err, 0.5 * ad);
+        bad++;
+      }
+    }
+  }
+  return bad;
+}
+
+/* a row of k (% QK == 0): per block magnitude 10^(-3..3), one block all
+ * zero, some blocks small values with one outlier of 1e3, some with a NaN */
+static float *q_row(size_t k) {
+  float *x = xmalloc(k * sizeof *x);
+  size_t nb = k / QK, zero_block = (size_t)rndi(0, (int)nb - 1);
+  for (size_t b = 0; b < nb; b++) {
+    float a = (float)(pow(10.0, rndi(-3, 3)) * (0.5 + rnd01()));
+    int outlier = b != zero_block && rnd64() % 4 == 0;
+    for (int i = 0; i < QK; i++) x[b * QK + i] = b == zero_block ? 0.0f : rndf(outlier ? 1e-3f : a);
+    if (outlier) x[b * QK + rndi(0, QK - 1)] = rnd64() & 1 ? -1e3f : 1e3f;
+    if (rnd64() % 8 == 0) x[b * QK + rndi(0, QK - 1)] = NAN; /* documented: quantizes to 0 */
+  }
+  return x;
+}
+
+/* k_quantize_row on q_row(k): the contract (generic pass; one portable
+ * function), and this level's widen of the result bit-exact against q_decode */
+static void case_quant_row(const k_table *t, st_dtype dt, size_t k) {
+  float *x = q_row(k);
+  size_t bytes = dt_bytes(dt, k);
+  uint8_t *blk = xmalloc(bytes + 16);
+  memset(blk, 0xa5, bytes + 16);
+  k_quantize_row(blk, x, k, dt);
+  if (gen_pass) {
+    case_begin(KS_QROW, "%s k=%zu", dt_name(dt), k);
+    char why[256];
+    long bad = qrow_contract(x, blk, k, dt, why, sizeof why), past = 0;
+    for (size_t i = bytes; i < bytes + 16; i++) past += blk[i] != 0xa5;
+    if ((bad || past) && report())
+      fprintf(stderr, "FAIL k_quantize_row [%s]: %ld scales or elements off contract (%s); %ld bytes written past "
+                      "the row\n", case_desc, bad, why, past);
+    case_bad += bad + past;
+    case_end();
+  }
+  case_begin(KS_QWIDEN, "%s k=%zu (k_quantize_row's blocks)", dt_name(dt), k);
+  float *want = xmalloc(k * sizeof *want);
+  q_decode(want, blk, k, dt, QD_OK, 0);
+  size_t tot = k + 24;
+  fbuf ob = fbuf_new(tot);
+  fill_sent(ob.p, tot);
+  t->widen(ob.p, blk, k, dt);
+  check_bits_f32("out", ob.p, want, k, 0);
+  untouched("out", ob.p, tot, 1, k, tot);
+  case_end();
+  free(x), free(blk), free(want), free(ob.base);
 }
 
 /* floats that probe every rounding case of f32 -> f16 */
@@ -987,6 +1224,64 @@ static const int K_LIST[] = {1,  2,  3,   5,   7,   8,   9,   15,  16,  17,  24,
                              64, 65, 96, 127, 128, 129, 200, 255, 256, 257, 300, 511, 512, 513, 640, 1000};
 static const st_dtype DTS[] = {ST_F32, ST_F16, ST_BF16};
 
+/* Quantized weights (see the header): k_quantize_row, widen, and the
+ * products on random blocks; k multiples of QK. */
+static const st_dtype QDTS[] = {ST_Q8_0, ST_Q4_0};
+static const int QK_LIST[] = {32, 64, 96, 128, 160, 224, 256, 288, 512, 544, 1024, 2080};
+
+static void run_level_quant(const k_table *t) {
+  int NR = t->gemm_nr, fmax = t->few_max < 2 ? 2 : t->few_max;
+  for (int d = 0; d < 2; d++) {
+    st_dtype dt = QDTS[d];
+    static const int QROW[] = {32, 64, 96, 256, 1024, 4096, 4128};
+    for (int b = 0; b < NELEM(QROW); b++)
+      for (int rep = 0; rep < 4; rep++) case_quant_row(t, dt, (size_t)QROW[b]);
+    for (int nb = 0; nb <= 40; nb++) case_widen_q(t, dt, (size_t)nb * QK, QD_OK);
+    static const int QW_N[] = {1024, 2080, 4096, 4128, 8224};
+    for (int b = 0; b < NELEM(QW_N); b++) case_widen_q(t, dt, (size_t)QW_N[b], QD_OK);
+
+    /* gemv: every n of the list x every k, beta 0 and 1; random shapes with
+     * beta 0.5 (n up to 300: several of gemm.c's L1 runs of rows); rows longer
+     * than gemm.c's 8192-float buffer and generic's 16384-float pieces */
+    for (int a = 0; a < NELEM(N_LIST); a++)
+      for (int b = 0; b < NELEM(QK_LIST); b++)
+        for (int beta = 0; beta <= 1; beta++) case_gemv(t, dt, N_LIST[a], QK_LIST[b], (float)beta);
+    for (int i = 0; i < 30; i++) case_gemv(t, dt, rndi(1, 300), QK * rndi(1, 70), i % 2 ? 0.5f : 1.0f);
+    static const int QLONG_K[] = {8160, 8192, 8224, 16384, 16416, 20000};
+    for (int b = 0; b < NELEM(QLONG_K); b++) case_gemv(t, dt, rndi(1, 6), QLONG_K[b], (float)(b % 2));
+
+    /* gemm_few: 2 <= M <= few_max x every k, random n; several runs of rows,
+     * long rows */
+    for (int M = 2; M <= fmax; M++)
+      for (int b = 0; b < NELEM(QK_LIST); b += (QK_LIST[b] > 300 ? 2 : 1))
+        case_few(t, dt, M, PICK(N_LIST), QK_LIST[b], (float)((M + b) % 2));
+    case_few(t, dt, fmax, 70, 608, 1.0f);
+    case_few(t, dt, rndi(2, fmax), 300, 32, 0.0f);
+    case_few(t, dt, rndi(2, fmax), 33, 2080, 1.0f);
+    case_few(t, dt, 3, 5, 8224, 0.0f);
+    case_few(t, dt, 2, 3, 16416, 1.0f);
+    case_few(t, dt, rndi(2, fmax), rndi(1, 70), QK * rndi(1, 20), 0.5f);
+    for (int i = 0; i < 6; i++) case_few_blas(t, dt, rndi(2, fmax), rndi(1, 80), PICK(QK_LIST), (float)(i % 2));
+
+    /* gemm_pack_b: every ncols 1..NR, kc multiples of QK up to GEMM_KC */
+    static const int QKC[] = {32, 64, 96, 160, 224, 256};
+    for (int nc = 1; nc <= NR; nc++)
+      for (int b = 0; b < NELEM(QKC); b++) case_pack(t, dt, nc, QKC[b], QKC[b] + QK * rndi(0, 3));
+
+    /* k_gemm (the packed path, rows > few_max): k across GEMM_KC blocks and
+     * not a multiple of it, ncols not a multiple of NR or of the chunk */
+    static const int QGN[] = {1, 15, 17, 31, 33, 100, 129, 200};
+    static const int QGK[] = {32, 64, 224, 256, 288, 512, 544, 800};
+    for (int i = 0; i < 12; i++)
+      case_gemm(t, dt, fmax + 1 + i * 3, PICK(QGN), PICK(QGK), i % 5 == 4 ? 0.5f : (float)(i % 2), 0);
+    case_gemm(t, dt, 250, 257, 544, (float)d, 0);
+    case_gemm(t, dt, 241, 129, 288, 1.0f, 0);
+    case_gemm(t, dt, rndi(fmax + 1, 120), rndi(1, 300), QK * rndi(1, 30), 0.0f, 0);
+  }
+  char err[128];
+  eng_isa_select("auto", err, sizeof err);
+}
+
 static void run_level(const k_table *t) {
   memset(ks, 0, sizeof ks);
   level_name = t->name;
@@ -1101,6 +1396,8 @@ static void run_level(const k_table *t) {
         int R = RS[a], ldp = rnd64() & 1 ? ((R + 7) & ~7) + 8 : R + rndi(0, 5);
         case_accum(t, HDA[h], R, TA[b], ldp, 0);
       }
+
+  run_level_quant(t);
 
   /* fma_burn: runs, and reports a positive FLOP count */
   case_begin(KS_BURN, "iters=1000");
@@ -1220,6 +1517,89 @@ static int self_check(void) {
     long before = case_bad;
     check_bits_f32("", b, a, 4, 0);
     EXPECT_FAIL("widen, two elements swapped", case_bad > before);
+  }
+  /* quantized weights: wrong decodes must fail the exact widen comparison ... */
+  for (int d = 0; d < 2; d++) {
+    st_dtype dt = QDTS[d];
+    char desc[96];
+    snprintf(desc, sizeof desc, "sanity: a right widen %s result failed", dt_name(dt));
+    EXPECT_FAIL(desc, !case_widen_q(G, dt, 8 * QK, QD_OK));
+    snprintf(desc, sizeof desc, "widen %s, one block's scale off by one F16 ulp", dt_name(dt));
+    EXPECT_FAIL(desc, case_widen_q(G, dt, 8 * QK, QD_SCALE_ULP));
+    snprintf(desc, sizeof desc, "widen %s, one block's scale from the next block", dt_name(dt));
+    EXPECT_FAIL(desc, case_widen_q(G, dt, 8 * QK, QD_SCALE_NEXT));
+  }
+  EXPECT_FAIL("widen q4_0, nibble halves swapped", case_widen_q(G, ST_Q4_0, 8 * QK, QD_NIBBLES_SWAPPED));
+  /* ... and the gemv tolerance against float64 (one row's worth per output) */
+  static const int SQK[] = {64, 256, 1024, 16416};
+  for (int d = 0; d < 2; d++)
+    for (int b = 0; b < NELEM(SQK); b++) {
+      st_dtype dt = QDTS[d];
+      int n = 8, k = SQK[b], nb = k / QK;
+      wmat W = wmat_new(dt, n, k, 1);
+      float *x = rvec((size_t)k, 1.0f), *y = xmalloc(n * sizeof *y), *wf2 = xmalloc((size_t)k * sizeof *wf2);
+      G->gemv(y, W.p, n, k, x, 0.0f, dt);
+      for (int flaw = 0; flaw < 3; flaw++) {
+        int fl = flaw == 0 ? QD_OK : flaw == 1 ? QD_SCALE_NEXT : QD_NIBBLES_SWAPPED;
+        if (fl == QD_NIBBLES_SWAPPED && dt != ST_Q4_0) continue;
+        double ref[8], mag[8];
+        for (int i = 0; i < n; i++) {
+          q_decode(wf2, wrow(&W, i), (size_t)k, dt, fl, (size_t)rndi(0, nb - 2));
+          double s = 0, a = 0;
+          for (int j = 0; j < k; j++) s += (double)wf2[j] * x[j], a += fabs((double)wf2[j] * x[j]);
+          ref[i] = s, mag[i] = a;
+        }
+        case_begin(KS_GEMV, "self");
+        long bad = cmp("", y, ref, mag, n, tol_chain(k + 2), TINY);
+        char desc[96];
+        if (fl == QD_OK) {
+          snprintf(desc, sizeof desc, "sanity: the right gemv %s k=%d result failed", dt_name(dt), k);
+          EXPECT_FAIL(desc, !bad);
+        } else {
+          snprintf(desc, sizeof desc, "gemv %s k=%d vs a decode with %s", dt_name(dt), k,
+                   fl == QD_SCALE_NEXT ? "one block's scale from the next block" : "nibble halves swapped");
+          EXPECT_FAIL(desc, bad);
+        }
+        case_end();
+      }
+      free(x), free(y), free(wf2);
+      wmat_free(&W);
+    }
+  /* k_quantize_row's contract check: wrong blocks must fail it */
+  for (int d = 0; d < 2; d++) {
+    st_dtype dt = QDTS[d];
+    size_t k = 8 * QK, bs = qblock_bytes(dt);
+    float *x = xmalloc(k * sizeof *x);
+    for (size_t i = 0; i < k; i++) x[i] = rndf(1.0f);
+    uint8_t *blk = xmalloc(dt_bytes(dt, k)), *w = xmalloc(dt_bytes(dt, k));
+    k_quantize_row(blk, x, k, dt);
+    char why[256], desc[96];
+    snprintf(desc, sizeof desc, "sanity: k_quantize_row %s's right blocks failed the contract", dt_name(dt));
+    EXPECT_FAIL(desc, !qrow_contract(x, blk, k, dt, why, sizeof why));
+    int b = rndi(0, 7);
+    memcpy(w, blk, dt_bytes(dt, k)); /* one block's scale one F16 ulp larger */
+    w[b * bs] = (uint8_t)(w[b * bs] + 1);
+    if (!w[b * bs]) w[b * bs + 1]++;
+    snprintf(desc, sizeof desc, "k_quantize_row %s, a scale off by one F16 ulp", dt_name(dt));
+    EXPECT_FAIL(desc, qrow_contract(x, w, k, dt, why, sizeof why));
+    memcpy(w, blk, dt_bytes(dt, k)); /* one code one step off, on the side away from x */
+    int i = rndi(0, QK / 2 - 1);
+    double dd = f16_val(qb_scale(blk + b * bs)), r = x[b * QK + i] / dd;
+    int code = qb_code(blk + b * bs, i, dt), off = r - (code - (dt == ST_Q4_0 ? 8 : 0)) > 0 ? -1 : 1;
+    if (dt == ST_Q8_0) w[b * bs + 2 + i] = (uint8_t)(int8_t)(code + off);
+    else w[b * bs + 2 + i] = (uint8_t)((w[b * bs + 2 + i] & 0xf0) | ((code + off) & 15));
+    snprintf(desc, sizeof desc, "k_quantize_row %s, one code off by one", dt_name(dt));
+    EXPECT_FAIL(desc, qrow_contract(x, w, k, dt, why, sizeof why));
+    if (dt == ST_Q4_0) { /* nibble halves swapped in every byte */
+      for (size_t j = 0; j < k / QK; j++)
+        for (int q = 0; q < QK / 2; q++) {
+          uint8_t v = blk[j * bs + 2 + q];
+          w[j * bs + 2 + q] = (uint8_t)(v >> 4 | v << 4);
+        }
+      for (size_t j = 0; j < k / QK; j++) w[j * bs] = blk[j * bs], w[j * bs + 1] = blk[j * bs + 1]; /* right scales */
+      EXPECT_FAIL("k_quantize_row q4_0, nibble halves swapped", qrow_contract(x, w, k, dt, why, sizeof why));
+    }
+    free(x), free(blk), free(w);
   }
   quiet = 0;
   printf("self-check: %d deliberately wrong results, %d detected\n", ran, ran - missed);
