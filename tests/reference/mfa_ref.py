@@ -13,6 +13,8 @@ API:
   m = load_model(dir)              # single file or sharded
   logits(m, ids)         -> [T, V] float64
   greedy(m, ids, n)      -> (token_ids, logprobs) (log_softmax in float64)
+  quantized_model(m, "q8_0"|"q4_0") -> (model with the weights --quantize
+                            computes with, per-matrix relative errors)
   Incremental decode (used by the self-checks): Cache / step()
 CLI: mfa_ref.py DIR 1,2,3 [--generate N]
 """
@@ -224,6 +226,101 @@ def greedy(m, ids, n, eos=None, kv_group=None):
         if t in eos:
             break
     return toks, lps, margins
+
+
+# ---------------------------------------------------------------- quantized weights
+
+QK = 32  # weights per block (docs/quantized-weights.md)
+
+
+def quant_roundtrip(w, qtype, divide=False):
+    """The rows of w [r, c] (c % 32 == 0) quantized as
+    docs/quantized-weights.md documents (llama.cpp's Q8_0 / Q4_0 blocks of 32)
+    and read back, float64. The engine quantizes float32 values: w is taken
+    as float32 (exact for weights widened from F32/F16/BF16), the scale is the
+    F16 rounding of the float32 quotient (as llama.cpp computes it):
+      q8_0: d = f16(max|x| / 127), q = clip(round(x / d), -127, 127)
+      q4_0: m = the element of largest magnitude with its sign (the first of
+            equal magnitudes), d = f16(m / -8), q = clip(round(x / d), -8, 7)
+    round half to even, w = q * d (exact). A block of zeros has d = +-0 and
+    reads back as 0. x / d is computed as llama.cpp and the engine's
+    k_quantize_row do, x * (1 / d) in float32 (two roundings); with
+    divide=True as the exact quotient. The two differ only where x / d is
+    within a float32 rounding of a half-integer; F16 / BF16 weights hit
+    exact ties (x / d = k + 1/2) often, where the exact quotient rounds to
+    even and the float32 product may not."""
+    x = np.asarray(w, dtype=np.float32)
+    r, c = x.shape
+    if c % QK:
+        raise ValueError("rows of %d are not whole blocks of %d" % (c, QK))
+    b = x.reshape(r, c // QK, QK)
+    if qtype == "q8_0":
+        s = np.abs(b).max(axis=2, keepdims=True) / np.float32(127)
+        lo, hi = -127, 127
+    elif qtype == "q4_0":
+        idx = np.abs(b).argmax(axis=2)[..., None]
+        s = np.take_along_axis(b, idx, axis=2) / np.float32(-8)
+        lo, hi = -8, 7
+    else:
+        raise ValueError("unknown quantization type " + qtype)
+    d16 = s.astype(np.float32).astype(np.float16)
+    d = d16.astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        if divide:
+            t = b.astype(np.float64) / np.where(d != 0, d, 1)
+        else:
+            t = (b * (np.float32(1) / np.where(d != 0, d16.astype(np.float32), np.float32(1)))).astype(np.float64)
+        q = np.where(d != 0, np.clip(np.rint(t), lo, hi), 0)
+    return (q * d).reshape(r, c)
+
+
+def fold_value_path(m, i):
+    """MFA-KR layer i: o_proj with the value path folded in, per head
+    o_proj[:, h] @ (I + diag(v_gate) v_proj) (model-format.md), float64."""
+    p = "model.layers.%d.self_attn." % i
+    M = np.eye(m.hd) + m.w[p + "v_gate"][:, None] * m.w[p + "v_proj.weight"]
+    o = m.w[p + "o_proj.weight"].reshape(m.d, m.H, m.hd)
+    return np.einsum("dhi,ij->dhj", o, M).reshape(m.d, m.H * m.hd)
+
+
+def quantized_model(m, qtype, divide=False):
+    """A copy of m whose weights are the ones the engine computes with after
+    `--quantize qtype` (docs/quantized-weights.md): every projection, the
+    embedding and lm_head (one copy when tied) whose rows are whole blocks of
+    32 go through quant_roundtrip; the others stay as stored. MFA-KR: o_proj
+    is folded with the value path first (rounded to float32, as the engine
+    stores the fold) and then quantized; the value is then the cached key
+    itself, so v_gate is set to 0 (attention_qkv: v = k + 0 * N k = the key
+    before RoPE). divide: see quant_roundtrip. Returns (model, report):
+    report maps each matrix name to its relative error
+    ||Q(W) - W||_F / ||W||_F, or None where kept."""
+    q = Model()
+    q.__dict__.update(m.__dict__)
+    w = dict(m.w)
+    rep = {}
+
+    def do(name, mat):
+        if mat.shape[1] % QK:
+            rep[name] = None
+            return mat
+        qm = quant_roundtrip(mat, qtype, divide)
+        rep[name] = float(np.linalg.norm(qm - mat) / max(np.linalg.norm(mat), 1e-300))
+        return qm
+
+    for name in sorted(w):
+        if name.endswith(".weight") and w[name].ndim == 2:
+            if m.kind == "mfa-kr" and name.endswith(("self_attn.o_proj.weight", "self_attn.v_proj.weight")):
+                continue
+            w[name] = do(name, w[name])
+    if m.kind == "mfa-kr":
+        for i in range(m.L):
+            p = "model.layers.%d.self_attn." % i
+            folded = fold_value_path(m, i).astype(np.float32).astype(np.float64)
+            w[p + "o_proj.weight"] = do(p + "o_proj.weight (folded)", folded)
+            w[p + "v_gate"] = np.zeros_like(m.w[p + "v_gate"])
+    q.w = w
+    q.lm_head = w["model.embed_tokens.weight"] if m.tie else w["lm_head.weight"]
+    return q, rep
 
 
 # ---------------------------------------------------------------- incremental
