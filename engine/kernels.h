@@ -124,6 +124,7 @@ void k_quant_pack_b(k_widen_fn widen, int NR, float *bp, const void *w, size_t l
 void k_quantize_row(void *dst, const float *x, size_t k, st_dtype dt);
 
 /* Scalar helpers every level shares (arch/generic.c). */
+const float *k_f16_lut(void); /* [65536]: every F16 bit pattern as F32 (filled on first use) */
 float k_f16_to_f32_1(uint16_t h);
 uint16_t k_f32_to_f16_1(float f);
 float k_bf16_to_f32_1(uint16_t h);

@@ -145,8 +145,75 @@ static inline __attribute__((always_inline)) void gemv_dt(float *y, const void *
   }
 }
 
+/* Quantized rows fused (x86_avx512.c's gemv_q_rows with 4 lanes): a
+ * block's 32 ints widen in registers to 8 vectors; Q4_0's "- 8" is folded
+ * in as -8 * sum(x) of the block, once for the R rows of a pass. */
+#define NQ_MAX_BLOCKS 512
+static inline float32x4_t n_i32f(int32x4_t v) { return vcvtq_f32_s32(v); }
+
+static inline __attribute__((always_inline)) void gemv_q_rows(float *y, const uint8_t *w, size_t rb, int nb,
+                                                              const float *x, float beta, const int R,
+                                                              const st_dtype dt) {
+  const float *lut = k_f16_lut();
+  const size_t bs = dt == ST_Q8_0 ? 34 : 18;
+  float sc[4][NQ_MAX_BLOCKS];
+  for (int r = 0; r < R; r++)
+    for (int b = 0; b < nb; b++) {
+      uint16_t h;
+      memcpy(&h, w + r * rb + (size_t)b * bs, 2);
+      sc[r][b] = lut[h];
+    }
+  float32x4_t acc[4];
+  for (int r = 0; r < R; r++) acc[r] = vdupq_n_f32(0);
+  for (int b = 0; b < nb; b++) {
+    const float *xb = x + 32 * b;
+    float32x4_t xv[8];
+    for (int q = 0; q < 8; q++) xv[q] = vld1q_f32(xb + 4 * q);
+    float32x4_t m8s = vdupq_n_f32(0);
+    if (dt == ST_Q4_0) {
+      for (int q = 0; q < 8; q++) m8s = vaddq_f32(m8s, xv[q]);
+      m8s = vmulq_n_f32(m8s, -8.0f);
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++) {
+      const uint8_t *p = w + r * rb + (size_t)b * bs + 2;
+      int16x8_t h[4];
+      if (dt == ST_Q8_0) {
+        int8x16_t a = vld1q_s8((const int8_t *)p), c = vld1q_s8((const int8_t *)(p + 16));
+        h[0] = vmovl_s8(vget_low_s8(a)), h[1] = vmovl_s8(vget_high_s8(a));
+        h[2] = vmovl_s8(vget_low_s8(c)), h[3] = vmovl_s8(vget_high_s8(c));
+      } else {
+        uint8x16_t v = vld1q_u8(p);
+        int8x16_t lo = vreinterpretq_s8_u8(vandq_u8(v, vdupq_n_u8(15))), hi = vreinterpretq_s8_u8(vshrq_n_u8(v, 4));
+        h[0] = vmovl_s8(vget_low_s8(lo)), h[1] = vmovl_s8(vget_high_s8(lo));
+        h[2] = vmovl_s8(vget_low_s8(hi)), h[3] = vmovl_s8(vget_high_s8(hi));
+      }
+      float32x4_t t = m8s;
+      for (int q = 0; q < 4; q++) {
+        t = vfmaq_f32(t, n_i32f(vmovl_s16(vget_low_s16(h[q]))), xv[2 * q]);
+        t = vfmaq_f32(t, n_i32f(vmovl_s16(vget_high_s16(h[q]))), xv[2 * q + 1]);
+      }
+      acc[r] = vfmaq_n_f32(acc[r], t, sc[r][b]);
+    }
+  }
+  for (int r = 0; r < R; r++) {
+    float s = vaddvq_f32(acc[r]);
+    y[r] = beta == 0.0f ? s : beta * y[r] + s;
+  }
+}
+
+static void gemv_q(float *y, const void *w, int n, int k, const float *x, float beta, const st_dtype dt) {
+  int nb = k / ST_QK, i = 0;
+  size_t rb = st_bytes(dt, (size_t)k);
+  const uint8_t *wb = w;
+  for (; i + 4 <= n; i += 4) gemv_q_rows(y + i, wb + (size_t)i * rb, rb, nb, x, beta, 4, dt);
+  for (; i < n; i++) gemv_q_rows(y + i, wb + (size_t)i * rb, rb, nb, x, beta, 1, dt);
+}
+
 static void n_gemv(float *y, const void *w, int n, int k, const float *x, float beta, st_dtype dt) {
-  if (st_is_quant(dt)) k_quant_gemv(n_widen, n_gemv, y, w, n, k, x, beta, dt);
+  if (st_is_quant(dt) && k / ST_QK > NQ_MAX_BLOCKS) k_quant_gemv(n_widen, n_gemv, y, w, n, k, x, beta, dt);
+  else if (dt == ST_Q8_0) gemv_q(y, w, n, k, x, beta, ST_Q8_0);
+  else if (dt == ST_Q4_0) gemv_q(y, w, n, k, x, beta, ST_Q4_0);
   else if (dt == ST_F16) gemv_dt(y, w, n, k, x, beta, ST_F16);
   else if (dt == ST_BF16) gemv_dt(y, w, n, k, x, beta, ST_BF16);
   else gemv_dt(y, w, n, k, x, beta, ST_F32);

@@ -69,6 +69,8 @@ static inline const float *f16_lut(void) {
   return f16_table;
 }
 
+const float *k_f16_lut(void) { return f16_lut(); }
+
 void k_rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
   double ss = 0;
   for (int i = 0; i < n; i++) ss += (double)x[i] * x[i];

@@ -153,9 +153,74 @@ static void gemv_bf16(float *y, const uint16_t *w, int n, int k, const float *x,
 /* one instantiation per dtype, so the dtype test folds away in the loop */
 static void a2_widen(float *out, const void *in, size_t n, st_dtype dt);
 
+/* Quantized rows fused (x86_avx512.c's gemv_q_rows, 8 lanes): per block
+ * and row, Q8_0 4 sign-extends + 4 converts + 4 FMAs + 1; Q4_0 2
+ * zero-extends of the packed bytes, masks and shifts, 4 converts, 4 FMAs +
+ * 1, with "- 8" folded in as -8 * (x0 + x1 + x2 + x3) per block. */
+#define A2Q_MAX_BLOCKS 512
+static inline __attribute__((always_inline)) void gemv_q_rows(float *y, const uint8_t *w, size_t rb, int nb,
+                                                              const float *x, float beta, const int R,
+                                                              const st_dtype dt) {
+  const float *lut = k_f16_lut();
+  const size_t bs = dt == ST_Q8_0 ? 34 : 18;
+  float sc[4][A2Q_MAX_BLOCKS];
+  for (int r = 0; r < R; r++)
+    for (int b = 0; b < nb; b++) sc[r][b] = lut[*(const uint16_t *)(const void *)(w + r * rb + (size_t)b * bs)];
+  __m256 acc[4];
+  for (int r = 0; r < R; r++) acc[r] = _mm256_setzero_ps();
+  const uint8_t *pf = w + GEMV_PREFETCH;
+  const __m256i lo4 = _mm256_set1_epi32(15);
+  for (int b = 0; b < nb; b++) {
+    for (int l = 0; l < R * (int)bs; l += 64) _mm_prefetch((const char *)pf + (size_t)b * R * bs + l, _MM_HINT_T1);
+    const float *xb = x + 32 * b;
+    __m256 x0 = _mm256_loadu_ps(xb), x1 = _mm256_loadu_ps(xb + 8), x2 = _mm256_loadu_ps(xb + 16),
+           x3 = _mm256_loadu_ps(xb + 24);
+    __m256 m8s = dt == ST_Q4_0
+                     ? _mm256_mul_ps(_mm256_add_ps(_mm256_add_ps(x0, x1), _mm256_add_ps(x2, x3)), _mm256_set1_ps(-8.0f))
+                     : x0;
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++) {
+      const uint8_t *p = w + r * rb + (size_t)b * bs + 2;
+      __m256 t;
+      if (dt == ST_Q8_0) {
+        __m256 q0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p)));
+        __m256 q1 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(p + 8))));
+        __m256 q2 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(p + 16))));
+        __m256 q3 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(p + 24))));
+        t = _mm256_fmadd_ps(q1, x1, _mm256_mul_ps(q0, x0));
+        t = _mm256_fmadd_ps(q3, x3, _mm256_fmadd_ps(q2, x2, t));
+      } else {
+        __m256i v0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p));
+        __m256i v1 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(p + 8)));
+        __m256 l0 = _mm256_cvtepi32_ps(_mm256_and_si256(v0, lo4)), l1 = _mm256_cvtepi32_ps(_mm256_and_si256(v1, lo4));
+        __m256 h0 = _mm256_cvtepi32_ps(_mm256_srli_epi32(v0, 4)), h1 = _mm256_cvtepi32_ps(_mm256_srli_epi32(v1, 4));
+        t = _mm256_fmadd_ps(l1, x1, _mm256_fmadd_ps(l0, x0, m8s));
+        t = _mm256_fmadd_ps(h1, x3, _mm256_fmadd_ps(h0, x2, t));
+      }
+      acc[r] = _mm256_fmadd_ps(t, _mm256_broadcast_ss(&sc[r][b]), acc[r]);
+    }
+  }
+  for (int r = 0; r < R; r++) {
+    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(acc[r]), _mm256_extractf128_ps(acc[r], 1));
+    s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    float s = _mm_cvtss_f32(_mm_add_ss(s4, _mm_movehdup_ps(s4)));
+    y[r] = beta == 0.0f ? s : beta * y[r] + s;
+  }
+}
+
+static void gemv_q(float *y, const void *w, int n, int k, const float *x, float beta, const st_dtype dt) {
+  int nb = k / ST_QK, i = 0;
+  size_t rb = st_bytes(dt, (size_t)k);
+  const uint8_t *wb = w;
+  for (; i + 4 <= n; i += 4) gemv_q_rows(y + i, wb + (size_t)i * rb, rb, nb, x, beta, 4, dt);
+  for (; i < n; i++) gemv_q_rows(y + i, wb + (size_t)i * rb, rb, nb, x, beta, 1, dt);
+}
+
 static void a2_gemv(float *y, const void *wv, int n, int k, const float *x, float beta, st_dtype dt) {
   if (st_is_quant(dt)) {
-    k_quant_gemv(a2_widen, a2_gemv, y, wv, n, k, x, beta, dt);
+    if (k / ST_QK > A2Q_MAX_BLOCKS) k_quant_gemv(a2_widen, a2_gemv, y, wv, n, k, x, beta, dt);
+    else if (dt == ST_Q8_0) gemv_q(y, wv, n, k, x, beta, ST_Q8_0);
+    else gemv_q(y, wv, n, k, x, beta, ST_Q4_0);
     return;
   }
   const uint16_t *w = wv;
