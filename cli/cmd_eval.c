@@ -250,11 +250,12 @@ static void json_str(const char *s) {
   putchar('"');
 }
 
+/* On a terminal a line rewritten every 0.5 s; else a line every 30 s. */
 static void progress(size_t done, size_t total, double t0, int final) {
-  static double last = 0;
+  static double last;
   double now = mfs_now();
   int tty = isatty(2);
-  if (!final && now - last < (tty ? 0.5 : 30)) return;
+  if (!final && (done == total || now - (last > t0 ? last : t0) < (tty ? 0.5 : 30))) return;
   last = now;
   double el = now - t0, rate = el > 0 ? done / el : 0;
   fprintf(stderr, "%seval: %zu/%zu tokens (%.1f%%), %.0f tok/s, %.0f s elapsed, ~%.0f s left%s",
