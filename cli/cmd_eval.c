@@ -111,12 +111,11 @@ static int load_stream(ev_file *f, const tok_tokenizer *tk, int32_t eos, size_t 
   const size_t seplen = sizeof sep - 1;
   size_t cap = 4096, n = 0, ndocs = 0;
   int32_t *ids = malloc(cap * sizeof *ids);
-  /* document byte ranges, for the bytes of a cut stream */
+  /* per document, for the bytes of a cut stream: its length and where its tokens end */
   size_t dcap = 64;
-  size_t *dend = malloc(dcap * sizeof *dend); /* ids index past each document's tokens */
-  const char **dtext = malloc(dcap * sizeof *dtext);
+  size_t *dend = malloc(dcap * sizeof *dend); /* ids index of the eos after it */
   size_t *dlen = malloc(dcap * sizeof *dlen);
-  if (!ids || !dend || !dtext || !dlen) goto oom;
+  if (!ids || !dend || !dlen) goto oom;
   ids[n++] = eos;
   f->bytes = 0;
   for (const char *p = text, *end = text + len; p <= end;) {
@@ -145,15 +144,12 @@ static int load_stream(ev_file *f, const tok_tokenizer *tk, int32_t eos, size_t 
         dcap *= 2;
         size_t *a = realloc(dend, dcap * sizeof *dend);
         if (a) dend = a;
-        const char **b = realloc(dtext, dcap * sizeof *dtext);
-        if (b) dtext = b;
         size_t *c = realloc(dlen, dcap * sizeof *dlen);
         if (c) dlen = c;
-        if (!a || !b || !c) goto oom;
+        if (!a || !c) goto oom;
       }
-      dtext[ndocs] = s;
       dlen[ndocs] = (size_t)(e - s);
-      dend[ndocs++] = n - 1; /* the eos after it */
+      dend[ndocs++] = n - 1;
       f->bytes += (uint64_t)(e - s);
     }
     if (!q) break;
@@ -162,7 +158,7 @@ static int load_stream(ev_file *f, const tok_tokenizer *tk, int32_t eos, size_t 
   if (ndocs == 0) {
     fprintf(stderr, "mfaserve eval: %s has no text to score (%s)\n", f->path,
             len ? "only newlines and " SEP " separators" : "the file is empty");
-    free(text), free(ids), free(dend), free(dtext), free(dlen);
+    free(text), free(ids), free(dend), free(dlen);
     return 2;
   }
   f->ids = ids;
@@ -192,11 +188,11 @@ static int load_stream(ev_file *f, const tok_tokenizer *tk, int32_t eos, size_t 
       first = dend[d] + 1;
     }
   }
-  free(text), free(dend), free(dtext), free(dlen);
+  free(text), free(dend), free(dlen);
   return 0;
 oom:
   fprintf(stderr, "mfaserve eval: out of memory tokenizing %s\n", f->path);
-  free(text), free(ids), free(dend), free(dtext), free(dlen);
+  free(text), free(ids), free(dend), free(dlen);
   return 1;
 }
 
