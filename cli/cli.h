@@ -63,5 +63,6 @@ int cmd_info(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
+int cmd_eval(int argc, char **argv); /* cmd_eval.c */
 
 #endif

@@ -16,6 +16,7 @@ static const struct {
     {"info", cmd_info, "print a model's shape and KV-cache geometry"},
     {"serve", cmd_serve, "serve the model over an OpenAI-compatible HTTP API"},
     {"logits", cmd_logits, "write the logits of every prompt position (for testing)"},
+    {"eval", cmd_eval, "held-out loss and bits per byte of text files (as tools/train/train.py)"},
     {"tokenize", cmd_tokenize, "print the token ids of standard input (or --decode ids)"},
     {"quantize", cmd_quantize, "write a copy of a model with q8_0 or q4_0 weights"},
 };
