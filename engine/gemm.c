@@ -147,17 +147,9 @@ void k_quant_few(k_widen_fn widen, k_few_fn few, float *out, int ldo, const void
   }
 }
 
-void k_quant_pack_b(k_widen_fn widen, int NR, float *bp, const void *w, size_t ldw, int ncols, int kc, st_dtype dt) {
-  float buf[GEMM_KC] __attribute__((aligned(64)));
-  for (int j = 0; j < NR; j++) {
-    if (j >= ncols) {
-      for (int p = 0; p < kc; p++) bp[(size_t)p * NR + j] = 0;
-      continue;
-    }
-    for (int p0 = 0; p0 < kc; p0 += GEMM_KC) {
-      int cnt = kc - p0 < GEMM_KC ? kc - p0 : GEMM_KC;
-      widen(buf, st_at(w, dt, (size_t)j, ldw, (size_t)p0), (size_t)cnt, dt);
-      for (int p = 0; p < cnt; p++) bp[(size_t)(p0 + p) * NR + j] = buf[p];
-    }
-  }
+void k_quant_pack_b(k_widen_fn widen, k_pack_fn pack, float *bp, const void *w, size_t ldw, int ncols, int kc,
+                    st_dtype dt) {
+  float buf[64 * GEMM_KC] __attribute__((aligned(64))); /* ncols <= NR <= 64 rows of kc <= GEMM_KC */
+  for (int j = 0; j < ncols; j++) widen(buf + (size_t)j * kc, st_at(w, dt, (size_t)j, ldw, 0), (size_t)kc, dt);
+  pack(bp, buf, (size_t)kc, ncols, kc, ST_F32);
 }

@@ -117,7 +117,11 @@ void k_quant_gemv(k_widen_fn widen, k_gemv_fn gemv, float *y, const void *w, int
                   st_dtype dt);
 void k_quant_few(k_widen_fn widen, k_few_fn few, float *out, int ldo, const void *w, int n, int k, const float *in,
                  int M, float beta, st_dtype dt);
-void k_quant_pack_b(k_widen_fn widen, int NR, float *bp, const void *w, size_t ldw, int ncols, int kc, st_dtype dt);
+typedef void (*k_pack_fn)(float *bp, const void *w, size_t ldw, int ncols, int kc, st_dtype dt);
+/* the ncols rows widened into an F32 [ncols][kc] buffer, then packed by the
+ * level's own F32 pack_b (its vector transposes); kc <= GEMM_KC, NR <= 64 */
+void k_quant_pack_b(k_widen_fn widen, k_pack_fn pack, float *bp, const void *w, size_t ldw, int ncols, int kc,
+                    st_dtype dt);
 /* One row of k F32 values (k % ST_QK == 0) into blocks of dt (the
  * engine_int.h formats; round to nearest, llama.cpp's scales). Portable:
  * it runs once per weight, at load or by `mfaserve quantize`. */

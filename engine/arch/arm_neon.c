@@ -283,7 +283,7 @@ static void n_gemm_few(float *out, int ldo, const void *w, int n, int k, const f
 
 static void n_pack_b(float *bp, const void *w, size_t ldw, int ncols, int kc, st_dtype dt) {
   if (st_is_quant(dt)) {
-    k_quant_pack_b(n_widen, N_NR, bp, w, ldw, ncols, kc, dt);
+    k_quant_pack_b(n_widen, n_pack_b, bp, w, ldw, ncols, kc, dt);
     return;
   }
   float buf[256];

@@ -592,7 +592,7 @@ static void a2_swiglu(float *g, const float *u, int n) {
 /* bp[p][j] = W[j][p]: 8 columns x 8 positions per transpose */
 static void a2_pack_b(float *bp, const void *w, size_t ldw, int ncols, int kc, st_dtype dt) {
   if (st_is_quant(dt)) {
-    k_quant_pack_b(a2_widen, A2_NR, bp, w, ldw, ncols, kc, dt);
+    k_quant_pack_b(a2_widen, a2_pack_b, bp, w, ldw, ncols, kc, dt);
     return;
   }
   size_t esz = dt == ST_F32 ? 4 : 2;

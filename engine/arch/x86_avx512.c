@@ -361,7 +361,7 @@ static void z_gemm_few(float *out, int ldo, const void *w, int n, int k, const f
 /* bp[p][j] = W[j][p]: 8 columns x 8 positions per transpose (ymm) */
 static void z_pack_b(float *bp, const void *w, size_t ldw, int ncols, int kc, st_dtype dt) {
   if (st_is_quant(dt)) {
-    k_quant_pack_b(z_widen, Z_NR, bp, w, ldw, ncols, kc, dt);
+    k_quant_pack_b(z_widen, z_pack_b, bp, w, ldw, ncols, kc, dt);
     return;
   }
   size_t esz = dt == ST_F32 ? 4 : 2;

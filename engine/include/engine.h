@@ -102,7 +102,9 @@ const eng_model_info *eng_model_get_info(const eng_model *m);
  * scale covers ENG_KV_I8_GROUP elements of a head (chosen by measurement:
  * BENCHMARKS.md, "int8 KV cache"), or the whole head where that does not
  * divide head_dim. */
+#ifndef ENG_KV_I8_GROUP /* a build may set it, e.g. to measure another group (tools/bench/quality.sh) */
 #define ENG_KV_I8_GROUP 32
+#endif
 void eng_model_kv_geom(const eng_model *m, int block_size, kvc_dtype dtype, kvc_geom *out);
 
 typedef struct eng_ctx_opts {
