@@ -107,19 +107,21 @@ static int bench_engine(int argc, char **argv) {
   double decode_ceiling = bwm / bytes_tok, decode_ceiling_ws = bwws / bytes_tok;
   double prefill_gflops = prefill * flops_tok / 1e9;
   if (json) {
-    printf("{\"model\":\"%s\",\"attention\":\"%s\",\"isa\":\"%s\",\"threads\":%d,\"params\":%lld,"
-           "\"prompt_len\":%d,\"gen_len\":%d,\"prefill_tokens_per_s\":%.2f,\"prefill_gflops\":%.2f,"
+    printf("{\"model\":\"%s\",\"attention\":\"%s\",\"weights\":\"%s\",\"kv_dtype\":\"%s\",\"isa\":\"%s\","
+           "\"threads\":%d,\"params\":%lld,\"prompt_len\":%d,\"gen_len\":%d,\"prefill_tokens_per_s\":%.2f,\"prefill_gflops\":%.2f,"
            "\"fma_peak_gflops\":%.2f,\"prefill_vs_peak\":%.4f,\"blas_core\":\"%s\",\"sgemm_gflops\":%.2f,"
            "\"prefill_vs_sgemm\":%.4f,\"decode_tokens_per_s\":%.2f,\"decode_bytes_per_token\":%.0f,"
            "\"bandwidth_gbs\":%.3f,\"decode_ceiling_tokens_per_s\":%.2f,\"decode_vs_bandwidth\":%.4f,"
            "\"bandwidth_weights_size_gbs\":%.3f,\"decode_vs_bandwidth_weights_size\":%.4f}\n",
-           o.model, eng_attn_name(in->attn), isa, nth, (long long)in->n_params, prompt, gen, prefill,
+           o.model, eng_attn_name(in->attn), in->weight_dtype, kvc_dtype_name(o.kv_dtype), isa, nth,
+           (long long)in->n_params, prompt, gen, prefill,
            prefill_gflops, peak / 1e9, prefill_gflops * 1e9 / peak, blas, sgm / 1e9, prefill_gflops * 1e9 / sgm,
            decode, bytes_tok, bwm / 1e9, decode_ceiling, decode / decode_ceiling, bwws / 1e9,
            decode / decode_ceiling_ws);
   } else {
-    printf("model %s: %s attention, %.1fM parameters, kernel level %s, %d threads, medians of %d runs\n", o.model,
-           eng_attn_name(in->attn), in->n_params / 1e6, isa, nth, reps);
+    printf("model %s: %s attention, %.1fM parameters (%s), KV %s, kernel level %s, %d threads, medians of %d runs\n",
+           o.model, eng_attn_name(in->attn), in->n_params / 1e6, in->weight_dtype, kvc_dtype_name(o.kv_dtype), isa,
+           nth, reps);
     printf("prefill (%d tokens):  %8.1f tokens/s = %6.1f GFLOP/s   ceilings: %s FMA peak %6.1f GFLOP/s -> %5.1f%%;"
            " OpenBLAS sgemm (%s) %6.1f -> %5.1f%%\n",
            prompt, prefill, prefill_gflops, isa, peak / 1e9, 100 * prefill_gflops * 1e9 / peak, blas, sgm / 1e9,
@@ -274,10 +276,12 @@ static int bench_batch(int argc, char **argv) {
   const char *blas = eng_bench_blas_core();
   isa = eng_isa_name();
   if (json) {
-    printf("{\"model\":\"%s\",\"attention\":\"%s\",\"isa\":\"%s\",\"threads\":%d,\"kv_bytes_per_token\":%zu,"
+    printf("{\"model\":\"%s\",\"attention\":\"%s\",\"weights\":\"%s\",\"kv_dtype\":\"%s\",\"isa\":\"%s\","
+           "\"threads\":%d,\"kv_bytes_per_token\":%zu,"
            "\"pool_bytes\":%llu,\"capacity_ctx\":%d,\"capacity_sequences\":%ld,\"fma_peak_gflops\":%.2f,"
            "\"blas_core\":\"%s\",\"sgemm_gflops\":%.2f,\"flops_per_token\":%.0f,\"decode\":[",
-           model, eng_attn_name(in->attn), isa, eng_ctx_threads(c), kvc_bytes_per_token(&g),
+           model, eng_attn_name(in->attn), in->weight_dtype, kvc_dtype_name(dt), isa, eng_ctx_threads(c),
+           kvc_bytes_per_token(&g),
            (unsigned long long)pool_bytes, ctx, capacity, peak / 1e9, blas, sgemm / 1e9, flops_tok);
     for (int ci = 0; ci < nconc; ci++)
       printf("%s{\"concurrency\":%d,\"tokens_per_s\":%.2f,\"vs_batch1\":%.3f,\"gflops\":%.2f,"

@@ -283,6 +283,10 @@ static void after_load(uv_work_t *w, int status) {
   LOG(MFS_LOG_INFO, "model %s: %s, %s attention, d=%d layers=%d heads=%d head_dim=%d vocab=%d, %.1fM params (%s)",
       s->served, in->arch, eng_attn_name(in->attn), in->d, in->n_layers, in->n_heads, in->head_dim, in->vocab,
       in->n_params / 1e6, in->weight_dtype);
+  if (strcmp(in->weight_dtype, in->source_dtype))
+    LOG(MFS_LOG_INFO, "weights quantized at load: %s from %s (%lld bytes read per decoded token)%s", in->weight_dtype,
+        in->source_dtype, (long long)in->weight_bytes_per_token,
+        in->n_kept_unquantized ? "; some matrices kept as stored: their rows are not whole blocks of 32" : "");
   LOG(MFS_LOG_INFO,
       "KV pool: %lld blocks of %d tokens = %lld tokens, %lld bytes per token (%s), %.1f MiB; max_model_len %d, "
       "max_num_seqs %d; chat template %s",
