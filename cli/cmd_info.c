@@ -36,12 +36,16 @@ static int print_cpu(int json) {
     json_list(eng_isa_supported());
     printf(",\"features\":");
     json_list(eng_cpu_features());
+    printf(",\"int8_gemm\":");
+    json_list(eng_isa_int8_gemm());
     printf("}\n");
   } else {
     printf("kernel level: %s\n", eng_isa_name());
     printf("built:        %s\n", eng_isa_built());
     printf("this CPU:     %s\n", eng_isa_supported());
     printf("features:     %s\n", eng_cpu_features());
+    printf("int8 GEMM:    %s (quantized weights x many rows: activations rounded to int8 blocks)\n",
+           *eng_isa_int8_gemm() ? eng_isa_int8_gemm() : "none");
   }
   return 0;
 }

@@ -52,7 +52,7 @@ typedef struct {
 
 static feature features[16];
 static int n_features;
-static char features_str[256], built_str[128], supported_str[128];
+static char features_str[256], built_str[128], supported_str[128], int8_str[128];
 static const k_table *supported[N_LEVELS + 1];
 
 static void add_feature(const char *name, int have) {
@@ -113,6 +113,10 @@ static void probe(void) {
   for (int i = 0; i < N_LEVELS; i++) {
     size_t n = strlen(built_str);
     snprintf(built_str + n, sizeof built_str - n, "%s%s", n ? "," : "", levels[i].t->name);
+    if (levels[i].t->qgemm_cols) {
+      n = strlen(int8_str);
+      snprintf(int8_str + n, sizeof int8_str - n, "%s%s", n ? "," : "", levels[i].t->name);
+    }
     int ok = 1;
     for (int f = 0; f < 8 && levels[i].needs[f]; f++) ok &= has(levels[i].needs[f]);
     if (!ok) continue;
@@ -211,6 +215,11 @@ const char *eng_isa_built(void) {
 const char *eng_isa_supported(void) {
   pthread_once(&probe_once, probe);
   return supported_str;
+}
+
+const char *eng_isa_int8_gemm(void) {
+  pthread_once(&probe_once, probe);
+  return int8_str;
 }
 
 const char *eng_cpu_features(void) {

@@ -87,6 +87,8 @@ typedef struct {
   int blas;         /* F32 weights through OpenBLAS's sgemm (the bench's ceiling) */
   _Atomic int next; /* next unclaimed output column (or row panel, packing A) */
   const float *ap;  /* in, packed (rows > few_max) */
+  const uint8_t *aq; /* in, quantized for the level's int8 product (qgemm_cols; quantized weights) */
+  const float *da;
   float **bp;       /* per-thread weight panels */
 } mm_job;
 
@@ -103,6 +105,8 @@ static void mm_cols(const mm_job *j, const mm_part *pt, int a, int e, float *bp)
     kt->gemv(pt->out + a, w, e - a, j->k, j->in, j->beta, pt->w.dt);
   else if (j->rows <= kt->few_max)
     kt->gemm_few(pt->out + a, pt->n, w, e - a, j->k, j->in, j->rows, j->beta, pt->w.dt);
+  else if (j->aq)
+    kt->qgemm_cols(pt->out + a, (size_t)pt->n, j->aq, j->da, j->rows, w, e - a, j->k, pt->w.dt, j->beta, bp);
   else
     k_gemm_cols(pt->out + a, (size_t)pt->n, j->ap, j->rows, w, e - a, j->k, pt->w.dt, j->beta, bp);
 }
@@ -146,9 +150,24 @@ static void pack_worker(void *arg, int ith, int nth) {
     k_gemm_pack_a((float *)j->ap, j->in, j->rows, j->k, rb, MFS_MIN(nrb, rb + 4));
 }
 
+/* row runs of the input quantized for qgemm_cols, claimed like columns */
+static void quant_worker(void *arg, int ith, int nth) {
+  (void)ith, (void)nth;
+  mm_job *j = arg;
+  for (int r; (r = atomic_fetch_add(&j->next, 4)) < j->rows;)
+    K()->qgemm_quant_a((uint8_t *)j->aq, (float *)j->da, j->in, r, MFS_MIN(j->rows, r + 4), j->k);
+}
+
 static void mm_run(eng_ctx *c, mm_job *j) {
   j->bp = c->bpack;
-  if (j->rows > K()->few_max && !j->blas) {
+  int qmode = j->rows > K()->few_max && !j->blas && K()->qgemm_cols && j->k % ST_QK == 0;
+  for (int p = 0; p < j->n_parts; p++) qmode = qmode && st_is_quant(j->parts[p].w.dt);
+  if (qmode) { /* quantized weights on a level with int8 products: A as int8 blocks in apack's memory */
+    j->aq = (const uint8_t *)c->apack;
+    j->da = (const float *)(void *)((uint8_t *)c->apack + MFS_ALIGN_UP((size_t)j->rows * j->k, 64));
+    tp_pool_run(c->tp, quant_worker, j);
+    atomic_store(&j->next, 0);
+  } else if (j->rows > K()->few_max && !j->blas) {
     j->ap = c->apack;
     tp_pool_run(c->tp, pack_worker, j);
     atomic_store(&j->next, 0);

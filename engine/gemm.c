@@ -16,6 +16,7 @@
  * The 16-bit weights are widened exactly once per (chunk, KC block), into
  * cache, and every row of the step reuses them: there is no pass that
  * writes widened weights to memory. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -152,4 +153,56 @@ void k_quant_pack_b(k_widen_fn widen, k_pack_fn pack, float *bp, const void *w, 
   float buf[64 * GEMM_KC] __attribute__((aligned(64))); /* ncols <= NR <= 64 rows of kc <= GEMM_KC */
   for (int j = 0; j < ncols; j++) widen(buf + (size_t)j * kc, st_at(w, dt, (size_t)j, ldw, 0), (size_t)kc, dt);
   pack(bp, buf, (size_t)kc, ncols, kc, ST_F32);
+}
+
+/* ---------------------------------------- int8 products (qgemm_cols) */
+
+void k_qgemm_quant_a(uint8_t *aq, float *da, const float *a, int r0, int r1, int k) {
+  int nb = k / ST_QK;
+  for (int r = r0; r < r1; r++)
+    for (int b = 0; b < nb; b++) {
+      const float *x = a + (size_t)r * k + (size_t)b * ST_QK;
+      float amax = 0;
+      for (int i = 0; i < ST_QK; i++) amax = fabsf(x[i]) > amax ? fabsf(x[i]) : amax;
+      float d = amax / 127.0f, id = amax > 0 ? 127.0f / amax : 0.0f;
+      uint8_t *q = aq + (size_t)r * k + (size_t)b * ST_QK;
+      for (int i = 0; i < ST_QK; i++) {
+        float v = rintf(x[i] * id);
+        v = v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v == v ? v : 0.0f;
+        q[i] = (uint8_t)((int)v + 128);
+      }
+      da[(size_t)r * nb + b] = d;
+    }
+}
+
+/* weight j of block b of a quantized row as an int, and the block's scale */
+static inline int q_weight(const uint8_t *blk, st_dtype dt, int i) {
+  if (dt == ST_Q8_0) return (int8_t)blk[2 + i];
+  return i < ST_QK / 2 ? (blk[2 + i] & 15) - 8 : (blk[2 + i - ST_QK / 2] >> 4) - 8;
+}
+
+void k_gen_qgemm(float *c, size_t ldc, const uint8_t *aq, const float *da, int rows, const void *w, int ncols, int k,
+                 st_dtype dt, float beta) {
+  const float *lut = k_f16_lut();
+  int nb = k / ST_QK;
+  size_t bs = st_bytes(dt, ST_QK);
+  for (int r = 0; r < rows; r++)
+    for (int j = 0; j < ncols; j++) {
+      const uint8_t *row = st_at(w, dt, (size_t)j, (size_t)k, 0);
+      float s = 0;
+      for (int b = 0; b < nb; b++) {
+        const uint8_t *blk = row + (size_t)b * bs, *q = aq + (size_t)r * k + (size_t)b * ST_QK;
+        int32_t dot = 0, ws = 0;
+        for (int i = 0; i < ST_QK; i++) {
+          int wi = q_weight(blk, dt, i);
+          dot += (int32_t)q[i] * wi;
+          ws += wi;
+        }
+        uint16_t h;
+        memcpy(&h, blk, 2);
+        s += (float)(dot - 128 * ws) * (lut[h] * da[(size_t)r * nb + b]);
+      }
+      float *o = c + (size_t)r * ldc + j;
+      *o = beta == 0.0f ? s : beta * *o + s;
+    }
 }

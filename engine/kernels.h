@@ -48,6 +48,18 @@ typedef struct k_table {
   /* C[r][j] (ldc) = (acc ? C[r][j] : 0) + sum_p ap[p][r] bp[p][j], r < mr <= MR, j < nr <= NR */
   void (*gemm_tile)(int kc, const float *ap, const float *bp, float *c, size_t ldc, int mr, int nr, int acc);
 
+  /* Quantized weights times many rows with int8 dot products (levels that
+   * have them, e.g. AVX512_VNNI; NULL elsewhere, which then widen into the
+   * F32 GEMM). The rows are quantized first like Q8_0 (k_qgemm_quant_a:
+   * per row, blocks of 32 with an F32 scale max|a| / 127), so results differ
+   * from the F32 path by that rounding (tests/engine/test_kernels.c holds
+   * the level to k_gen_qgemm, the same arithmetic in portable C).
+   * qgemm_cols: C[rows][ncols] (ldc) = beta C + A W^T, W's ncols rows at w
+   * (ST_Q8_0 / ST_Q4_0, k % 32 == 0); scratch: k_gemm_scratch_floats(). */
+  void (*qgemm_cols)(float *c, size_t ldc, const uint8_t *aq, const float *da, int rows, const void *w, int ncols,
+                     int k, st_dtype dt, float beta, float *scratch);
+  /* k_qgemm_quant_a, vectorized: bit-identical to it */
+  void (*qgemm_quant_a)(uint8_t *aq, float *da, const float *a, int r0, int r1, int k);
   /* out[n] = widen(in[n]) for F16 / BF16 (F32: a copy) */
   void (*widen)(float *out, const void *in, size_t n, st_dtype dt);
   void (*f32_to_f16)(uint16_t *out, const float *in, size_t n);
@@ -109,6 +121,15 @@ int k_gemm(float *c, size_t ldc, const float *a, int rows, const void *w, int n,
  * dequantize a few rows at a time into an L1-sized buffer with that widen
  * and run the level's own F32 kernel on it. The weights still cross the
  * memory bus once, at their quantized size. */
+/* A's rows [r0, r1) quantized for qgemm_cols: aq[r][j] = round(a[r][j] /
+ * da[r][j/32]) + 128 (as u8: VNNI multiplies unsigned by signed bytes),
+ * da[r][b] = max|a[r][32b..32b+31]| / 127. aq is [rows][k], da [rows][k/32]. */
+void k_qgemm_quant_a(uint8_t *aq, float *da, const float *a, int r0, int r1, int k);
+/* The same product in portable C, the reference of every qgemm_cols: per
+ * 32-block the exact integer dot minus 128 * sum(w), times da * dw, summed
+ * in F32 (double for the reference is not needed: the integers are exact). */
+void k_gen_qgemm(float *c, size_t ldc, const uint8_t *aq, const float *da, int rows, const void *w, int ncols, int k,
+                 st_dtype dt, float beta);
 typedef void (*k_widen_fn)(float *out, const void *in, size_t n, st_dtype dt);
 typedef void (*k_gemv_fn)(float *y, const void *w, int n, int k, const float *x, float beta, st_dtype dt);
 typedef void (*k_few_fn)(float *out, int ldo, const void *w, int n, int k, const float *in, int M, float beta,

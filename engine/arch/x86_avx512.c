@@ -205,10 +205,8 @@ static inline __attribute__((always_inline)) void gemv_dt(float *y, const void *
 /* Quantized rows fused: each block's ints widen in registers and meet x
  * there; nothing is written back. R rows per pass share the loads of x;
  * their F16 scales are looked up (k_f16_lut) into sc first, so a block's
- * scale costs a broadcast load, not a conversion. Q4_0's "- 8" is folded
- * into the accumulation as -8 * (x0 + x1), computed once per block for all
- * R rows. Per block and row: Q8_0 2 sign-extends, 2 converts, 3 FMAs;
- * Q4_0 1 zero-extend, and + shift, 2 converts, 3 FMAs. */
+ * scale costs a broadcast load, not a conversion. Per block and row: Q8_0 2 sign-extends, 2 converts, 3 FMAs;
+ * Q4_0 1 zero-extend, a shift, 2 table permutes (nibble -> n - 8), 3 FMAs. */
 #define ZQ_MAX_BLOCKS 512 /* k up to 16384; longer rows take the buffered path */
 static inline __attribute__((always_inline)) void gemv_q_rows(float *y, const uint8_t *w, size_t rb, int nb,
                                                               const float *x, float beta, const int R,
@@ -221,11 +219,12 @@ static inline __attribute__((always_inline)) void gemv_q_rows(float *y, const ui
   __m512 acc[4];
   for (int r = 0; r < R; r++) acc[r] = _mm512_setzero_ps();
   const uint8_t *pf = w + Z_PREFETCH;
-  const __m512i lo4 = _mm512_set1_epi32(15);
+  /* Q4_0: a nibble n becomes the float n - 8 by one permute through this
+   * table (vpermps reads only an index's low 4 bits: no mask needed) */
+  const __m512 q4tab = _mm512_setr_ps(-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7);
   for (int b = 0; b < nb; b++) {
     for (int l = 0; l < R * (int)bs; l += 64) _mm_prefetch((const char *)pf + (size_t)b * R * bs + l, _MM_HINT_T1);
     __m512 x0 = _mm512_loadu_ps(x + 32 * b), x1 = _mm512_loadu_ps(x + 32 * b + 16);
-    __m512 m8s = dt == ST_Q4_0 ? _mm512_mul_ps(_mm512_add_ps(x0, x1), _mm512_set1_ps(-8.0f)) : x0;
 #pragma GCC unroll 4
     for (int r = 0; r < R; r++) {
       const uint8_t *p = w + r * rb + (size_t)b * bs + 2;
@@ -236,8 +235,8 @@ static inline __attribute__((always_inline)) void gemv_q_rows(float *y, const ui
         t = _mm512_fmadd_ps(hi, x1, _mm512_mul_ps(lo, x0));
       } else {
         __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)p));
-        __m512 lo = _mm512_cvtepi32_ps(_mm512_and_si512(v, lo4)), hi = _mm512_cvtepi32_ps(_mm512_srli_epi32(v, 4));
-        t = _mm512_fmadd_ps(hi, x1, _mm512_fmadd_ps(lo, x0, m8s));
+        __m512 lo = _mm512_permutexvar_ps(v, q4tab), hi = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), q4tab);
+        t = _mm512_fmadd_ps(hi, x1, _mm512_mul_ps(lo, x0));
       }
       acc[r] = _mm512_fmadd_ps(t, _mm512_set1_ps(sc[r][b]), acc[r]);
     }
@@ -605,6 +604,158 @@ static double z_fma_burn(long iters) {
   return 2.0 * 16 * 12 * (double)iters;
 }
 
+#ifdef MFS_AVX512_BF16
+/* -------------------------------- int8 GEMM for quantized weights (VNNI)
+ *
+ * C[r][j] = sum over blocks b of (dot_b(aq_r, w_j) - 128 * sum_b(w_j)) *
+ * da[r][b] * dw[j][b], with aq = q + 128 (unsigned for VPDPBUSD). A panel of
+ * 32 columns x up to QG_KB blocks is packed into the scratch as
+ * bq[b][g][j][4] (group g = weights 4g..4g+3 of column j's block b, one
+ * dword per lane: a VPDPBUSD against a broadcast dword of a row), with
+ * ws[b][j] = 128 * sum(w) and dw[b][j] = the block's scale. A tile of up to
+ * QG_MR rows x 32 columns keeps 2 integer and 2 float accumulators per row:
+ * per block 8 x 2 x MR VPDPBUSD (1024 MACs each pair), then per row and
+ * vector one subtract, convert and 2 FMAs into the float sums. */
+#define QG_MR 6
+#define QG_KB 64 /* blocks per packed pass: 2048 positions, 80 KiB of scratch */
+
+static void z_qgemm_quant_a(uint8_t *aq, float *da, const float *a, int r0, int r1, int k) {
+  int nb = k / ST_QK;
+  const __m512 lim = _mm512_set1_ps(127.0f), nlim = _mm512_set1_ps(-127.0f);
+  for (int r = r0; r < r1; r++)
+    for (int b = 0; b < nb; b++) {
+      const float *x = a + (size_t)r * k + (size_t)b * ST_QK;
+      __m512 x0 = _mm512_loadu_ps(x), x1 = _mm512_loadu_ps(x + 16);
+      float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(x0), _mm512_abs_ps(x1)));
+      __m512 id = _mm512_set1_ps(amax > 0 ? 127.0f / amax : 0.0f);
+      /* round half even, clamp to +-127 */
+      __m512 v0 = _mm512_roundscale_ps(_mm512_mul_ps(x0, id), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      __m512 v1 = _mm512_roundscale_ps(_mm512_mul_ps(x1, id), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      v0 = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v0, v0, _CMP_ORD_Q), v0); /* NaN -> 0, as k_qgemm_quant_a */
+      v1 = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v1, v1, _CMP_ORD_Q), v1);
+      v0 = _mm512_max_ps(_mm512_min_ps(v0, lim), nlim);
+      v1 = _mm512_max_ps(_mm512_min_ps(v1, lim), nlim);
+      __m512i off = _mm512_set1_epi32(128);
+      uint8_t *q = aq + (size_t)r * k + (size_t)b * ST_QK;
+      _mm_storeu_si128((__m128i *)q, _mm512_cvtepi32_epi8(_mm512_add_epi32(_mm512_cvtps_epi32(v0), off)));
+      _mm_storeu_si128((__m128i *)(q + 16), _mm512_cvtepi32_epi8(_mm512_add_epi32(_mm512_cvtps_epi32(v1), off)));
+      da[(size_t)r * nb + b] = amax / 127.0f;
+    }
+}
+
+static void z_qgemm_pack(uint8_t *bq, int32_t *ws, float *dw, const void *w, int ncols, int k, int b0, int b1,
+                         st_dtype dt) {
+  const float *lut = k_f16_lut();
+  size_t bs = st_bytes(dt, ST_QK);
+  for (int j = 0; j < 32; j++) {
+    const uint8_t *row = j < ncols ? st_at(w, dt, (size_t)j, (size_t)k, 0) : NULL;
+    for (int b = b0; b < b1; b++) {
+      int8_t q[ST_QK];
+      int32_t s = 0;
+      float d = 0;
+      if (row) {
+        const uint8_t *blk = row + (size_t)b * bs;
+        if (dt == ST_Q8_0) {
+          memcpy(q, blk + 2, ST_QK);
+        } else {
+          for (int i = 0; i < ST_QK / 2; i++) {
+            q[i] = (int8_t)((blk[2 + i] & 15) - 8);
+            q[i + ST_QK / 2] = (int8_t)((blk[2 + i] >> 4) - 8);
+          }
+        }
+        for (int i = 0; i < ST_QK; i++) s += q[i];
+        uint16_t h;
+        memcpy(&h, blk, 2);
+        d = lut[h];
+      } else {
+        memset(q, 0, sizeof q);
+      }
+      uint8_t *dst = bq + (size_t)(b - b0) * 8 * 128 + (size_t)j * 4;
+      for (int g = 0; g < 8; g++) memcpy(dst + g * 128, q + 4 * g, 4);
+      ws[(b - b0) * 32 + j] = 128 * s;
+      dw[(b - b0) * 32 + j] = d;
+    }
+  }
+}
+
+static inline __attribute__((always_inline)) void qg_tile(float *c, size_t ldc, const uint8_t *aq, const float *da,
+                                                          int k, int b0, int b1, const uint8_t *bq,
+                                                          const int32_t *ws, const float *dw, const int MR, int nc,
+                                                          int acc) {
+  int nb = k / ST_QK;
+  __mmask16 m0 = nc >= 16 ? 0xffff : (__mmask16)((1u << nc) - 1), m1 = nc >= 32 ? 0xffff : nc > 16 ? (__mmask16)((1u << (nc - 16)) - 1) : 0;
+  __m512 f0[QG_MR], f1[QG_MR];
+  for (int r = 0; r < MR; r++) {
+    f0[r] = acc ? _mm512_maskz_loadu_ps(m0, c + (size_t)r * ldc) : _mm512_setzero_ps();
+    f1[r] = acc ? _mm512_maskz_loadu_ps(m1, c + (size_t)r * ldc + 16) : _mm512_setzero_ps();
+  }
+  for (int b = b0; b < b1; b++) {
+    __m512i s0[QG_MR], s1[QG_MR];
+    for (int r = 0; r < MR; r++) s0[r] = s1[r] = _mm512_setzero_si512();
+    const uint8_t *bb = bq + (size_t)(b - b0) * 8 * 128;
+    for (int g = 0; g < 8; g++) {
+      __m512i B0 = _mm512_loadu_si512(bb + g * 128), B1 = _mm512_loadu_si512(bb + g * 128 + 64);
+      for (int r = 0; r < MR; r++) {
+        int32_t av;
+        memcpy(&av, aq + (size_t)r * k + (size_t)b * ST_QK + 4 * g, 4);
+        __m512i A = _mm512_set1_epi32(av);
+        s0[r] = _mm512_dpbusd_epi32(s0[r], A, B0);
+        s1[r] = _mm512_dpbusd_epi32(s1[r], A, B1);
+      }
+    }
+    const int32_t *wb = ws + (b - b0) * 32;
+    const float *db = dw + (b - b0) * 32;
+    __m512i W0 = _mm512_loadu_si512(wb), W1 = _mm512_loadu_si512(wb + 16);
+    __m512 D0 = _mm512_loadu_ps(db), D1 = _mm512_loadu_ps(db + 16);
+    for (int r = 0; r < MR; r++) {
+      __m512 a = _mm512_set1_ps(da[(size_t)r * nb + b]);
+      f0[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(s0[r], W0)), _mm512_mul_ps(D0, a), f0[r]);
+      f1[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(s1[r], W1)), _mm512_mul_ps(D1, a), f1[r]);
+    }
+  }
+  for (int r = 0; r < MR; r++) {
+    _mm512_mask_storeu_ps(c + (size_t)r * ldc, m0, f0[r]);
+    if (m1) _mm512_mask_storeu_ps(c + (size_t)r * ldc + 16, m1, f1[r]);
+  }
+}
+
+static void z_qgemm_cols(float *c, size_t ldc, const uint8_t *aq, const float *da, int rows, const void *w,
+                         int ncols, int k, st_dtype dt, float beta, float *scratch) {
+  int nb = k / ST_QK;
+  if (beta != 0.0f && beta != 1.0f)
+    for (int r = 0; r < rows; r++)
+      for (int j = 0; j < ncols; j++) c[(size_t)r * ldc + j] *= beta;
+  uint8_t *bq = (uint8_t *)scratch;
+  int32_t *ws = (int32_t *)(bq + (size_t)QG_KB * 8 * 128);
+  float *dw = (float *)(ws + QG_KB * 32);
+  for (int j0 = 0; j0 < ncols; j0 += 32) {
+    int nc = ncols - j0 < 32 ? ncols - j0 : 32;
+    const void *wj = st_at(w, dt, (size_t)j0, (size_t)k, 0);
+    for (int b0 = 0; b0 < nb; b0 += QG_KB) {
+      int b1 = nb - b0 < QG_KB ? nb : b0 + QG_KB, acc = b0 > 0 || beta != 0.0f;
+      z_qgemm_pack(bq, ws, dw, wj, nc, k, b0, b1, dt);
+      int r0 = 0;
+      for (; r0 + QG_MR <= rows; r0 += QG_MR)
+        qg_tile(c + (size_t)r0 * ldc + j0, ldc, aq + (size_t)r0 * k, da + (size_t)r0 * nb, k, b0, b1, bq, ws, dw,
+                QG_MR, nc, acc);
+      switch (rows - r0) {
+#define QG_REST(n) \
+  case n: \
+    qg_tile(c + (size_t)r0 * ldc + j0, ldc, aq + (size_t)r0 * k, da + (size_t)r0 * nb, k, b0, b1, bq, ws, dw, n, nc, acc); \
+    break;
+        QG_REST(1)
+        QG_REST(2)
+        QG_REST(3)
+        QG_REST(4)
+        QG_REST(5)
+#undef QG_REST
+      default: break;
+      }
+    }
+  }
+}
+#endif
+
 const k_table TABLE = {
     .name = LEVEL,
     .gemm_mr = Z_MR,
@@ -624,4 +775,8 @@ const k_table TABLE = {
     .attn_softmax = z_attn_softmax,
     .attn_accum = z_attn_accum,
     .fma_burn = z_fma_burn,
+#ifdef MFS_AVX512_BF16
+    .qgemm_cols = z_qgemm_cols,
+    .qgemm_quant_a = z_qgemm_quant_a,
+#endif
 };

@@ -59,6 +59,9 @@ const char *eng_isa_name(void); /* the level in use (selects the default if none
 const char *eng_isa_built(void);
 const char *eng_isa_supported(void);
 const char *eng_cpu_features(void);
+/* The built levels whose products with quantized weights use int8 dot
+ * products (activations rounded to int8 blocks, kernels.h qgemm_cols). */
+const char *eng_isa_int8_gemm(void);
 
 typedef struct eng_model eng_model;
 

@@ -220,13 +220,14 @@ static void q_fill(uint8_t *b, size_t nblocks, st_dtype dt) {
 enum {
   KS_GEMV, KS_FEW, KS_PACK, KS_TILE, KS_GEMM, KS_GEMM_BLAS, KS_FEW_BLAS, KS_WIDEN, KS_F16, KS_ROPE,
   KS_SWIGLU, KS_SCORES, KS_SCORES_FEW, KS_SOFTMAX, KS_ACCUM, KS_BURN, KS_KVQ, KS_KVDQ, KS_QROW, KS_QWIDEN,
-  KS_GEMM_F64, KS_N
+  KS_GEMM_F64, KS_QGEMM_A, KS_QGEMM, KS_N
 };
 static const char *ks_name[KS_N] = {"gemv", "gemm_few", "gemm_pack_b", "gemm_tile", "k_gemm vs generic",
                                     "k_gemm vs cblas", "gemm_few vs cblas", "widen", "f32_to_f16", "rope_to",
                                     "swiglu", "attn_scores", "attn_scores_few", "attn_softmax", "attn_accum",
                                     "fma_burn", "k_kv_quant", "kv_dequant", "k_quantize_row",
-                                    "widen q8_0/q4_0", "k_gemm vs float64"};
+                                    "widen q8_0/q4_0", "k_gemm vs float64", "qgemm_quant_a",
+                                    "qgemm_cols"};
 typedef struct {
   long cases, failed, printed;
   double worst; /* max |err| / tol over the passing comparisons */
@@ -1229,6 +1230,72 @@ static const st_dtype DTS[] = {ST_F32, ST_F16, ST_BF16};
 static const st_dtype QDTS[] = {ST_Q8_0, ST_Q4_0};
 static const int QK_LIST[] = {32, 64, 96, 128, 160, 224, 256, 288, 512, 544, 1024, 2080};
 
+/* int8 products for quantized weights (kernels.h qgemm_cols): the level's
+ * qgemm_quant_a bit-identical to k_qgemm_quant_a; on the generic pass
+ * k_gen_qgemm against float64 of the same integers and scales (the product
+ * it computes exactly, up to F32 sums), on a level with int8 products its
+ * qgemm_cols against k_gen_qgemm. k past 2048 crosses a packed pass. */
+static void case_qgemm(const k_table *t, st_dtype dt, int rows, int n, int k, float beta) {
+  if (!gen_pass && !t->qgemm_cols) return;
+  int nb = k / QK;
+  float *a = rvec((size_t)rows * k, 3.0f);
+  if (rows * k > 40) a[rndi(0, rows * k - 1)] = 0, a[rndi(0, rows * k - 1)] = 40.0f; /* an outlier, a zero */
+  uint8_t *aq = xmalloc((size_t)rows * k), *aq2 = xmalloc((size_t)rows * k);
+  float *da = xmalloc((size_t)rows * nb * sizeof *da), *da2 = xmalloc((size_t)rows * nb * sizeof *da2);
+  k_qgemm_quant_a(aq, da, a, 0, rows, k);
+  if (t->qgemm_quant_a) {
+    case_begin(KS_QGEMM_A, "rows=%d k=%d", rows, k);
+    t->qgemm_quant_a(aq2, da2, a, 0, rows, k);
+    long bad = 0;
+    for (size_t i = 0; i < (size_t)rows * k; i++) bad += aq[i] != aq2[i];
+    for (size_t i = 0; i < (size_t)rows * nb; i++) bad += f_bits(da[i]) != f_bits(da2[i]);
+    if (bad && report()) fprintf(stderr, "FAIL level %s qgemm_quant_a [%s]: %ld bytes or scales differ\n", level_name, case_desc, bad);
+    case_bad += bad;
+    case_end();
+  }
+  case_begin(KS_QGEMM, "%s rows=%d n=%d k=%d beta=%g", dt_name(dt), rows, n, k, beta);
+  wmat w = wmat_new(dt, n, k, 1);
+  size_t ldc = (size_t)n + rndi(0, 5), tot = (size_t)rows * ldc;
+  float *c0 = xmalloc(tot * sizeof *c0), *cg = xmalloc(tot * sizeof *cg), *cl = xmalloc(tot * sizeof *cl);
+  for (size_t i = 0; i < tot; i++) c0[i] = beta == 0.0f ? bits_f(NAN_BITS) : rndf(2.0f);
+  double *want = xmalloc(tot * sizeof *want), *mag = xmalloc(tot * sizeof *mag);
+  for (int r = 0; r < rows; r++)
+    for (int j = 0; j < n; j++) {
+      double s = 0, m = 0;
+      for (int i = 0; i < k; i++) {
+        double v = ((int)aq[(size_t)r * k + i] - 128) * (double)da[(size_t)r * nb + i / QK] * w.wf[(size_t)j * k + i];
+        s += v, m += fabs(v);
+      }
+      size_t o = (size_t)r * ldc + j;
+      want[o] = (beta == 0.0f ? 0.0 : beta * (double)c0[o]) + s;
+      mag[o] = m + (beta == 0.0f ? 0.0 : fabs(beta * (double)c0[o])) + 1e-30;
+    }
+  memcpy(cg, c0, tot * sizeof *cg);
+  k_gen_qgemm(cg, ldc, aq, da, rows, w.p, n, k, dt, beta);
+  long bad = 0;
+  if (gen_pass) {
+    for (int r = 0; r < rows; r++)
+      bad += cmp("C", cg + (size_t)r * ldc, want + (size_t)r * ldc, mag + (size_t)r * ldc, (size_t)n, 1e-5, 0);
+  } else {
+    float *scratch = xmalloc((size_t)256 << 10);
+    memcpy(cl, c0, tot * sizeof *cl);
+    t->qgemm_cols(cl, ldc, aq, da, rows, w.p, n, k, dt, beta, scratch);
+    double *wg = want_of(cg, NULL, tot);
+    for (int r = 0; r < rows; r++)
+      bad += cmp("C", cl + (size_t)r * ldc, wg + (size_t)r * ldc, mag + (size_t)r * ldc, (size_t)n, 1e-5, 0);
+    /* the padding between rows (ldc > n) is never written */
+    for (int r = 0; r < rows; r++)
+      for (size_t j = (size_t)n; j < ldc; j++)
+        if (f_bits(cl[(size_t)r * ldc + j]) != f_bits(c0[(size_t)r * ldc + j])) bad++, case_bad++;
+    free(wg);
+    free(scratch);
+  }
+  (void)bad;
+  case_end();
+  wmat_free(&w);
+  free(a), free(aq), free(aq2), free(da), free(da2), free(c0), free(cg), free(cl), free(want), free(mag);
+}
+
 static void run_level_quant(const k_table *t) {
   int NR = t->gemm_nr, fmax = t->few_max < 2 ? 2 : t->few_max;
   for (int d = 0; d < 2; d++) {
@@ -1277,6 +1344,11 @@ static void run_level_quant(const k_table *t) {
     case_gemm(t, dt, 250, 257, 544, (float)d, 0);
     case_gemm(t, dt, 241, 129, 288, 1.0f, 0);
     case_gemm(t, dt, rndi(fmax + 1, 120), rndi(1, 300), QK * rndi(1, 30), 0.0f, 0);
+
+    /* int8 products (levels that have them; the generic pass checks k_gen_qgemm) */
+    static const int QGR[] = {1, 5, 6, 7, 13, 40}, QGC[] = {1, 17, 31, 32, 33, 64, 100};
+    static const int QGKK[] = {32, 64, 544, 2048, 2080, 4128};
+    for (int i = 0; i < 16; i++) case_qgemm(t, dt, PICK(QGR), PICK(QGC), PICK(QGKK), (float)(i % 3) * 0.5f);
   }
   char err[128];
   eng_isa_select("auto", err, sizeof err);
