@@ -643,37 +643,52 @@ static void z_qgemm_quant_a(uint8_t *aq, float *da, const float *a, int r0, int 
     }
 }
 
+/* One 8 x 8 dword transpose per 8 columns and group of 8 blocks' dwords:
+ * column j's block (32 int8, Q4_0 unpacked to n - 8 first) is a row of 8
+ * dwords; transposed, row g holds dword g of the 8 columns, which is where
+ * the tile wants it. The sums 128 * sum(w) come from VPDPBUSD with ones. */
 static void z_qgemm_pack(uint8_t *bq, int32_t *ws, float *dw, const void *w, int ncols, int k, int b0, int b1,
                          st_dtype dt) {
   const float *lut = k_f16_lut();
-  size_t bs = st_bytes(dt, ST_QK);
-  for (int j = 0; j < 32; j++) {
-    const uint8_t *row = j < ncols ? st_at(w, dt, (size_t)j, (size_t)k, 0) : NULL;
-    for (int b = b0; b < b1; b++) {
-      int8_t q[ST_QK];
-      int32_t s = 0;
-      float d = 0;
-      if (row) {
-        const uint8_t *blk = row + (size_t)b * bs;
-        if (dt == ST_Q8_0) {
-          memcpy(q, blk + 2, ST_QK);
-        } else {
-          for (int i = 0; i < ST_QK / 2; i++) {
-            q[i] = (int8_t)((blk[2 + i] & 15) - 8);
-            q[i + ST_QK / 2] = (int8_t)((blk[2 + i] >> 4) - 8);
-          }
+  size_t bs = st_bytes(dt, ST_QK), rb = st_bytes(dt, (size_t)k);
+  const uint8_t *base = w;
+  const __m128i m4 = _mm_set1_epi8(15), e8 = _mm_set1_epi8(8);
+  const __m512i ones = _mm512_set1_epi8(1);
+  for (int b = b0; b < b1; b++) {
+    uint8_t *dst = bq + (size_t)(b - b0) * 8 * 128;
+    for (int c = 0; c < 4; c++) {
+      __m256 r[8];
+      for (int i = 0; i < 8; i++) {
+        int j = 8 * c + i;
+        if (j >= ncols) {
+          r[i] = _mm256_setzero_ps();
+          continue;
         }
-        for (int i = 0; i < ST_QK; i++) s += q[i];
-        uint16_t h;
-        memcpy(&h, blk, 2);
-        d = lut[h];
-      } else {
-        memset(q, 0, sizeof q);
+        const uint8_t *blk = base + (size_t)j * rb + (size_t)b * bs + 2;
+        __m256i v;
+        if (dt == ST_Q8_0) {
+          v = _mm256_loadu_si256((const __m256i *)blk);
+        } else {
+          __m128i q = _mm_loadu_si128((const __m128i *)blk);
+          __m128i lo = _mm_sub_epi8(_mm_and_si128(q, m4), e8), hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), m4), e8);
+          v = _mm256_set_m128i(hi, lo);
+        }
+        r[i] = _mm256_castsi256_ps(v);
       }
-      uint8_t *dst = bq + (size_t)(b - b0) * 8 * 128 + (size_t)j * 4;
-      for (int g = 0; g < 8; g++) memcpy(dst + g * 128, q + 4 * g, 4);
-      ws[(b - b0) * 32 + j] = 128 * s;
-      dw[(b - b0) * 32 + j] = d;
+      transpose8(r);
+      for (int g = 0; g < 8; g++) _mm256_storeu_ps((float *)(void *)(dst + g * 128 + c * 32), r[g]);
+    }
+    __m512i s0 = _mm512_setzero_si512(), s1 = s0;
+    for (int g = 0; g < 8; g++) {
+      s0 = _mm512_dpbusd_epi32(s0, ones, _mm512_loadu_si512(dst + g * 128));
+      s1 = _mm512_dpbusd_epi32(s1, ones, _mm512_loadu_si512(dst + g * 128 + 64));
+    }
+    _mm512_storeu_si512(ws + (b - b0) * 32, _mm512_slli_epi32(s0, 7));
+    _mm512_storeu_si512(ws + (b - b0) * 32 + 16, _mm512_slli_epi32(s1, 7));
+    for (int j = 0; j < 32; j++) {
+      uint16_t h = 0;
+      if (j < ncols) memcpy(&h, base + (size_t)j * rb + (size_t)b * bs, 2);
+      dw[(b - b0) * 32 + j] = j < ncols ? lut[h] : 0.0f;
     }
   }
 }
