@@ -369,9 +369,10 @@ void eng_model_kv_geom(const eng_model *m, int block_size, kvc_dtype dtype, kvc_
   out->k_elems = m->info.kv_k_elems;
   out->v_elems = m->info.kv_v_elems;
   out->dtype = dtype;
-  /* int8: one scale per ENG_KV_I8_GROUP elements of a head (the whole head
-   * when that does not divide it) */
-  out->qgroup = m->info.head_dim % ENG_KV_I8_GROUP ? m->info.head_dim : ENG_KV_I8_GROUP;
+  /* int8: one scale per ENG_KV_I8_GROUP elements of a head, else per 32,
+   * else per head (engine.h) */
+  int hd = m->info.head_dim;
+  out->qgroup = hd % ENG_KV_I8_GROUP == 0 ? ENG_KV_I8_GROUP : hd % 32 == 0 ? 32 : hd;
 }
 
 const char *eng_attn_name(eng_attn_kind k) {

@@ -7,9 +7,10 @@
 #   tools/bench/quality.sh [MODEL_DIR] [OUT_DIR]
 #
 # Env: MAX_TOKENS (default 30000: the first that many tokens of each file's
-# stream; 0 scores everything), BIN (default build/mfaserve), BIN_G64 (a
-# build with -DENG_KV_I8_GROUP=64, to compare one scale per head; skipped if
-# unset), THREADS. Writes OUT_DIR/<config>.json per configuration and
+# stream; 0 scores everything), BIN (default build/mfaserve; its int8 KV
+# group is 64), BIN_G32 (a build with -DENG_KV_I8_GROUP=32, to compare a
+# scale per 32 elements; skipped if unset), THREADS. Writes
+# OUT_DIR/<config>.json per configuration and
 # OUT_DIR/commands.txt; tools/bench/quality_summary.py makes the tables.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -34,7 +35,7 @@ run() { # name, binary, flags...
 run f16kv "$BIN" --kv-cache-dtype f16
 run f32kv "$BIN" --kv-cache-dtype f32
 run int8kv "$BIN" --kv-cache-dtype int8
-[ -n "${BIN_G64:-}" ] && run int8kv-g64 "$BIN_G64" --kv-cache-dtype int8
+[ -n "${BIN_G32:-}" ] && run int8kv-g32 "$BIN_G32" --kv-cache-dtype int8
 run q8_0 "$BIN" --kv-cache-dtype f16 --quantize q8_0
 run q4_0 "$BIN" --kv-cache-dtype f16 --quantize q4_0
 run q8_0-int8kv "$BIN" --kv-cache-dtype int8 --quantize q8_0

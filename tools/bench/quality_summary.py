@@ -6,9 +6,9 @@ import json
 import os
 import sys
 
-ORDER = ["f16kv", "f32kv", "int8kv", "int8kv-g64", "q8_0", "q4_0", "q8_0-int8kv"]
-LABEL = {"f16kv": "BF16 weights, F16 KV (baseline)", "f32kv": "F32 KV", "int8kv": "int8 KV (scale per 32)",
-         "int8kv-g64": "int8 KV (scale per head, 64)", "q8_0": "q8_0 weights", "q4_0": "q4_0 weights",
+ORDER = ["f16kv", "f32kv", "int8kv", "int8kv-g32", "q8_0", "q4_0", "q8_0-int8kv"]
+LABEL = {"f16kv": "BF16 weights, F16 KV (baseline)", "f32kv": "F32 KV", "int8kv": "int8 KV (scale per 64 = per head)",
+         "int8kv-g32": "int8 KV (scale per 32)", "q8_0": "q8_0 weights", "q4_0": "q4_0 weights",
          "q8_0-int8kv": "q8_0 weights + int8 KV"}
 
 
