@@ -16,10 +16,12 @@
  * shares only the blocks holding the source's len tokens; the source's own
  * reservation beyond len stays valid (it writes past what the fork reads).
  *
- * Layout: each layer's [K][V] region is padded to a multiple of 64 bytes,
- * so every kvc_block_k pointer is 64-byte aligned; kvc_block_bytes counts
- * the padding (there is none when block_size * the row bytes is a multiple
- * of 64, as with block_size 16 at F32/F16/int8 with even group counts). A "non-empty" sequence
+ * Layout: each layer's [K][V] region is padded to a multiple of 64 bytes
+ * (int8: 32), so every kvc_block_k pointer is that aligned; kvc_block_bytes
+ * counts the padding. There is none when block_size * the row bytes is a
+ * multiple of it, as with block_size 16 at F32/F16, and at int8 with one
+ * scale per head of 64 (16 x 66 bytes = 33 x 32; 64-byte alignment would
+ * pad it to 1088 and take back the bytes the per-head scale saves). A "non-empty" sequence
  * for kvc_seq_match_prefix is one with any table entry, even if len is 0.
  *
  * The invariants are listed in kvcache_int.h; kvc_pool_check verifies them.
@@ -58,12 +60,12 @@ static size_t row_bytes(const kvc_geom *g, int n) {
 size_t kvc_k_row_bytes(const kvc_geom *g) { return geom_ok(g) ? row_bytes(g, g->k_elems) : 0; }
 size_t kvc_v_row_bytes(const kvc_geom *g) { return geom_ok(g) ? row_bytes(g, g->v_elems) : 0; }
 
-/* One layer's K+V region rounded up to 64 bytes, or 0 on overflow. */
+/* One layer's K+V region rounded up to 64 bytes (int8: 32), or 0 on overflow. */
 static size_t layer_stride(const kvc_geom *g) {
   if ((size_t)g->k_elems > SIZE_MAX / 8 || (size_t)g->v_elems > SIZE_MAX / 8) return 0;
   size_t per_tok = row_bytes(g, g->k_elems) + row_bytes(g, g->v_elems);
   if ((size_t)g->block_size > (SIZE_MAX - 64) / per_tok) return 0;
-  return MFS_ALIGN_UP((size_t)g->block_size * per_tok, 64);
+  return MFS_ALIGN_UP((size_t)g->block_size * per_tok, g->dtype == KVC_I8 ? 32 : 64);
 }
 
 size_t kvc_block_bytes(const kvc_geom *g) {

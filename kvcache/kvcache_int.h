@@ -2,7 +2,7 @@
  * kvcache tests include this; other modules use kvcache.h.
  *
  * One allocation (kvc_pool_new, from aligned_alloc) holds, in order: the
- * block data (64-byte aligned, block stride kvc_block_bytes), the block
+ * block data (64-byte aligned; layer regions 64- or, int8, 32-byte aligned; block stride kvc_block_bytes), the block
  * metadata array, the token ids of every block slot, and the hash index.
  * The pool struct itself and each sequence (with its block table) are
  * separate heap objects; tables grow geometrically, so no call allocates

@@ -148,7 +148,9 @@ static void test_geometry(void) {
   kvc_geom i8 = {.n_layers = 8, .block_size = 16, .k_elems = 64, .v_elems = 0, .dtype = KVC_I8, .qgroup = 32};
   T(kvc_k_row_bytes(&i8) == 64 + 2 * 2 && kvc_v_row_bytes(&i8) == 0);
   T(kvc_bytes_per_token(&i8) == 8 * 68); /* the bundled MFA-KR model at group 32: 544 B, 53% of F16 */
-  T(kvc_block_bytes(&i8) == 8 * MFS_ALIGN_UP(16 * 68, 64));
+  T(kvc_block_bytes(&i8) == 8 * MFS_ALIGN_UP(16 * 68, 32));
+  i8.qgroup = 64; /* one scale per head: 16 x 66 bytes = 33 x 32, no padding (64 would pad it to 1088) */
+  T(kvc_bytes_per_token(&i8) == 8 * 66 && kvc_block_bytes(&i8) == 8 * 16 * 66);
   i8.v_elems = 128;
   i8.qgroup = 64;
   T(kvc_v_row_bytes(&i8) == 128 + 2 * 2 && kvc_bytes_per_token(&i8) == 8 * (66 + 132));

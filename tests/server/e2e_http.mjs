@@ -321,9 +321,10 @@ test('--kv-cache-dtype int8: the pool, /v1/cache/stats, /metrics and the log say
     // values plus one F16 scale per group, per layer
     eq(c.kv_bytes_per_token, info.num_layers * (info.kv_elems_per_token_per_layer * (1 + 2 / info.kv_int8_group)),
        'int8 bytes = elements + scales');
-    // the same memory holds proportionally more blocks (each layer's region of a block is padded to 64 bytes)
-    const region = (perTok) => Math.ceil((c.block_size * perTok) / info.num_layers / 64) * 64;
-    const ratio = c.blocks.total / a.blocks.total, want = region(a.kv_bytes_per_token) / region(c.kv_bytes_per_token);
+    // the same memory holds proportionally more blocks (each layer's region of a block is padded to 64 bytes, int8 32)
+    const region = (perTok, al) => Math.ceil((c.block_size * perTok) / info.num_layers / al) * al;
+    const ratio = c.blocks.total / a.blocks.total,
+      want = region(a.kv_bytes_per_token, 64) / region(c.kv_bytes_per_token, 32);
     assert(Math.abs(ratio - want) / want < 0.05, `blocks ratio ${ratio} vs bytes ratio ${want}`);
     const t = await (await fetch(i8.base + '/metrics')).text();
     assert(/^mfaserve:kv_cache_info\{model_name="[^"]*",dtype="int8"\} 1$/m.test(t), 'mfaserve:kv_cache_info dtype');
