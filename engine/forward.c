@@ -103,10 +103,10 @@ static void mm_cols(const mm_job *j, const mm_part *pt, int a, int e, float *bp)
                 j->beta, pt->out + a, pt->n);
   else if (j->rows == 1)
     kt->gemv(pt->out + a, w, e - a, j->k, j->in, j->beta, pt->w.dt);
-  else if (j->rows <= kt->few_max)
-    kt->gemm_few(pt->out + a, pt->n, w, e - a, j->k, j->in, j->rows, j->beta, pt->w.dt);
   else if (j->aq)
     kt->qgemm_cols(pt->out + a, (size_t)pt->n, j->aq, j->da, j->rows, w, e - a, j->k, pt->w.dt, j->beta, bp);
+  else if (j->rows <= kt->few_max)
+    kt->gemm_few(pt->out + a, pt->n, w, e - a, j->k, j->in, j->rows, j->beta, pt->w.dt);
   else
     k_gemm_cols(pt->out + a, (size_t)pt->n, j->ap, j->rows, w, e - a, j->k, pt->w.dt, j->beta, bp);
 }
@@ -123,7 +123,7 @@ static void mm_worker(void *arg, int ith, int nth) {
    * thread; a late worker still only loses its chunk to the caller); a few
    * rows (the blocked GEMV): 4 per thread balance best; more rows: big
    * chunks so each sgemm call amortises packing its input */
-  int few = j->rows <= K()->few_max, packed = !few && !j->blas;
+  int few = j->rows <= K()->few_max && !j->aq, packed = !few && !j->blas;
   int parts_per_thread = j->rows == 1 ? 1 : few ? 4 : 2;
   int chunk = (total + parts_per_thread * nth - 1) / (parts_per_thread * nth);
   chunk = MFS_MAX(few ? 16 : 64, (chunk + 15) & ~15);
@@ -160,7 +160,7 @@ static void quant_worker(void *arg, int ith, int nth) {
 
 static void mm_run(eng_ctx *c, mm_job *j) {
   j->bp = c->bpack;
-  int qmode = j->rows > K()->few_max && !j->blas && K()->qgemm_cols && j->k % ST_QK == 0;
+  int qmode = j->rows >= 2 && !j->blas && K()->qgemm_cols && j->k % ST_QK == 0;
   for (int p = 0; p < j->n_parts; p++) qmode = qmode && st_is_quant(j->parts[p].w.dt);
   if (qmode) { /* quantized weights on a level with int8 products: A as int8 blocks in apack's memory */
     j->aq = (const uint8_t *)c->apack;

@@ -48,7 +48,7 @@ typedef struct k_table {
   /* C[r][j] (ldc) = (acc ? C[r][j] : 0) + sum_p ap[p][r] bp[p][j], r < mr <= MR, j < nr <= NR */
   void (*gemm_tile)(int kc, const float *ap, const float *bp, float *c, size_t ldc, int mr, int nr, int acc);
 
-  /* Quantized weights times many rows with int8 dot products (levels that
+  /* Quantized weights times 2+ rows with int8 dot products (levels that
    * have them, e.g. AVX512_VNNI; NULL elsewhere, which then widen into the
    * F32 GEMM). The rows are quantized first like Q8_0 (k_qgemm_quant_a:
    * per row, blocks of 32 with an F32 scale max|a| / 127), so results differ
