@@ -6,10 +6,12 @@ import json
 import os
 import sys
 
-ORDER = ["f16kv", "f32kv", "int8kv", "int8kv-g32", "q8_0", "q4_0", "q8_0-int8kv"]
+ORDER = ["f16kv", "f32kv", "int8kv", "int8kv-g32", "q8_0", "q8_0-f32products", "q4_0", "q4_0-f32products",
+         "q8_0-int8kv"]
 LABEL = {"f16kv": "BF16 weights, F16 KV (baseline)", "f32kv": "F32 KV", "int8kv": "int8 KV (scale per 64 = per head)",
-         "int8kv-g32": "int8 KV (scale per 32)", "q8_0": "q8_0 weights", "q4_0": "q4_0 weights",
-         "q8_0-int8kv": "q8_0 weights + int8 KV"}
+         "int8kv-g32": "int8 KV (scale per 32)", "q8_0": "q8_0 weights (int8 products)",
+         "q8_0-f32products": "q8_0 weights (F32 products)", "q4_0": "q4_0 weights (int8 products)",
+         "q4_0-f32products": "q4_0 weights (F32 products)", "q8_0-int8kv": "q8_0 weights + int8 KV"}
 
 
 def name_of(path):
@@ -48,7 +50,7 @@ def main():
         m = sum(r[n]["bpb"] for n in held) / len(held)
         o, _ = pooled([r[n] for n in out])
         worst = max(held + out, key=lambda n: r[n]["bpb"] - base[n]["bpb"])
-        print("| %s | %.4f | %+.4f | %.4f | %+.4f | %.4f | %+.4f | %s (%+.4f) |" % (
+        print("| %s | %.4f | %+.5f | %.4f | %+.5f | %.4f | %+.5f | %s (%+.5f) |" % (
             LABEL[c], h, h - b_h, m, m - b_m, o, o - b_o, worst, r[worst]["bpb"] - base[worst]["bpb"]))
     print()
     print("Tokens scored: %d held-out (%d sources), %d outside (%s)." % (tok_h, len(held), tok_o, ", ".join(out)))
