@@ -11,7 +11,9 @@
 #include "engine_int.h"
 #include "fuzz_util.h"
 
-static size_t esize(st_dtype d) { return d == ST_F32 ? 4 : 2; }
+/* the file dtypes a safetensors file may hold: F32/F16/BF16, and I8/U8
+ * (a quantized directory's values, docs/quantized-weights.md) */
+static size_t esize(st_dtype d) { return d == ST_F32 ? 4 : d == ST_I8 || d == ST_U8 ? 1 : 2; }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   const char *path = fuzz_write("model.safetensors", data, size);
@@ -30,7 +32,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   const uint8_t *base = f.map, *lo = base + 8 + hlen, *hi = base + size;
   for (int i = 0; i < f.n; i++) {
     const st_tensor *t = &f.tensors[i];
-    FUZZ_CHECK(t->dtype == ST_F32 || t->dtype == ST_F16 || t->dtype == ST_BF16, "dtype");
+    FUZZ_CHECK(t->dtype == ST_F32 || t->dtype == ST_F16 || t->dtype == ST_BF16 || t->dtype == ST_I8 ||
+                   t->dtype == ST_U8,
+               "dtype");
     FUZZ_CHECK(t->ndim >= 0 && t->ndim <= 4, "ndim %d", t->ndim);
     uint64_t numel = 1;
     for (int d = 0; d < t->ndim; d++) {
