@@ -148,6 +148,13 @@ void k_quant_pack_b(k_widen_fn widen, k_pack_fn pack, float *bp, const void *w, 
  * it runs once per weight, at load or by `mfaserve quantize`. */
 void k_quantize_row(void *dst, const float *x, size_t k, st_dtype dt);
 
+/* A block's F16 scale: blocks may start at any byte (a mapping, a test) */
+static inline uint16_t k_ld16(const void *p) {
+  uint16_t h;
+  __builtin_memcpy(&h, p, 2);
+  return h;
+}
+
 /* Scalar helpers every level shares (arch/generic.c). */
 const float *k_f16_lut(void); /* [65536]: every F16 bit pattern as F32 (filled on first use) */
 float k_f16_to_f32_1(uint16_t h);

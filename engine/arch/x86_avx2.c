@@ -165,7 +165,7 @@ static inline __attribute__((always_inline)) void gemv_q_rows(float *y, const ui
   const size_t bs = dt == ST_Q8_0 ? 34 : 18;
   float sc[4][A2Q_MAX_BLOCKS];
   for (int r = 0; r < R; r++)
-    for (int b = 0; b < nb; b++) sc[r][b] = lut[*(const uint16_t *)(const void *)(w + r * rb + (size_t)b * bs)];
+    for (int b = 0; b < nb; b++) sc[r][b] = lut[k_ld16(w + r * rb + (size_t)b * bs)];
   __m256 acc[4];
   for (int r = 0; r < R; r++) acc[r] = _mm256_setzero_ps();
   const uint8_t *pf = w + GEMV_PREFETCH;
@@ -250,7 +250,7 @@ static void a2_dequant(float *out, const void *in, size_t n, st_dtype dt) {
   const __m128i lo4 = _mm_set1_epi8(15), eight = _mm_set1_epi8(8);
   size_t bs = dt == ST_Q8_0 ? 34 : 18;
   for (size_t i = 0; i < n; i += ST_QK, b += bs) {
-    __m256 d = _mm256_set1_ps(_cvtsh_ss(*(const uint16_t *)(const void *)b));
+    __m256 d = _mm256_set1_ps(_cvtsh_ss(k_ld16(b)));
     __m128i q0, q1;
     if (dt == ST_Q8_0) {
       q0 = _mm_loadu_si128((const __m128i *)(b + 2));

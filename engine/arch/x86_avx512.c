@@ -59,14 +59,14 @@ static void z_dequant(float *out, const void *in, size_t n, st_dtype dt) {
   const __m128i lo4 = _mm_set1_epi8(15), eight = _mm_set1_epi8(8);
   if (dt == ST_Q8_0) {
     for (size_t i = 0; i < n; i += ST_QK, b += 34) {
-      __m512 d = _mm512_set1_ps(_cvtsh_ss(*(const uint16_t *)(const void *)b));
+      __m512 d = _mm512_set1_ps(_cvtsh_ss(k_ld16(b)));
       __m128i q0 = _mm_loadu_si128((const __m128i *)(b + 2)), q1 = _mm_loadu_si128((const __m128i *)(b + 18));
       _mm512_storeu_ps(out + i, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q0)), d));
       _mm512_storeu_ps(out + i + 16, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q1)), d));
     }
   } else {
     for (size_t i = 0; i < n; i += ST_QK, b += 18) {
-      __m512 d = _mm512_set1_ps(_cvtsh_ss(*(const uint16_t *)(const void *)b));
+      __m512 d = _mm512_set1_ps(_cvtsh_ss(k_ld16(b)));
       __m128i q = _mm_loadu_si128((const __m128i *)(b + 2));
       __m128i q0 = _mm_sub_epi8(_mm_and_si128(q, lo4), eight);
       __m128i q1 = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), lo4), eight);
@@ -215,7 +215,7 @@ static inline __attribute__((always_inline)) void gemv_q_rows(float *y, const ui
   const size_t bs = dt == ST_Q8_0 ? 34 : 18;
   float sc[4][ZQ_MAX_BLOCKS];
   for (int r = 0; r < R; r++)
-    for (int b = 0; b < nb; b++) sc[r][b] = lut[*(const uint16_t *)(const void *)(w + r * rb + (size_t)b * bs)];
+    for (int b = 0; b < nb; b++) sc[r][b] = lut[k_ld16(w + r * rb + (size_t)b * bs)];
   __m512 acc[4];
   for (int r = 0; r < R; r++) acc[r] = _mm512_setzero_ps();
   const uint8_t *pf = w + Z_PREFETCH;
