@@ -48,12 +48,15 @@ typedef struct k_table {
   /* C[r][j] (ldc) = (acc ? C[r][j] : 0) + sum_p ap[p][r] bp[p][j], r < mr <= MR, j < nr <= NR */
   void (*gemm_tile)(int kc, const float *ap, const float *bp, float *c, size_t ldc, int mr, int nr, int acc);
 
-  /* Quantized weights times 2+ rows with int8 dot products (levels that
+  /* Quantized weights times rows with int8 dot products (levels that
    * have them, e.g. AVX512_VNNI; NULL elsewhere, which then widen into the
    * F32 GEMM). The rows are quantized first like Q8_0 (k_qgemm_quant_a:
    * per row, blocks of 32 with an F32 scale max|a| / 127), so results differ
    * from the F32 path by that rounding (tests/engine/test_kernels.c holds
    * the level to k_gen_qgemm, the same arithmetic in portable C).
+   * A level that has qgemm_cols rounds x the same way in its gemv of
+   * quantized weights (one row), so every quantized product there uses
+   * int8 activations.
    * qgemm_cols: C[rows][ncols] (ldc) = beta C + A W^T, W's ncols rows at w
    * (ST_Q8_0 / ST_Q4_0, k % 32 == 0); scratch: k_gemm_scratch_floats(). */
   void (*qgemm_cols)(float *c, size_t ldc, const uint8_t *aq, const float *da, int rows, const void *w, int ncols,

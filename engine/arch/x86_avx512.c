@@ -255,8 +255,82 @@ static void gemv_q(float *y, const void *w, int n, int k, const float *x, float 
   for (; i < n; i++) gemv_q_rows(y + i, wb + (size_t)i * rb, rb, nb, x, beta, 1, dt);
 }
 
+#ifdef MFS_AVX512_BF16
+/* Batch-1 with int8 products (this level rounds every quantized product's
+ * input the same way: qgemm_quant_a's blocks). VPDPBUSD multiplies unsigned
+ * by signed bytes, so the weights go unsigned (Q8_0: w + 128 by flipping
+ * the sign bit; Q4_0: the nibble n = w + 8 as it is) and x's quantized q
+ * stays signed; the offset's contribution, 128 (8) * sum(q) per block, is
+ * the same for every row and is subtracted from lane 0 of the block's 8
+ * integer lanes before they are converted and scaled by d_x * d_w. (VPSIGNB
+ * would move x's signs onto the weights instead, but gets -(-128) wrong.) */
+static inline __attribute__((always_inline)) void qgemv_rows(float *y, const uint8_t *w, size_t rb, int nb,
+                                                             const int8_t *xq, const int32_t *corr, const float *dx,
+                                                             float beta, const int R, const st_dtype dt) {
+  const float *lut = k_f16_lut();
+  const size_t bs = dt == ST_Q8_0 ? 34 : 18;
+  float sc[4][ZQ_MAX_BLOCKS];
+  for (int r = 0; r < R; r++)
+    for (int b = 0; b < nb; b++) sc[r][b] = lut[k_ld16(w + r * rb + (size_t)b * bs)] * dx[b];
+  __m256 acc[4];
+  for (int r = 0; r < R; r++) acc[r] = _mm256_setzero_ps();
+  const uint8_t *pf = w + Z_PREFETCH;
+  const __m128i m4 = _mm_set1_epi8(15);
+  const __m256i flip = _mm256_set1_epi8((char)0x80);
+  for (int b = 0; b < nb; b++) {
+    for (int l = 0; l < R * (int)bs; l += 64) _mm_prefetch((const char *)pf + (size_t)b * R * bs + l, _MM_HINT_T1);
+    __m256i X = _mm256_loadu_si256((const __m256i *)(xq + 32 * b));
+    __m256i C = _mm256_setr_epi32(corr[b], 0, 0, 0, 0, 0, 0, 0);
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++) {
+      const uint8_t *p = w + r * rb + (size_t)b * bs + 2;
+      __m256i wu;
+      if (dt == ST_Q8_0) {
+        wu = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)p), flip);
+      } else {
+        __m128i q = _mm_loadu_si128((const __m128i *)p);
+        wu = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(q, 4), m4), _mm_and_si128(q, m4));
+      }
+      __m256i d = _mm256_sub_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), wu, X), C);
+      acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_broadcast_ss(&sc[r][b]), acc[r]);
+    }
+  }
+  for (int r = 0; r < R; r++) {
+    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(acc[r]), _mm256_extractf128_ps(acc[r], 1));
+    s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    float s = _mm_cvtss_f32(_mm_add_ss(s4, _mm_movehdup_ps(s4)));
+    y[r] = beta == 0.0f ? s : beta * y[r] + s;
+  }
+}
+
+static void z_qgemm_quant_a(uint8_t *aq, float *da, const float *a, int r0, int r1, int k);
+
+static void qgemv(float *y, const void *w, int n, int k, const float *x, float beta, const st_dtype dt) {
+  int nb = k / ST_QK, i = 0;
+  uint8_t aq[ZQ_MAX_BLOCKS * ST_QK] __attribute__((aligned(64)));
+  int8_t xq[ZQ_MAX_BLOCKS * ST_QK] __attribute__((aligned(64)));
+  int32_t corr[ZQ_MAX_BLOCKS];
+  float dx[ZQ_MAX_BLOCKS];
+  z_qgemm_quant_a(aq, dx, x, 0, 1, k); /* q + 128, as the GEMM's rows */
+  int off = dt == ST_Q8_0 ? 128 : 8;
+  for (int b = 0; b < nb; b++) {
+    int s = 0;
+    for (int j = 32 * b; j < 32 * b + 32; j++) s += (xq[j] = (int8_t)(aq[j] - 128));
+    corr[b] = off * s;
+  }
+  size_t rb = st_bytes(dt, (size_t)k);
+  const uint8_t *wb = w;
+  for (; i + 4 <= n; i += 4) qgemv_rows(y + i, wb + (size_t)i * rb, rb, nb, xq, corr, dx, beta, 4, dt);
+  for (; i < n; i++) qgemv_rows(y + i, wb + (size_t)i * rb, rb, nb, xq, corr, dx, beta, 1, dt);
+}
+#endif
+
 static void z_gemv(float *y, const void *w, int n, int k, const float *x, float beta, st_dtype dt) {
   if (st_is_quant(dt) && k / ST_QK > ZQ_MAX_BLOCKS) k_quant_gemv(z_widen, z_gemv, y, w, n, k, x, beta, dt);
+#ifdef MFS_AVX512_BF16
+  else if (dt == ST_Q8_0) qgemv(y, w, n, k, x, beta, ST_Q8_0);
+  else if (dt == ST_Q4_0) qgemv(y, w, n, k, x, beta, ST_Q4_0);
+#endif
   else if (dt == ST_Q8_0) gemv_q(y, w, n, k, x, beta, ST_Q8_0);
   else if (dt == ST_Q4_0) gemv_q(y, w, n, k, x, beta, ST_Q4_0);
   else if (dt == ST_F16) gemv_dt(y, w, n, k, x, beta, ST_F16);
