@@ -13,8 +13,8 @@
 /* ---- safetensors (safetensors.c) ---- */
 
 /* Element types of weights. F32/F16/BF16 come from safetensors files; the
- * block formats are the engine's quantized weights in memory (weights.md in
- * docs/ describes them; a quantized directory stores the same values as
+ * block formats are the engine's quantized weights in memory
+ * (docs/quantized-weights.md describes them; a quantized directory stores the same values as
  * int8 / packed 4-bit tensors with separate F16 scale tensors):
  *   ST_Q8_0: blocks of ST_QK weights, each {F16 d; int8 q[32]} (34 bytes),
  *            w = q * d (llama.cpp's block_q8_0);
@@ -41,6 +41,8 @@ static inline size_t st_bytes(st_dtype dt, size_t k) {
   }
   return 0;
 }
+/* "F32", "F16", "BF16", "Q8_0", "Q4_0", "I8", "U8" (safetensors.c) */
+const char *st_dtype_name(st_dtype dt);
 /* &W[row][col] of a matrix whose rows hold ld elements. */
 static inline const void *st_at(const void *w, st_dtype dt, size_t row, size_t ld, size_t col) {
   return (const char *)w + st_bytes(dt, row * ld + col);
@@ -66,7 +68,7 @@ typedef struct st_file {
 } st_file;
 
 /* Maps (or reads, see eng_weights_use_mmap) path and validates its header:
- * header length inside the file, JSON header, each tensor's dtype (F32/F16/BF16), shape, and data_offsets inside
+ * header length inside the file, JSON header, each tensor's dtype (F32/F16/BF16, or I8/U8), shape, and data_offsets inside
  * the data area, non-overlapping and equal to shape x dtype size. On failure
  * returns MFS_EIO/MFS_EFORMAT/MFS_EUNSUPPORTED with a message naming the
  * file and tensor in err, and leaves nothing mapped. */

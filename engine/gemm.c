@@ -96,45 +96,39 @@ int k_gemm(float *c, size_t ldc, const float *a, int rows, const void *w, int n,
 
 #define QBUF_FLOATS 8192 /* 32 KiB of dequantized rows: stays in L1/L2 */
 
+/* W's row i times x for a row longer than the buffer: widened a buffer at
+ * a time, each piece's dot product by the level's gemv (or, without one,
+ * its few-row kernel with one row) */
+static float long_row_dot(k_widen_fn widen, k_gemv_fn gemv, k_few_fn few, const void *w, size_t i, int k,
+                          const float *x, st_dtype dt, float *buf) {
+  float s = 0;
+  for (int j0 = 0; j0 < k; j0 += QBUF_FLOATS) {
+    int kk = k - j0 < QBUF_FLOATS ? k - j0 : QBUF_FLOATS;
+    widen(buf, st_at(w, dt, i, (size_t)k, (size_t)j0), (size_t)kk, dt);
+    float t;
+    if (gemv) gemv(&t, buf, 1, kk, x + j0, 0.0f, ST_F32);
+    else few(&t, 1, buf, 1, kk, x + j0, 1, 0.0f, ST_F32);
+    s += t;
+  }
+  return s;
+}
+
 void k_quant_gemv(k_widen_fn widen, k_gemv_fn gemv, float *y, const void *w, int n, int k, const float *x, float beta,
                   st_dtype dt) {
   float buf[QBUF_FLOATS] __attribute__((aligned(64)));
-  if (k > QBUF_FLOATS) { /* one row at a time, in pieces */
-    for (int i = 0; i < n; i++) {
-      float s = 0;
-      for (int j0 = 0; j0 < k; j0 += QBUF_FLOATS) {
-        int kk = k - j0 < QBUF_FLOATS ? k - j0 : QBUF_FLOATS;
-        widen(buf, st_at(w, dt, (size_t)i, (size_t)k, (size_t)j0), (size_t)kk, dt);
-        float t;
-        gemv(&t, buf, 1, kk, x + j0, 0.0f, ST_F32);
-        s += t;
-      }
-      y[i] = beta == 0.0f ? s : beta * y[i] + s;
-    }
-    return;
-  }
-  int rows = QBUF_FLOATS / k;
-  for (int i = 0; i < n; i += rows) {
-    int cnt = n - i < rows ? n - i : rows;
-    widen(buf, st_at(w, dt, (size_t)i, (size_t)k, 0), (size_t)cnt * k, dt);
-    gemv(y + i, buf, cnt, k, x, beta, ST_F32);
+  for (int i = 0; i < n; i++) {
+    float s = long_row_dot(widen, gemv, NULL, w, (size_t)i, k, x, dt, buf);
+    y[i] = beta == 0.0f ? s : beta * y[i] + s;
   }
 }
 
 void k_quant_few(k_widen_fn widen, k_few_fn few, float *out, int ldo, const void *w, int n, int k, const float *in,
                  int M, float beta, st_dtype dt) {
   float buf[QBUF_FLOATS] __attribute__((aligned(64)));
-  if (k > QBUF_FLOATS) { /* rare: a row at a time through the gemv driver above */
+  if (k > QBUF_FLOATS) { /* rare: a row at a time, in pieces */
     for (int m = 0; m < M; m++)
       for (int i = 0; i < n; i++) {
-        float s = 0;
-        for (int j0 = 0; j0 < k; j0 += QBUF_FLOATS) {
-          int kk = k - j0 < QBUF_FLOATS ? k - j0 : QBUF_FLOATS;
-          widen(buf, st_at(w, dt, (size_t)i, (size_t)k, (size_t)j0), (size_t)kk, dt);
-          float t;
-          few(&t, 1, buf, 1, kk, in + (size_t)m * k + j0, 1, 0.0f, ST_F32);
-          s += t;
-        }
+        float s = long_row_dot(widen, NULL, few, w, (size_t)i, k, in + (size_t)m * k, dt, buf);
         float *o = out + (size_t)m * ldo + i;
         *o = beta == 0.0f ? s : beta * *o + s;
       }

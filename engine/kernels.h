@@ -119,11 +119,12 @@ void k_gemm_cols(float *c, size_t ldc, const float *ap, int rows, const void *w,
 int k_gemm(float *c, size_t ldc, const float *a, int rows, const void *w, int n, int k, st_dtype dt, float beta);
 
 /* Quantized weights (ST_Q8_0, ST_Q4_0; k and kc multiples of ST_QK): every
- * level widens blocks in its own widen(), and its gemv / gemm_few /
- * gemm_pack_b hand quantized matrices to these drivers (gemm.c), which
- * dequantize a few rows at a time into an L1-sized buffer with that widen
- * and run the level's own F32 kernel on it. The weights still cross the
- * memory bus once, at their quantized size. */
+ * level widens blocks in its own widen(); its gemm_few and gemm_pack_b
+ * hand quantized matrices to these drivers (gemm.c), which dequantize a few
+ * rows at a time into an L1-sized buffer with that widen and run the
+ * level's own F32 kernel on it (the weights still cross the memory bus
+ * once, at their quantized size). Its gemv is fused and hands over only
+ * rows too long for it (k_quant_gemv: one row at a time, in pieces). */
 /* A's rows [r0, r1) quantized for qgemm_cols: aq[r][j] = round(a[r][j] /
  * da[r][j/32]) + 128 (as u8: VNNI multiplies unsigned by signed bytes),
  * da[r][b] = max|a[r][32b..32b+31]| / 127. aq is [rows][k], da [rows][k/32]. */

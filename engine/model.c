@@ -65,15 +65,15 @@ static void fmt_shape(char *buf, size_t len, const int64_t *shape, int nd) {
 static int get_quant(eng_model *m, const st_tensor *t, const char *file, const char *name, int64_t r, int64_t c,
                      eng_mat *mat, char *err, size_t errlen) {
   st_dtype q = m->stored_quant;
-  const char *want_dt = q == ST_Q8_0 ? "I8" : "U8";
+  const char *want_dt = st_dtype_name(q == ST_Q8_0 ? ST_I8 : ST_U8);
   if (!mat)
     return mfail(err, errlen, MFS_EFORMAT, "%s: tensor '%s' is stored quantized (%s) but must be F32, F16 or BF16",
-                 file, name, t->dtype == ST_I8 ? "I8" : "U8");
+                 file, name, st_dtype_name(t->dtype));
   if (q == ST_F32)
     return mfail(err, errlen, MFS_EFORMAT,
                  "%s: tensor '%s' has dtype %s, but config.json has no quantization_config (expected F32, F16 or "
                  "BF16)",
-                 file, name, t->dtype == ST_I8 ? "I8" : "U8");
+                 file, name, st_dtype_name(t->dtype));
   int64_t vc = q == ST_Q8_0 ? c : c / 2;
   char hs[64], ws[64], sn[300];
   int64_t want[2] = {r, vc}, swant[2] = {r, c / ST_QK};
@@ -85,7 +85,7 @@ static int get_quant(eng_model *m, const st_tensor *t, const char *file, const c
     fmt_shape(hs, sizeof hs, t->shape, t->ndim);
     fmt_shape(ws, sizeof ws, want, 2);
     return mfail(err, errlen, MFS_EFORMAT, "%s: tensor '%s' is %s %s, expected %s %s (%s values of [%lld, %lld])",
-                 file, name, t->dtype == ST_I8 ? "I8" : "U8", hs, want_dt, ws, q == ST_Q8_0 ? "q8_0" : "q4_0",
+                 file, name, st_dtype_name(t->dtype), hs, want_dt, ws, q == ST_Q8_0 ? "q8_0" : "q4_0",
                  (long long)r, (long long)c);
   }
   snprintf(sn, sizeof sn, "%s_scale", name);
@@ -184,11 +184,6 @@ int eng_weights_quantize(const char *type) {
   return 0;
 }
 
-static const char *dt_name(st_dtype dt) {
-  static const char *n[] = {"F32", "F16", "BF16", "Q8_0", "Q4_0"};
-  return (unsigned)dt < 5 ? n[dt] : "?";
-}
-
 /* *w [rows][cols] -> quant_to blocks in an owned buffer, row by row through
  * F32 (exact: every F16/BF16 value is a float). Rows that are not whole
  * blocks stay as they are (counted). */
@@ -268,7 +263,7 @@ int eng_model_load(eng_model **out, const char *dir, void (*progress)(double, vo
     return mfail(err, errlen, MFS_EINVAL,
                  "%s is already quantized (%s); --quantize %s would quantize it again: pass --quantize none, or "
                  "quantize the original weights",
-                 dir, dt_name(cfg.quant), quant_to == ST_Q8_0 ? "q8_0" : "q4_0");
+                 dir, st_dtype_name(cfg.quant), quant_to == ST_Q8_0 ? "q8_0" : "q4_0");
   eng_model *m = calloc(1, sizeof *m);
   if (!m) return mfail(err, errlen, MFS_ENOMEM, "out of memory");
   m->info = cfg.info;
@@ -287,8 +282,8 @@ int eng_model_load(eng_model **out, const char *dir, void (*progress)(double, vo
   const st_tensor *et = st_set_find(&m->st, "model.embed_tokens.weight", &file);
   st_dtype run_q = cfg.quant != ST_F32 ? cfg.quant : quant_to;
   snprintf(in->source_dtype, sizeof in->source_dtype, "%s",
-           !et ? "?" : cfg.quant != ST_F32 ? dt_name(cfg.quant) : dt_name(et->dtype));
-  snprintf(in->weight_dtype, sizeof in->weight_dtype, "%s", run_q != ST_F32 ? dt_name(run_q) : in->source_dtype);
+           !et ? "?" : cfg.quant != ST_F32 ? st_dtype_name(cfg.quant) : st_dtype_name(et->dtype));
+  snprintf(in->weight_dtype, sizeof in->weight_dtype, "%s", run_q != ST_F32 ? st_dtype_name(run_q) : in->source_dtype);
   const int64_t d = in->d, H = in->n_heads, hd = in->head_dim, KV = in->n_kv_heads, I = in->inter,
                 V = in->vocab, C = in->q_rank;
   int mfa = in->attn == ENG_ATTN_MFA || in->attn == ENG_ATTN_MFA_KR;

@@ -46,11 +46,6 @@ static int item_cmp(const void *a, const void *b) {
   return strcmp(((const q_item *)a)->t->name, ((const q_item *)b)->t->name);
 }
 
-static const char *file_dtype(st_dtype dt) {
-  static const char *n[] = {"F32", "F16", "BF16", "?", "?", "I8", "U8"};
-  return (unsigned)dt < 7 ? n[dt] : "?";
-}
-
 static cJSON *shape2(int64_t a, int64_t b) {
   cJSON *s = cJSON_CreateArray();
   cJSON_AddItemToArray(s, cJSON_CreateNumber((double)a));
@@ -182,12 +177,13 @@ int eng_quantize_dir(const char *in, const char *out, const char *type, void (*p
       char sn[600];
       snprintf(sn, sizeof sn, "%s_scale", t->name);
       uint64_t vb = qt == ST_Q8_0 ? (uint64_t)(r * c) : (uint64_t)(r * c / 2);
-      add_entry(hdr, t->name, qt == ST_Q8_0 ? "I8" : "U8", shape2(r, qt == ST_Q8_0 ? c : c / 2), &off, vb);
+      add_entry(hdr, t->name, st_dtype_name(qt == ST_Q8_0 ? ST_I8 : ST_U8), shape2(r, qt == ST_Q8_0 ? c : c / 2), &off,
+                vb);
       add_entry(hdr, sn, "F16", shape2(r, c / ST_QK), &off, (uint64_t)(r * (c / ST_QK)) * 2);
     } else {
       cJSON *sh = cJSON_CreateArray();
       for (int d = 0; d < t->ndim; d++) cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)t->shape[d]));
-      add_entry(hdr, t->name, file_dtype(t->dtype), sh, &off, t->nbytes);
+      add_entry(hdr, t->name, st_dtype_name(t->dtype), sh, &off, t->nbytes);
     }
   }
   hs = cJSON_PrintUnformatted(hdr);
@@ -215,19 +211,28 @@ int eng_quantize_dir(const char *in, const char *out, const char *type, void (*p
     } else {
       int64_t r = t->shape[0], c = t->shape[1];
       size_t nb = (size_t)(c / ST_QK), bs = st_bytes(qt, ST_QK), vb = qt == ST_Q8_0 ? ST_QK : ST_QK / 2;
-      /* values of every row, then scales of every row: two passes over the rows */
-      for (int pass = 0; pass < 2 && wok; pass++)
-        for (int64_t rr = 0; rr < r && wok; rr++) {
-          const void *src = st_at(t->data, t->dtype, (size_t)rr, (size_t)c, 0);
-          if ((uintptr_t)src & 3) { /* a mapping may place a tensor at any byte: stage the row aligned */
-            memcpy(blk, src, st_bytes(t->dtype, (size_t)c));
-            src = blk;
-          }
-          K()->widen(row, src, (size_t)c, t->dtype);
-          k_quantize_row(blk, row, (size_t)c, qt);
-          for (size_t b = 0; b < nb && wok; b++)
-            wok = pass == 0 ? fwrite(blk + b * bs + 2, 1, vb, fo) == vb : fwrite(blk + b * bs, 1, 2, fo) == 2;
+      /* each row quantized once: its values written, its scales kept for the
+       * scale tensor that follows */
+      uint8_t *scales = malloc((size_t)r * nb * 2);
+      if (!scales) {
+        rc = qfail(err, errlen, MFS_ENOMEM, "out of memory");
+        goto done;
+      }
+      for (int64_t rr = 0; rr < r && wok; rr++) {
+        const void *src = st_at(t->data, t->dtype, (size_t)rr, (size_t)c, 0);
+        if ((uintptr_t)src & 3) { /* a mapping may place a tensor at any byte: stage the row aligned */
+          memcpy(blk, src, st_bytes(t->dtype, (size_t)c));
+          src = blk;
         }
+        K()->widen(row, src, (size_t)c, t->dtype);
+        k_quantize_row(blk, row, (size_t)c, qt);
+        for (size_t b = 0; b < nb && wok; b++) {
+          wok = fwrite(blk + b * bs + 2, 1, vb, fo) == vb;
+          memcpy(scales + ((size_t)rr * nb + b) * 2, blk + b * bs, 2);
+        }
+      }
+      wok = wok && fwrite(scales, 1, (size_t)r * nb * 2, fo) == (size_t)r * nb * 2;
+      free(scales);
     }
     if (progress) progress((double)(i + 1) / n, u);
   }

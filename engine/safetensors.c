@@ -30,6 +30,11 @@ static int fail(char *err, size_t errlen, int code, const char *fmt, ...) {
   return code;
 }
 
+const char *st_dtype_name(st_dtype dt) {
+  static const char *n[] = {"F32", "F16", "BF16", "Q8_0", "Q4_0", "I8", "U8"};
+  return (unsigned)dt < sizeof n / sizeof n[0] ? n[dt] : "?";
+}
+
 static int dtype_parse(const char *s, st_dtype *dt, size_t *size) {
   if (!strcmp(s, "F32")) { *dt = ST_F32; *size = 4; return 0; }
   if (!strcmp(s, "F16")) { *dt = ST_F16; *size = 2; return 0; }

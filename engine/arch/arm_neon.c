@@ -29,6 +29,13 @@ static inline float n_get(const void *w, size_t j, st_dtype dt) {
   return (float)f;
 }
 
+/* out[8] = q[8] * d */
+static inline void n_store8(float *out, int8x8_t q, float32x4_t d) {
+  int16x8_t v = vmovl_s8(q);
+  vst1q_f32(out, vmulq_f32(vcvtq_f32_s32(vmovl_s16(vget_low_s16(v))), d));
+  vst1q_f32(out + 4, vmulq_f32(vcvtq_f32_s32(vmovl_s16(vget_high_s16(v))), d));
+}
+
 static void n_kv_dequant(float *out, const int8_t *q, const uint16_t *s, int n, int group) {
   if (group % 8) {
     k_gen_kv_dequant(out, q, s, n, group);
@@ -38,20 +45,11 @@ static void n_kv_dequant(float *out, const int8_t *q, const uint16_t *s, int n, 
     __fp16 h;
     memcpy(&h, s + g0 / group, 2);
     float32x4_t d = vdupq_n_f32((float)h);
-    for (int i = g0; i < g0 + group; i += 8) {
-      int16x8_t v = vmovl_s8(vld1_s8(q + i));
-      vst1q_f32(out + i, vmulq_f32(vcvtq_f32_s32(vmovl_s16(vget_low_s16(v))), d));
-      vst1q_f32(out + i + 4, vmulq_f32(vcvtq_f32_s32(vmovl_s16(vget_high_s16(v))), d));
-    }
+    for (int i = g0; i < g0 + group; i += 8) n_store8(out + i, vld1_s8(q + i), d);
   }
 }
 
 /* quantized blocks (engine_int.h), n % ST_QK == 0 */
-static inline void n_store8(float *out, int8x8_t q, float32x4_t d) {
-  int16x8_t v = vmovl_s8(q);
-  vst1q_f32(out, vmulq_f32(vcvtq_f32_s32(vmovl_s16(vget_low_s16(v))), d));
-  vst1q_f32(out + 4, vmulq_f32(vcvtq_f32_s32(vmovl_s16(vget_high_s16(v))), d));
-}
 
 static void n_dequant(float *out, const void *in, size_t n, st_dtype dt) {
   const uint8_t *b = in;

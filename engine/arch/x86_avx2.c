@@ -150,7 +150,6 @@ static void gemv_bf16(float *y, const uint16_t *w, int n, int k, const float *x,
 #undef BF_HI
 }
 
-/* one instantiation per dtype, so the dtype test folds away in the loop */
 static void a2_widen(float *out, const void *in, size_t n, st_dtype dt);
 
 /* Quantized rows fused (x86_avx512.c's gemv_q_rows, 8 lanes): per block
@@ -201,9 +200,7 @@ static inline __attribute__((always_inline)) void gemv_q_rows(float *y, const ui
     }
   }
   for (int r = 0; r < R; r++) {
-    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(acc[r]), _mm256_extractf128_ps(acc[r], 1));
-    s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-    float s = _mm_cvtss_f32(_mm_add_ss(s4, _mm_movehdup_ps(s4)));
+    float s = hsum8(acc[r]);
     y[r] = beta == 0.0f ? s : beta * y[r] + s;
   }
 }
@@ -216,6 +213,7 @@ static void gemv_q(float *y, const void *w, int n, int k, const float *x, float 
   for (; i < n; i++) gemv_q_rows(y + i, wb + (size_t)i * rb, rb, nb, x, beta, 1, dt);
 }
 
+/* one instantiation per dtype, so the dtype test folds away in the loop */
 static void a2_gemv(float *y, const void *wv, int n, int k, const float *x, float beta, st_dtype dt) {
   if (st_is_quant(dt)) {
     if (k / ST_QK > A2Q_MAX_BLOCKS) k_quant_gemv(a2_widen, a2_gemv, y, wv, n, k, x, beta, dt);
@@ -247,7 +245,6 @@ static void a2_kv_dequant(float *out, const int8_t *q, const uint16_t *s, int n,
 /* quantized blocks (engine_int.h), n % ST_QK == 0 */
 static void a2_dequant(float *out, const void *in, size_t n, st_dtype dt) {
   const uint8_t *b = in;
-  const __m128i lo4 = _mm_set1_epi8(15), eight = _mm_set1_epi8(8);
   size_t bs = dt == ST_Q8_0 ? 34 : 18;
   for (size_t i = 0; i < n; i += ST_QK, b += bs) {
     __m256 d = _mm256_set1_ps(_cvtsh_ss(k_ld16(b)));
@@ -256,9 +253,7 @@ static void a2_dequant(float *out, const void *in, size_t n, st_dtype dt) {
       q0 = _mm_loadu_si128((const __m128i *)(b + 2));
       q1 = _mm_loadu_si128((const __m128i *)(b + 18));
     } else {
-      __m128i q = _mm_loadu_si128((const __m128i *)(b + 2));
-      q0 = _mm_sub_epi8(_mm_and_si128(q, lo4), eight);
-      q1 = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), lo4), eight);
+      q4_unpack(b + 2, &q0, &q1);
     }
     _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q0)), d));
     _mm256_storeu_ps(out + i + 8, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(q0, 8))), d));

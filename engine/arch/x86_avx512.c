@@ -56,23 +56,18 @@ static void z_kv_dequant(float *out, const int8_t *q, const uint16_t *s, int n, 
 /* quantized blocks (engine_int.h), n % ST_QK == 0 */
 static void z_dequant(float *out, const void *in, size_t n, st_dtype dt) {
   const uint8_t *b = in;
-  const __m128i lo4 = _mm_set1_epi8(15), eight = _mm_set1_epi8(8);
-  if (dt == ST_Q8_0) {
-    for (size_t i = 0; i < n; i += ST_QK, b += 34) {
-      __m512 d = _mm512_set1_ps(_cvtsh_ss(k_ld16(b)));
-      __m128i q0 = _mm_loadu_si128((const __m128i *)(b + 2)), q1 = _mm_loadu_si128((const __m128i *)(b + 18));
-      _mm512_storeu_ps(out + i, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q0)), d));
-      _mm512_storeu_ps(out + i + 16, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q1)), d));
+  size_t bs = dt == ST_Q8_0 ? 34 : 18;
+  for (size_t i = 0; i < n; i += ST_QK, b += bs) {
+    __m512 d = _mm512_set1_ps(_cvtsh_ss(k_ld16(b)));
+    __m128i q0, q1;
+    if (dt == ST_Q8_0) {
+      q0 = _mm_loadu_si128((const __m128i *)(b + 2));
+      q1 = _mm_loadu_si128((const __m128i *)(b + 18));
+    } else {
+      q4_unpack(b + 2, &q0, &q1);
     }
-  } else {
-    for (size_t i = 0; i < n; i += ST_QK, b += 18) {
-      __m512 d = _mm512_set1_ps(_cvtsh_ss(k_ld16(b)));
-      __m128i q = _mm_loadu_si128((const __m128i *)(b + 2));
-      __m128i q0 = _mm_sub_epi8(_mm_and_si128(q, lo4), eight);
-      __m128i q1 = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), lo4), eight);
-      _mm512_storeu_ps(out + i, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q0)), d));
-      _mm512_storeu_ps(out + i + 16, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q1)), d));
-    }
+    _mm512_storeu_ps(out + i, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q0)), d));
+    _mm512_storeu_ps(out + i + 16, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q1)), d));
   }
 }
 
@@ -296,9 +291,7 @@ static inline __attribute__((always_inline)) void qgemv_rows(float *y, const uin
     }
   }
   for (int r = 0; r < R; r++) {
-    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(acc[r]), _mm256_extractf128_ps(acc[r], 1));
-    s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-    float s = _mm_cvtss_f32(_mm_add_ss(s4, _mm_movehdup_ps(s4)));
+    float s = hsum8(acc[r]);
     y[r] = beta == 0.0f ? s : beta * y[r] + s;
   }
 }
@@ -726,7 +719,6 @@ static void z_qgemm_pack(uint8_t *bq, int32_t *ws, float *dw, const void *w, int
   const float *lut = k_f16_lut();
   size_t bs = st_bytes(dt, ST_QK), rb = st_bytes(dt, (size_t)k);
   const uint8_t *base = w;
-  const __m128i m4 = _mm_set1_epi8(15), e8 = _mm_set1_epi8(8);
   const __m512i ones = _mm512_set1_epi8(1);
   for (int b = b0; b < b1; b++) {
     uint8_t *dst = bq + (size_t)(b - b0) * 8 * 128;
@@ -743,8 +735,8 @@ static void z_qgemm_pack(uint8_t *bq, int32_t *ws, float *dw, const void *w, int
         if (dt == ST_Q8_0) {
           v = _mm256_loadu_si256((const __m256i *)blk);
         } else {
-          __m128i q = _mm_loadu_si128((const __m128i *)blk);
-          __m128i lo = _mm_sub_epi8(_mm_and_si128(q, m4), e8), hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), m4), e8);
+          __m128i lo, hi;
+          q4_unpack(blk, &lo, &hi);
           v = _mm256_set_m128i(hi, lo);
         }
         r[i] = _mm256_castsi256_ps(v);

@@ -26,6 +26,15 @@ static inline float wval(const uint16_t *w, int j, st_dtype dt) {
   return widen1(w[j], dt);
 }
 
+/* A Q4_0 block's 16 bytes (engine_int.h) as its 32 weights n - 8 in int8:
+ * weights 0..15 (low nibbles) in *lo, 16..31 (high nibbles) in *hi */
+static inline void q4_unpack(const uint8_t *q16, __m128i *lo, __m128i *hi) {
+  const __m128i m4 = _mm_set1_epi8(15), e8 = _mm_set1_epi8(8);
+  __m128i q = _mm_loadu_si128((const __m128i *)q16);
+  *lo = _mm_sub_epi8(_mm_and_si128(q, m4), e8);
+  *hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), m4), e8);
+}
+
 static inline float hsum8(__m256 v) {
   __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   a = _mm_add_ps(a, _mm_movehl_ps(a, a));
