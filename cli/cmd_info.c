@@ -44,7 +44,7 @@ static int print_cpu(int json) {
     printf("built:        %s\n", eng_isa_built());
     printf("this CPU:     %s\n", eng_isa_supported());
     printf("features:     %s\n", eng_cpu_features());
-    printf("int8 GEMM:    %s (quantized weights x many rows: activations rounded to int8 blocks)\n",
+    printf("int8 GEMM:    %s (products with quantized weights: activations rounded to int8 blocks)\n",
            *eng_isa_int8_gemm() ? eng_isa_int8_gemm() : "none");
   }
   return 0;
