@@ -1,0 +1,40 @@
+#!/bin/bash
+# replicate_device.sh for longer than one device call (at most 10 minutes each), like
+# device_job.sh: `start SECONDS` copies the tree to /tmp/rjob and starts it detached (setsid),
+# `poll SECONDS` (issue it within the machine's 30 s warm time) waits on. Both copy the job's
+# results.tar to $OUT every 15 s, print each run's last evaluation, and return early when the
+# job has finished or a run failed (then the job is stopped: fix it and start again).
+#   replicate_job.sh start SECONDS   (needs BUDGET; KINDS, EXTRA pass on)
+#   replicate_job.sh poll SECONDS
+set -u
+J=/tmp/rjob
+cmd=${1:?start or poll}; limit=${2:?seconds}
+if [ "$cmd" = start ]; then
+  rm -rf $J; mkdir -p $J/.corpus $J/models/mfa-kr-29m
+  cp -r .corpus/transport $J/.corpus/ && cp -r tools $J/ && cp models/mfa-kr-29m/tokenizer.json $J/models/mfa-kr-29m/ || exit 1
+  (cd $J && setsid nohup env OUT=$J/out BUDGET=${BUDGET:?} bash tools/train/replicate_device.sh \
+     > $J/run.log 2>&1 < /dev/null & echo $! > $J/pid)
+  sleep 2
+fi
+end=$((SECONDS + limit))
+status=""
+while :; do
+  sleep 15
+  [ -f $J/out/results.tar ] && cp $J/out/results.tar "$OUT"/results.tar
+  cp $J/run.log "$OUT"/run.log 2>/dev/null
+  if grep -q "all runs done" $J/run.log; then status="job finished"; break; fi
+  if grep -l -s Traceback /tmp/rep_runs/out/*/stdout.log /tmp/rep_runs/out/prepare.log; then
+    status="a run failed: job stopped"
+    for f in /tmp/rep_runs/out/*/stdout.log; do grep -q Traceback $f && tail -n 25 $f; done
+    kill -- -$(cat $J/pid) 2>/dev/null
+    break
+  fi
+  if ! pgrep -f tools/train/replicate_device.sh > /dev/null; then status="job is not running"; break; fi
+  [ $SECONDS -ge $end ] && break
+done
+cat $J/run.log | cut -c1-300
+for f in /tmp/rep_runs/out/*/train.log; do
+  echo "-- $f"; grep -E "total steps agreed|EVAL|FINAL" $f | tail -n 1 | cut -c1-160
+done
+nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv,noheader 2>/dev/null
+echo "$status"
