@@ -11,7 +11,7 @@ J=/tmp/rjob
 cmd=${1:?start or poll}; limit=${2:?seconds}
 if [ "$cmd" = start ]; then
   rm -rf $J; mkdir -p $J/.corpus $J/models/mfa-kr-29m
-  cp -r .corpus/transport $J/.corpus/ && cp -r tools $J/ && cp models/mfa-kr-29m/tokenizer.json $J/models/mfa-kr-29m/ || exit 1
+  cp -r .corpus/transport $J/.corpus/ && mkdir -p $J/tools && cp -r tools/train $J/tools/ && cp models/mfa-kr-29m/tokenizer.json $J/models/mfa-kr-29m/ || exit 1
   (cd $J && setsid nohup env OUT=$J/out BUDGET=${BUDGET:?} bash tools/train/replicate_device.sh \
      > $J/run.log 2>&1 < /dev/null & echo $! > $J/pid)
   sleep 2
@@ -23,9 +23,13 @@ while :; do
   [ -f $J/out/results.tar ] && cp $J/out/results.tar "$OUT"/results.tar
   cp $J/run.log "$OUT"/run.log 2>/dev/null
   if grep -q "all runs done" $J/run.log; then status="job finished"; break; fi
-  if grep -l -s Traceback /tmp/rep_runs/out/*/stdout.log /tmp/rep_runs/out/prepare.log; then
+  failed=""  # a run whose last line is a Python error (compile warnings can print tracebacks too)
+  for f in /tmp/rep_runs/out/*/stdout.log /tmp/rep_runs/out/prepare.log; do
+    [ -f $f ] && tail -n 1 $f | grep -q -E "^[A-Za-z_.]*(Error|Exception)\b" && failed="$failed $f"
+  done
+  if [ -n "$failed" ]; then
     status="a run failed: job stopped"
-    for f in /tmp/rep_runs/out/*/stdout.log; do grep -q Traceback $f && tail -n 25 $f; done
+    for f in $failed; do echo "== $f"; tail -n 25 $f; done
     kill -- -$(cat $J/pid) 2>/dev/null
     break
   fi
