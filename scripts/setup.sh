@@ -44,8 +44,10 @@ build_pkgs="build-essential cmake ninja-build pkg-config libopenblas-dev libcjso
 #   python3-yaml      the deploy tests read compose and Kubernetes YAML
 #   kubernetes-client kubectl kustomize renders deploy/kubernetes in a test
 #   clang libclang-rt-14-dev  libFuzzer targets and the sanitizer runtimes
+#   python3-matplotlib  tools/train/replication_table.py draws docs/img/paper-replication.png
 #   (the container test installs podman, runc and debootstrap itself)
-test_pkgs="nodejs npm prometheus chromium python3-yaml kubernetes-client clang libclang-rt-14-dev"
+test_pkgs="nodejs npm prometheus chromium python3-yaml kubernetes-client clang libclang-rt-14-dev
+           python3-matplotlib"
 
 #   --arm64 (Debian's arm64 multiarch packages install beside the amd64 ones;
 #   each shared library must then be the same version in both architectures,

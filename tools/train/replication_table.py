@@ -73,6 +73,7 @@ def main():
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
         fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
         for r in runs:
             x, y = r["meta"]["kv_bytes_f16"], r["macro"]
@@ -82,9 +83,12 @@ def main():
             if first:
                 ax.annotate(LABEL[r["kind"]], (x, y), textcoords="offset points", xytext=(6, 5), fontsize=9)
         ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v / 1024:g} KiB"))
+        ax.set_xlim(700, 48000)
         ax.set_xlabel("KV cache per token, F16 bytes (all 8 layers; log scale)")
         ax.set_ylabel("held-out bits per byte (mean of 32 sources)")
-        ax.set_title("Six attention kinds, 29.1M parameters, same data and tokens\n(x: second seed)", fontsize=10)
+        ax.set_title(f"Six attention kinds, 29.1M parameters, {runs[0]['tokens'] / 1e6:.0f}M tokens each,\n"
+                     "same data, schedule and seed (x: a second seed)", fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
         fig.tight_layout()
         fig.savefig(png)
