@@ -101,7 +101,7 @@ if [ $want_test = 1 ]; then
     hash -r
   fi
   # npm packages for the test oracles and clients (the registry is reachable)
-  for d in tools/tokenizer-oracle tests/server tests/deploy; do
+  for d in tools/tokenizer-oracle tests/server tests/deploy tests/grammar; do
     if [ -f "$d/package.json" ] && [ ! -d "$d/node_modules" ]; then
       echo "setup: npm ci in $d"
       (cd "$d" && npm ci --no-audit --no-fund --loglevel=error)
