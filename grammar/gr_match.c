@@ -185,6 +185,7 @@ int gr_vocab_size(const gr_vocab *v) { return v->V; }
 
 /* ---- index ---- */
 struct gr_index {
+  int refs; /* atomic */
   gr_grammar *g;
   const gr_vocab *v;
   /* nodes */
@@ -474,6 +475,7 @@ int gr_index_new(gr_grammar *g, const gr_vocab *v, gr_index **out) {
   *out = NULL;
   gr_index *ix = calloc(1, sizeof *ix);
   if (!ix) return MFS_ENOMEM;
+  ix->refs = 1;
   ix->g = g;
   gr_grammar_ref(g);
   ix->v = v;
@@ -493,7 +495,7 @@ int gr_index_new(gr_grammar *g, const gr_vocab *v, gr_index **out) {
   ix->walk = malloc((size_t)((v ? v->max_depth : 0) + 2) * sizeof *ix->walk);
   if (!ix->npos || !ix->npar || !ix->soff || !ix->slen || !ix->sacc || !ix->snext || !ix->smask || !ix->smask_n ||
       !ix->seen || !ix->seen_stamp || !ix->walk || rehash_nodes(ix, 2048) || rehash_states(ix, 512)) {
-    gr_index_free(ix);
+    gr_index_unref(ix);
     return MFS_ENOMEM;
   }
   /* node 0: the bottom sentinel */
@@ -504,7 +506,7 @@ int gr_index_new(gr_grammar *g, const gr_vocab *v, gr_index **out) {
   int r = g->root, a0 = g->rule_alt[r], a1 = g->rule_alt[r + 1];
   size_t nw = 0;
   if (grow((void **)&ix->work, &ix->work_cap, 2 * (size_t)(a1 - a0 + 1), sizeof *ix->work)) {
-    gr_index_free(ix);
+    gr_index_unref(ix);
     return MFS_ENOMEM;
   }
   for (int a = a1 - 1; a >= a0; a--) {
@@ -515,15 +517,19 @@ int gr_index_new(gr_grammar *g, const gr_vocab *v, gr_index **out) {
   int acc = 0;
   ix->tops_n = 0;
   if (expand(ix, nw, &acc) || (ix->start = state_get(ix, ix->tops, (int)ix->tops_n, acc)) == -3) {
-    gr_index_free(ix);
+    gr_index_unref(ix);
     return MFS_ENOMEM;
   }
   *out = ix;
   return 0;
 }
 
-void gr_index_free(gr_index *ix) {
-  if (!ix) return;
+void gr_index_ref(gr_index *ix) {
+  if (ix) __atomic_add_fetch(&ix->refs, 1, __ATOMIC_RELAXED);
+}
+
+void gr_index_unref(gr_index *ix) {
+  if (!ix || __atomic_sub_fetch(&ix->refs, 1, __ATOMIC_ACQ_REL)) return;
   for (int i = 0; i < ix->n_states; i++) {
     free(ix->snext[i]);
     free(ix->smask[i]);

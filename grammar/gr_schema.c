@@ -819,12 +819,13 @@ static gx *format_gx(sc *c, const char *fmt, const char *path) {
     /* dot-atom local part @ a domain of LDH labels (RFC 5321's common form) */
     uint32_t atext[] = {'a', 'z', 'A', 'Z', '0', '9', '!', '!', '#', '\'', '*', '+', '-', '-', '/', '/',
                         '=', '=', '?', '?', '^', '`', '{', '~'};
-    gx *atom = gx_plus(b, gx_chars(b, atext, (int)(sizeof atext / sizeof atext[0] / 2)));
-    gx *local = gx_seq2(b, atom, gx_star(b, gx_seq2(b, gx_lits(b, "."), atom)));
+    /* bounded (RFC 5321: local part <= 64 octets) so a generation ends */
+    gx *atom = gx_rep(b, gx_chars(b, atext, (int)(sizeof atext / sizeof atext[0] / 2)), 1, 20);
+    gx *local = gx_seq2(b, atom, gx_rep(b, gx_seq2(b, gx_lits(b, "."), atom), 0, 2));
     gx *an = gx_chars(b, (uint32_t[]){'a', 'z', 'A', 'Z', '0', '9'}, 3);
     gx *ldh = gx_chars(b, (uint32_t[]){'a', 'z', 'A', 'Z', '0', '9', '-', '-'}, 4);
     gx *label = gx_seq2(b, an, gx_opt(b, gx_seq2(b, gx_rep(b, ldh, 0, 61), an)));
-    gx *domain = gx_seq2(b, label, gx_plus(b, gx_seq2(b, gx_lits(b, "."), label)));
+    gx *domain = gx_seq2(b, label, gx_rep(b, gx_seq2(b, gx_lits(b, "."), label), 1, 4));
     return gx_seq3(b, local, gx_lits(b, "@"), domain);
   }
   return fail(c, MFS_EUNSUPPORTED, path, "format",

@@ -28,6 +28,8 @@ void srv_gen_link(srv_gen *g) {
 
 void srv_gen_free(srv_gen *g) {
   if (!g) return;
+  gr_index_unref(g->sp.constraint);
+  g->sp.constraint = NULL;
   srv *s = g->s;
   if (g->linked) {
     if (g->prev) g->prev->next = g->next;

@@ -22,6 +22,7 @@
 
 #include "common.h"
 #include "engine.h"
+#include "grammar.h"
 #include "scheduler.h"
 #include "server.h"
 #include "tokenizer.h"
@@ -275,6 +276,7 @@ struct srv {
   int n_tmpl_stop;
   int32_t eos[10];      /* EOS ids (model config + tokenizer) */
   int n_eos;
+  gr_vocab *gvocab;     /* the tokens' bytes, for structured outputs (srv_struct.c) */
   sched_event *evbuf;
   int evcap;
   srv_idmap map;
@@ -315,6 +317,17 @@ void srv_conn_set_json(srv_conn *cc, int status, sb *body); /* takes body */
 /* srv_openai.c (worker thread: reads s's immutable parts only) */
 void srv_job_run(srv_job *j);
 int srv_tmpl_pick(srv *s, char *msg, size_t msglen); /* after load */
+
+/* srv_struct.c (worker thread): structured outputs */
+int srv_grammar_init(srv *s); /* after load: the vocabulary the masks run over */
+void srv_grammar_deinit(srv *s);
+/* Reads response_format / structured_outputs / guided_*; sets
+ * g->sp.constraint (a reference g owns). 0 or -1 with j->err set. */
+struct cJSON;
+int srv_constraint_parse(srv_job *j, srv_gen *g, const struct cJSON *root);
+int srv_constraint_compile(srv_job *j, char kind, const char *src, size_t len, const char *const *choices,
+                           const size_t *clens, int nchoices, const gr_tool *tools, int ntools, int parallel,
+                           const char *param, gr_index **out);
 
 /* srv_gen.c (loop thread) */
 int srv_gen_submit(srv_gen *g, srv_error *e); /* 0 or fills e (state unchanged on failure) */

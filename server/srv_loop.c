@@ -280,6 +280,12 @@ static void after_load(uv_work_t *w, int status) {
   int have = 0;
   for (int i = 0; i < s->n_eos; i++) have |= s->eos[i] == te;
   if (te >= 0 && !have) s->eos[s->n_eos++] = te;
+  if (!s->gvocab && srv_grammar_init(s)) {
+    LOG(MFS_LOG_ERROR, "out of memory building the token trie for structured outputs");
+    s->load_err = MFS_ENOMEM;
+    begin_stop(s);
+    return;
+  }
   LOG(MFS_LOG_INFO, "model %s: %s, %s attention, d=%d layers=%d heads=%d head_dim=%d vocab=%d, %.1fM params (%s)",
       s->served, in->arch, eng_attn_name(in->attn), in->d, in->n_layers, in->n_heads, in->head_dim, in->vocab,
       in->n_params / 1e6, in->weight_dtype);
@@ -599,6 +605,7 @@ void srv_free(srv *s) {
   while (s->gens) srv_gen_free(s->gens);
   uv_run(&s->loop, UV_RUN_NOWAIT);
   uv_loop_close(&s->loop);
+  srv_grammar_deinit(s);
   tok_free(s->tok);
   eng_model_free(s->model);
   srv_idmap_free(&s->map);

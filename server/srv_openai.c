@@ -70,7 +70,8 @@ static const char *const common_fields[] = {
     "model", "max_tokens", "temperature", "top_p", "n", "stream", "stream_options", "stop", "presence_penalty",
     "frequency_penalty", "seed", "logit_bias", "user", "top_k", "min_p", "repetition_penalty", "min_tokens",
     "ignore_eos", "stop_token_ids", "return_tokens_as_token_ids", "priority", "skip_special_tokens",
-    "include_stop_str_in_output", "logprobs", NULL};
+    "include_stop_str_in_output", "logprobs", "response_format", "structured_outputs", "guided_json", "guided_regex",
+    "guided_choice", "guided_grammar", "guided_decoding_backend", "guided_whitespace_pattern", NULL};
 static const char *const completion_fields[] = {"prompt", "echo", "best_of", "suffix", "add_special_tokens", NULL};
 static const char *const chat_fields[] = {"messages", "max_completion_tokens", "top_logprobs", "tools", "tool_choice",
                                           "response_format", "parallel_tool_calls", "metadata", "store",
@@ -648,7 +649,7 @@ static void prepare_completion(srv_job *j, const cJSON *root) {
   if (!g) return;
   j->gen = g;
   make_id(g, "cmpl", s);
-  if (parse_common(j, g, root)) return;
+  if (parse_common(j, g, root) || srv_constraint_parse(j, g, root)) return;
   const cJSON *suffix = cJSON_GetObjectItemCaseSensitive(root, "suffix");
   if (suffix && !cJSON_IsNull(suffix) && !(cJSON_IsString(suffix) && !suffix->valuestring[0])) {
     srv_error_set(&j->err, SRV_E_UNSUPPORTED, "suffix", "'suffix' is not supported.");
@@ -696,14 +697,7 @@ static void prepare_chat(srv_job *j, const cJSON *root) {
     srv_error_set(&j->err, SRV_E_UNSUPPORTED, "tool_choice", "Tool calling is not supported.");
     return;
   }
-  const cJSON *rf = cJSON_GetObjectItemCaseSensitive(root, "response_format");
-  if (rf && !cJSON_IsNull(rf)) {
-    const cJSON *t = cJSON_GetObjectItemCaseSensitive(rf, "type");
-    if (!cJSON_IsString(t) || strcmp(t->valuestring, "text")) {
-      srv_error_set(&j->err, SRV_E_UNSUPPORTED, "response_format", "Only response_format {\"type\": \"text\"} is supported.");
-      return;
-    }
-  }
+  if (srv_constraint_parse(j, g, root)) return;
   int lp = 0;
   const cJSON *lpv = cJSON_GetObjectItemCaseSensitive(root, "logprobs");
   if (lpv && !cJSON_IsNull(lpv) && !cJSON_IsBool(lpv)) {

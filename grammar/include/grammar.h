@@ -90,9 +90,14 @@ int gr_vocab_size(const gr_vocab *v);
 
 /* ---- runtime ---- */
 
-/* The index holds a reference to g; v must outlive it. */
+/* The index holds a reference to g; v must outlive it. The index is
+ * reference-counted (one reference from gr_index_new): ref/unref from any
+ * thread (atomic), the last unref frees it; everything else on it belongs
+ * to one thread at a time. */
 int gr_index_new(gr_grammar *g, const gr_vocab *v, gr_index **out);
-void gr_index_free(gr_index *ix); /* NULL: no-op */
+void gr_index_ref(gr_index *ix);
+void gr_index_unref(gr_index *ix); /* NULL: no-op */
+#define gr_index_free gr_index_unref
 
 typedef struct gr_matcher {
   gr_index *ix;

@@ -27,6 +27,7 @@
 #include <stdint.h>
 
 #include "engine.h"
+#include "grammar.h"
 #include "kvcache.h"
 
 #define SCHED_MAX_LOGPROBS 20
@@ -61,6 +62,15 @@ typedef struct sched_request_params {
   int logprobs;             /* -1: none; 0..20: chosen token's logprob + this many top */
   int prompt_logprobs;      /* -1: none; 0..20: logprob of each prompt token (echo) */
   sched_sampling sampling;
+  /* Structured output: NULL, or the constraint every choice's output must
+   * match (its index's vocabulary is the model's). Submit takes a
+   * reference, dropped when the request ends; masks are computed and the
+   * matcher advanced on the scheduler thread only, so the caller must not
+   * use the index's matchers while requests hold it. A choice ends with
+   * STOP as soon as its text is complete and nothing may follow, or when it
+   * samples EOS where the text is complete (EOS is allowed only there);
+   * with max_tokens first, LENGTH (the value may be incomplete). */
+  gr_index *constraint;
 } sched_request_params;
 
 typedef enum {
