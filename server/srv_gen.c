@@ -366,7 +366,7 @@ static void chat_logprobs(const srv_gen *g, const srv_tokrec *recs, int n, sb *o
     }
     sb_puts(out, "]}");
   }
-  sb_puts(out, "]}");
+  sb_puts(out, "],\"refusal\":null}"); /* OpenAI's schema requires it: null, as nothing is ever refused */
 }
 
 static void usage_json(const srv_gen *g, sb *out) {
@@ -398,7 +398,7 @@ static void final_body(srv_gen *g, sb *out) {
     if (chat) {
       sb_puts(out, "\"message\":{\"role\":\"assistant\",\"content\":");
       sb_json_str(out, c->text.p ? c->text.p : "", c->text.len);
-      sb_puts(out, "},\"logprobs\":");
+      sb_puts(out, ",\"refusal\":null},\"logprobs\":"); /* required by OpenAI's schema */
       if (g->logprobs >= 0) chat_logprobs(g, c->recs, c->n_recs, out);
       else sb_puts(out, "null");
     } else {
