@@ -188,7 +188,7 @@ void srv_gen_event(srv_gen *g, const sched_event *ev) {
       r->n_top = ev->index == 0 ? 0 : ev->n_top;
       memcpy(r->top_ids, ev->top_ids, sizeof r->top_ids);
       memcpy(r->top_lps, ev->top_logprobs, sizeof r->top_lps);
-      p->got_plp = 1;
+      p->n_plp++;
     }
     break;
   case SCHED_EV_TOKEN:
@@ -458,6 +458,8 @@ static void stream_chunks(srv_gen *g) {
     if (c->finish && !strcmp(c->finish, "error")) continue;
     if (c->started && c->sent == c->text.len && !c->n_recs && !(g->done && c->finished)) continue;
     if (c->started == 2) continue; /* final chunk sent */
+    /* the echo chunk carries the prompt's logprobs: wait for all of them */
+    if (!c->started && p->plp && p->n_plp < p->n_ids && !(g->done && c->finished)) continue;
     size_t end = c->text.len - holdback(g, c);
     int fin = g->done && c->finished;
     if (fin) end = c->text.len;
