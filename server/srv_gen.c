@@ -455,7 +455,9 @@ static void stream_chunks(srv_gen *g) {
   for (int i = 0; i < g->n_prompts * g->n; i++) {
     srv_choice *c = &g->choices[i];
     srv_prompt *p = &g->prompts[c->prompt];
-    if (c->finish && !strcmp(c->finish, "error")) continue;
+    /* a failed or aborted request ends with an error event instead ("error" and
+     * "abort" are no finish_reason of OpenAI's) */
+    if (c->finish && (!strcmp(c->finish, "error") || !strcmp(c->finish, "abort"))) continue;
     if (c->started && c->sent == c->text.len && !c->n_recs && !(g->done && c->finished)) continue;
     if (c->started == 2) continue; /* final chunk sent */
     /* the echo chunk carries the prompt's logprobs: wait for all of them */
