@@ -286,7 +286,7 @@ test('429, 503 while draining, and the error event that ends a stream at shutdow
     assert(chunks.length >= 1, 'chunks before the cut');
     assert(chunks.every((c) => c.choices.every((x) => x.finish_reason === null)), 'no finish_reason on a cut stream');
   } finally {
-    await s.stop();
+    eq((await s.stop()).code, 0, 'exit status');
   }
 });
 
@@ -301,7 +301,7 @@ test('500 and the error events of failed streams', async () => {
                                     'stream with a failed step', { base: s.base, allowErrors: true });
     eq(errors.length, 1, 'one error event');
   } finally {
-    await s.stop();
+    eq((await s.stop()).code, 0, 'exit status');
   }
   const o = await startServer(bin, model, [], { env: { MFASERVE_FAULT: 'srv_sse:2' } });
   try {
@@ -310,7 +310,7 @@ test('500 and the error events of failed streams', async () => {
     eq(errors.length, 1, 'one error event');
     assert(/out of memory/.test(errors[0].error.message), 'the out-of-memory event: ' + JSON.stringify(errors[0]));
   } finally {
-    await o.stop();
+    eq((await o.stop()).code, 0, 'exit status');
   }
 });
 
@@ -373,6 +373,10 @@ test('every deviation is needed by some real body, and every schema was exercise
   const src = vendored.source;
   console.log(`     bodies checked: ${JSON.stringify(counts)}, against openai-openapi ${src.commit.slice(0, 12)} ` +
               `(${src.date}, API ${src.version})`);
+});
+
+test('the server exits cleanly (status 0: under ASan, no leak either)', async () => {
+  eq((await srv.stop()).code, 0, 'exit status');
 });
 
 await run(async () => { await srv.stop(); });
