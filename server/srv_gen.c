@@ -190,7 +190,7 @@ void srv_gen_event(srv_gen *g, const sched_event *ev) {
       r->n_top = ev->index == 0 ? 0 : ev->n_top;
       memcpy(r->top_ids, ev->top_ids, sizeof r->top_ids);
       memcpy(r->top_lps, ev->top_logprobs, sizeof r->top_lps);
-      p->got_plp = 1;
+      p->n_plp++;
     }
     break;
   case SCHED_EV_TOKEN:
@@ -368,7 +368,7 @@ static void chat_logprobs(const srv_gen *g, const srv_tokrec *recs, int n, sb *o
     }
     sb_puts(out, "]}");
   }
-  sb_puts(out, "]}");
+  sb_puts(out, "],\"refusal\":null}"); /* OpenAI's schema requires it: null, as nothing is ever refused */
 }
 
 static void usage_json(const srv_gen *g, sb *out) {
@@ -400,7 +400,7 @@ static void final_body(srv_gen *g, sb *out) {
     if (chat) {
       sb_puts(out, "\"message\":{\"role\":\"assistant\",\"content\":");
       sb_json_str(out, c->text.p ? c->text.p : "", c->text.len);
-      sb_puts(out, "},\"logprobs\":");
+      sb_puts(out, ",\"refusal\":null},\"logprobs\":"); /* required by OpenAI's schema */
       if (g->logprobs >= 0) chat_logprobs(g, c->recs, c->n_recs, out);
       else sb_puts(out, "null");
     } else {
@@ -457,9 +457,13 @@ static void stream_chunks(srv_gen *g) {
   for (int i = 0; i < g->n_prompts * g->n; i++) {
     srv_choice *c = &g->choices[i];
     srv_prompt *p = &g->prompts[c->prompt];
-    if (c->finish && !strcmp(c->finish, "error")) continue;
+    /* a failed or aborted request ends with an error event instead ("error" and
+     * "abort" are no finish_reason of OpenAI's) */
+    if (c->finish && (!strcmp(c->finish, "error") || !strcmp(c->finish, "abort"))) continue;
     if (c->started && c->sent == c->text.len && !c->n_recs && !(g->done && c->finished)) continue;
     if (c->started == 2) continue; /* final chunk sent */
+    /* the echo chunk carries the prompt's logprobs: wait for all of them */
+    if (!c->started && p->plp && p->n_plp < p->n_ids && !(g->done && c->finished)) continue;
     size_t end = c->text.len - holdback(g, c);
     int fin = g->done && c->finished;
     if (fin) end = c->text.len;

@@ -150,7 +150,7 @@ typedef struct srv_prompt {
   int live;     /* submitted, last event not seen */
   int cached_tokens;
   srv_tokrec *plp; /* [n_ids] prompt logprobs (echo + logprobs), or NULL */
-  int got_plp;
+  int n_plp;       /* prompt logprobs received so far (they come with the prefill, maybe over several steps) */
 } srv_prompt;
 
 typedef enum { SRV_KIND_COMPLETION = 0, SRV_KIND_CHAT } srv_kind;
