@@ -100,9 +100,8 @@ static int rule_of(gp *p, size_t at, size_t len) {
   if (len >= sizeof name) return BAD(p, at, "rule name", "%s", "the name is longer than 127 characters"), -1;
   memcpy(name, p->s + at, len);
   name[len] = 0;
-  int r = gb_find_rule(p->b, name);
-  if (r >= 0) return r;
-  r = gb_rule(p->b, name);
+  int r = gb_find_rule(p->b, name), made = r < 0;
+  if (made) r = gb_rule(p->b, name);
   if (r < 0) return -1;
   if (r >= p->cap) {
     int cap = p->cap ? 2 * p->cap : 64;
@@ -113,9 +112,10 @@ static int rule_of(gp *p, size_t at, size_t len) {
     if (df) p->defined = df;
     if (!fu || !df) return p->b->oom = 1, -1;
     memset(p->defined + p->cap, 0, (size_t)(cap - p->cap));
+    for (int k = p->cap; k < cap; k++) p->first_use[k] = 0;
     p->cap = cap;
   }
-  p->first_use[r] = at;
+  if (made) p->first_use[r] = at;
   return r;
 }
 
