@@ -166,6 +166,7 @@ typedef struct srv_gen {
   int64_t created;
   int stream, include_usage, continuous_usage;
   int echo;
+  int tools_on;      /* chat with tools in use: <tool_call> blocks in the output become tool_calls */
   int logprobs;      /* -1: none; completions 0..20, chat top_logprobs 0..20 */
   int return_ids;    /* return_tokens_as_token_ids */
   int include_stop;  /* include_stop_str_in_output */
@@ -325,6 +326,8 @@ void srv_grammar_deinit(srv *s);
  * g->sp.constraint (a reference g owns). 0 or -1 with j->err set. */
 struct cJSON;
 int srv_constraint_parse(srv_job *j, srv_gen *g, const struct cJSON *root);
+int srv_tools_parse(srv_job *j, srv_gen *g, const struct cJSON *root, char **block);
+int srv_tools_split(const char *text, size_t len, sb *content, struct cJSON **calls);
 int srv_constraint_compile(srv_job *j, char kind, const char *src, size_t len, const char *const *choices,
                            const size_t *clens, int nchoices, const gr_tool *tools, int ntools, int parallel,
                            const char *param, gr_index **out);

@@ -364,3 +364,191 @@ out:
   free(cl);
   return rc;
 }
+
+/* ---- tools ---- */
+
+/* Reads tools / tool_choice / parallel_tool_calls. With tools in use, writes
+ * the block the chat template puts before the conversation into *block
+ * (malloc'd) and, for tool_choice "required" or a named function, the
+ * constraint that makes the output calls whose arguments match the
+ * parameters' schema. 0, or -1 with j->err set. */
+int srv_tools_parse(srv_job *j, srv_gen *g, const struct cJSON *root, char **block) {
+  *block = NULL;
+  const cJSON *tools = cJSON_GetObjectItemCaseSensitive(root, "tools");
+  const cJSON *tc = cJSON_GetObjectItemCaseSensitive(root, "tool_choice");
+  const cJSON *ptc = cJSON_GetObjectItemCaseSensitive(root, "parallel_tool_calls");
+  int parallel = 1;
+  if (ptc && !cJSON_IsNull(ptc)) {
+    if (!cJSON_IsBool(ptc)) {
+      srv_error_set(&j->err, SRV_E_INVALID, "parallel_tool_calls", "'parallel_tool_calls' must be a boolean.");
+      return -1;
+    }
+    parallel = cJSON_IsTrue(ptc);
+  }
+  int n = 0;
+  if (tools && !cJSON_IsNull(tools)) {
+    if (!cJSON_IsArray(tools)) {
+      srv_error_set(&j->err, SRV_E_INVALID, "tools", "'tools' must be an array.");
+      return -1;
+    }
+    n = cJSON_GetArraySize(tools);
+    if (n > 128) {
+      srv_error_set(&j->err, SRV_E_INVALID, "tools", "At most 128 tools may be given (%d were).", n);
+      return -1;
+    }
+  }
+  /* tool_choice: none | auto | required | {"type":"function","function":{"name"}} */
+  enum { TC_AUTO, TC_NONE, TC_REQUIRED, TC_NAMED } mode = n ? TC_AUTO : TC_NONE;
+  const char *named = NULL;
+  if (tc && !cJSON_IsNull(tc)) {
+    if (cJSON_IsString(tc)) {
+      if (!strcmp(tc->valuestring, "none")) mode = TC_NONE;
+      else if (!strcmp(tc->valuestring, "auto")) mode = n ? TC_AUTO : TC_NONE;
+      else if (!strcmp(tc->valuestring, "required")) mode = TC_REQUIRED;
+      else {
+        srv_error_set(&j->err, SRV_E_INVALID, "tool_choice", "'tool_choice' must be none, auto, required or a function.");
+        return -1;
+      }
+    } else if (cJSON_IsObject(tc)) {
+      const cJSON *f = cJSON_GetObjectItemCaseSensitive(tc, "function");
+      const cJSON *nm = f ? cJSON_GetObjectItemCaseSensitive(f, "name") : NULL;
+      if (!cJSON_IsString(nm)) {
+        srv_error_set(&j->err, SRV_E_INVALID, "tool_choice",
+                      "'tool_choice' as an object must be {\"type\": \"function\", \"function\": {\"name\": ...}}.");
+        return -1;
+      }
+      mode = TC_NAMED;
+      named = nm->valuestring;
+    } else {
+      srv_error_set(&j->err, SRV_E_INVALID, "tool_choice", "'tool_choice' must be a string or an object.");
+      return -1;
+    }
+    if ((mode == TC_REQUIRED || mode == TC_NAMED) && !n) {
+      srv_error_set(&j->err, SRV_E_INVALID, "tool_choice", "'tool_choice' asks for a tool call but no 'tools' were given.");
+      return -1;
+    }
+  }
+  if (!n || mode == TC_NONE) return 0;
+  gr_tool *gt = calloc((size_t)n, sizeof *gt);
+  char **texts = calloc((size_t)n, sizeof *texts);
+  sb blk = {0};
+  int rc = -1, ng = 0, found = 0;
+  if (!gt || !texts) {
+    srv_error_set(&j->err, SRV_E_INTERNAL, NULL, "out of memory");
+    goto out;
+  }
+  sb_puts(&blk, "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
+                "You are provided with function signatures within <tools></tools> XML tags:\n<tools>");
+  int i = 0;
+  for (const cJSON *t = tools->child; t; t = t->next, i++) {
+    char param[32];
+    snprintf(param, sizeof param, "tools[%d]", i);
+    const cJSON *ty = cJSON_GetObjectItemCaseSensitive(t, "type");
+    const cJSON *f = cJSON_GetObjectItemCaseSensitive(t, "function");
+    const cJSON *nm = f ? cJSON_GetObjectItemCaseSensitive(f, "name") : NULL;
+    const cJSON *pa = f ? cJSON_GetObjectItemCaseSensitive(f, "parameters") : NULL;
+    if (!cJSON_IsObject(t) || !cJSON_IsString(ty) || strcmp(ty->valuestring, "function") || !cJSON_IsObject(f) ||
+        !cJSON_IsString(nm) || !nm->valuestring[0] || (pa && !cJSON_IsNull(pa) && !cJSON_IsObject(pa))) {
+      srv_error_set(&j->err, SRV_E_INVALID, param,
+                    "%s must be {\"type\": \"function\", \"function\": {\"name\": ..., \"parameters\": {...}}}.", param);
+      goto out;
+    }
+    for (int k = 0; k < i; k++)
+      if (!strcmp(gt[k].name, nm->valuestring) && k < ng) {
+        srv_error_set(&j->err, SRV_E_INVALID, param, "Two tools are named '%s'.", nm->valuestring);
+        goto out;
+      }
+    char *fj = cJSON_PrintUnformatted(t);
+    if (fj) {
+      sb_puts(&blk, "\n");
+      sb_puts(&blk, fj);
+      cJSON_free(fj);
+    }
+    gt[i].name = nm->valuestring;
+    if (pa && !cJSON_IsNull(pa)) {
+      texts[i] = cJSON_PrintUnformatted(pa);
+      gt[i].params_json = texts[i];
+      gt[i].params_len = texts[i] ? strlen(texts[i]) : 0;
+    }
+    ng = i + 1;
+    if (named && !strcmp(named, nm->valuestring)) found = i + 1;
+  }
+  sb_puts(&blk, "\n</tools>\n\nFor each function call, return a json object with function name and arguments "
+                "within <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, "
+                "\"arguments\": <args-json-object>}\n</tool_call>");
+  if (named && !found) {
+    srv_error_set(&j->err, SRV_E_INVALID, "tool_choice", "tool_choice names '%s', which is not among the tools.", named);
+    goto out;
+  }
+  if (mode == TC_REQUIRED || mode == TC_NAMED) {
+    if (g->sp.constraint) {
+      srv_error_set(&j->err, SRV_E_INVALID, "tool_choice",
+                    "A required tool call cannot be combined with another structured output constraint.");
+      goto out;
+    }
+    const gr_tool *use = named ? &gt[found - 1] : gt;
+    if (srv_constraint_compile(j, 't', NULL, 0, NULL, NULL, 0, use, named ? 1 : ng, named ? 0 : parallel, "tools",
+                               &g->sp.constraint))
+      goto out;
+  }
+  g->tools_on = 1;
+  if (blk.oom) {
+    srv_error_set(&j->err, SRV_E_INTERNAL, NULL, "out of memory");
+    goto out;
+  }
+  *block = sb_take(&blk);
+  rc = 0;
+out:
+  sb_free(&blk);
+  for (int k = 0; texts && k < n; k++) cJSON_free(texts[k]);
+  free(texts);
+  free(gt);
+  return rc;
+}
+
+/* Splits generated text into content and tool calls: every
+ * <tool_call>{"name": ..., "arguments": {...}}</tool_call> block that parses
+ * becomes a call (arguments re-written compactly); the rest, trimmed, is
+ * content. Returns the number of calls; *calls (a cJSON array of
+ * {"name","arguments"}, or NULL) and *content belong to the caller. */
+int srv_tools_split(const char *text, size_t len, sb *content, struct cJSON **calls) {
+  static const char open[] = "<tool_call>", close[] = "</tool_call>";
+  *calls = NULL;
+  size_t i = 0;
+  int n = 0;
+  while (i < len) {
+    const char *o = memmem(text + i, len - i, open, sizeof open - 1);
+    if (!o) break;
+    const char *body = o + sizeof open - 1;
+    const char *c = memmem(body, (size_t)(text + len - body), close, sizeof close - 1);
+    if (!c) break;
+    cJSON *j = cJSON_ParseWithLength(body, (size_t)(c - body));
+    const cJSON *nm = j ? cJSON_GetObjectItemCaseSensitive(j, "name") : NULL;
+    const cJSON *ar = j ? cJSON_GetObjectItemCaseSensitive(j, "arguments") : NULL;
+    if (cJSON_IsString(nm) && (cJSON_IsObject(ar) || !ar)) {
+      if (!*calls) *calls = cJSON_CreateArray();
+      cJSON *call = cJSON_CreateObject();
+      cJSON_AddStringToObject(call, "name", nm->valuestring);
+      char *a = ar ? cJSON_PrintUnformatted(ar) : NULL;
+      cJSON_AddStringToObject(call, "arguments", a ? a : "{}");
+      cJSON_free(a);
+      cJSON_AddItemToArray(*calls, call);
+      sb_put(content, text + i, (size_t)(o - (text + i)));
+      n++;
+    } else
+      sb_put(content, text + i, (size_t)(c + sizeof close - 1 - (text + i)));
+    cJSON_Delete(j);
+    i = (size_t)(c + sizeof close - 1 - text);
+  }
+  if (i < len) sb_put(content, text + i, len - i);
+  if (n) { /* trim the content around the calls */
+    size_t a = 0, b = content->len;
+    while (a < b && (content->p[a] == ' ' || content->p[a] == '\n' || content->p[a] == '\t')) a++;
+    while (b > a && (content->p[b - 1] == ' ' || content->p[b - 1] == '\n' || content->p[b - 1] == '\t')) b--;
+    if (content->p) {
+      memmove(content->p, content->p + a, b - a);
+      content->len = b - a;
+    }
+  }
+  return n;
+}
