@@ -11,7 +11,7 @@
 static int finish_with(gr_builder *b, gx *body, gr_grammar **out) {
   *out = NULL;
   if (!body) {
-    int rc = b->oom ? MFS_ENOMEM : (b->err && b->err->what[0] == 0 && !b->failed) ? MFS_EINVAL : MFS_EUNSUPPORTED;
+    int rc = b->oom ? MFS_ENOMEM : b->failed ? b->fail_code : MFS_EINVAL;
     if (!b->failed) gb_fail(b, rc, "", "", "the constraint could not be compiled");
     gb_deinit(b);
     return rc;

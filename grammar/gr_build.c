@@ -68,6 +68,7 @@ void gb_deinit(gr_builder *b) {
 int gb_fail(gr_builder *b, int code, const char *where, const char *what, const char *fmt, ...) {
   if (b->failed) return code;
   b->failed = 1;
+  b->fail_code = code;
   if (b->err) {
     snprintf(b->err->where, sizeof b->err->where, "%s", where ? where : "");
     snprintf(b->err->what, sizeof b->err->what, "%s", what ? what : "");

@@ -56,6 +56,7 @@ typedef struct gr_builder {
   int oom;
   gr_error *err;    /* where front ends report (may be NULL) */
   int failed;       /* an error was reported */
+  int fail_code;    /* ... with this MFS_* code */
 } gr_builder;
 
 void gb_init(gr_builder *b, gr_error *err);
