@@ -31,6 +31,8 @@
 #include "gr_int.h"
 
 #define MAX_DEPTH 48
+#define GR_NUM_INT_DIGITS 21
+#define GR_NUM_FRAC_DIGITS 24
 
 /* ---- the JSON grammar ---- */
 typedef struct jprim {
@@ -124,10 +126,12 @@ static void prim_init(jprim *p, gr_builder *b) {
   gb_set(b, rs, gx_seq3(b, gx_lits(b, "\""), gx_star(b, p->chr), gx_lits(b, "\"")));
   p->str = gx_ref(b, rs);
   gx *digit = gx_range(b, '0', '9'), *d19 = gx_range(b, '1', '9');
-  gx *intp = gx_alt2(b, gx_lits(b, "0"), gx_seq2(b, d19, gx_star(b, digit)));
-  gx *frac = gx_opt(b, gx_seq2(b, gx_lits(b, "."), gx_plus(b, digit)));
+  /* digit counts bounded so that a generated number ends: 21 integer and
+   * 24 fraction digits cover every double as JSON.stringify writes it */
+  gx *intp = gx_alt2(b, gx_lits(b, "0"), gx_seq2(b, d19, gx_rep(b, digit, 0, GR_NUM_INT_DIGITS - 1)));
+  gx *frac = gx_opt(b, gx_seq2(b, gx_lits(b, "."), gx_rep(b, digit, 1, GR_NUM_FRAC_DIGITS)));
   uint32_t eE[4] = {'e', 'e', 'E', 'E'}, pm[4] = {'+', '+', '-', '-'};
-  gx *ex = gx_opt(b, gx_seq3(b, gx_chars(b, eE, 2), gx_opt(b, gx_chars(b, pm, 2)), gx_plus(b, digit)));
+  gx *ex = gx_opt(b, gx_seq3(b, gx_chars(b, eE, 2), gx_opt(b, gx_chars(b, pm, 2)), gx_rep(b, digit, 1, 3)));
   gx *k[4] = {gx_opt(b, gx_lits(b, "-")), intp, frac, ex};
   int rn = gb_rule(b, "json_number");
   gb_set(b, rn, gx_seq(b, k, 4));
@@ -529,6 +533,7 @@ typedef struct nstate {
   uint8_t phase; /* 0 start, 1 after '-', 2 int "0", 3 int digits, 4 after '.', 5 frac digits */
   uint8_t neg, nonzero;
   uint16_t len;  /* integer digits read, capped */
+  uint8_t ilen, flen; /* digits read (bounded: see GR_NUM_*_DIGITS) */
   int8_t icmp[NB_MAX]; /* lexicographic compare of the digits so far with the bound's first len digits */
   uint16_t fj[NB_MAX];
   int8_t fcmp[NB_MAX]; /* fraction compare so far */
@@ -614,6 +619,7 @@ static gx *number_bounded(sc *c, const nbound *bs, int nb, int integer) {
           x.phase = 3;
           x.nonzero = 1;
           x.len = 1;
+          x.ilen = 1;
           for (int i = 0; i < nb; i++) x.icmp[i] = (int8_t)(ch < bs[i].ip[0] ? -1 : ch > bs[i].ip[0]);
         } else
           ok = 0;
@@ -621,7 +627,8 @@ static gx *number_bounded(sc *c, const nbound *bs, int nb, int integer) {
       case 2:
       case 3:
         if (ch == '.' && !integer) x.phase = 4;
-        else if (x.phase == 3 && ch >= '0' && ch <= '9') {
+        else if (x.phase == 3 && ch >= '0' && ch <= '9' && x.ilen < GR_NUM_INT_DIGITS) {
+          x.ilen++;
           for (int i = 0; i < nb; i++)
             if (!x.icmp[i] && x.len < strlen(bs[i].ip))
               x.icmp[i] = (int8_t)(ch < bs[i].ip[x.len] ? -1 : ch > bs[i].ip[x.len]);
@@ -631,8 +638,9 @@ static gx *number_bounded(sc *c, const nbound *bs, int nb, int integer) {
         break;
       case 4:
       case 5:
-        if (ch >= '0' && ch <= '9') {
+        if (ch >= '0' && ch <= '9' && x.flen < GR_NUM_FRAC_DIGITS) {
           x.phase = 5;
+          x.flen++;
           if (ch != '0') x.nonzero = 1;
           for (int i = 0; i < nb; i++) {
             size_t fl = strlen(bs[i].fp);
@@ -730,9 +738,9 @@ static gx *number_gx(sc *c, const cJSON *s, int integer, const char *path) {
      * form whose exponent exceeds its fraction digits */
     gx *digit = gx_range(b, '0', '9'), *d19 = gx_range(b, '1', '9');
     gx *plain = gx_seq2(b, gx_opt(b, gx_lits(b, "-")),
-                        gx_alt2(b, gx_lits(b, "0"), gx_seq2(b, d19, gx_star(b, digit))));
+                        gx_alt2(b, gx_lits(b, "0"), gx_seq2(b, d19, gx_rep(b, digit, 0, GR_NUM_INT_DIGITS - 1))));
     uint32_t e2[4] = {'2', '9', 0, 0};
-    gx *big_e = gx_alt2(b, gx_seq2(b, gx_chars(b, e2, 1), digit), gx_seq3(b, d19, digit, gx_plus(b, digit)));
+    gx *big_e = gx_alt2(b, gx_seq2(b, gx_chars(b, e2, 1), digit), gx_seq3(b, d19, digit, gx_rep(b, digit, 0, 1)));
     gx *k[5] = {gx_opt(b, gx_lits(b, "-")), d19, gx_opt(b, gx_seq2(b, gx_lits(b, "."), gx_rep(b, digit, 1, 19))),
                 gx_lits(b, "e+"), big_e};
     return gx_alt2(b, plain, gx_seq(b, k, 5));
