@@ -413,7 +413,7 @@ def check_refs(objs, vllm_series, errs):
     ps = pool.get("spec", {})
     pod = dep["spec"]["template"]
     labels = pod["metadata"].get("labels", {})
-    (srv,) = [c for c in pod["spec"]["containers"] if c["name"] == "mfaserve"] or [None]
+    srv = next((c for c in pod["spec"]["containers"] if c["name"] == "mfaserve"), None)
     need(srv is not None, "mfaserve Deployment has a container named mfaserve")
     if srv is None:
         return
@@ -458,7 +458,7 @@ def check_refs(objs, vllm_series, errs):
         return
     epp = eps[0]
     epod = epp["spec"]["template"]["spec"]
-    (ec,) = epod["containers"][:1] or [None]
+    ec = (epod.get("containers") or [{}])[0]
     eargs = parse_args(ec.get("args", []))
     flag = lambda k: eargs.get(k, EPP_FLAG_DEFAULTS.get(k))  # noqa: E731
     eports = container_ports(epod)
