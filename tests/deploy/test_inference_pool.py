@@ -46,8 +46,10 @@ EPP_RELEASE = "v1.0.0"  # the Inference Extension release of crds/inference-exte
 POOL_GROUP = "inference.networking.k8s.io"
 OBJECTIVE_GROUP = "inference.networking.x-k8s.io"
 
-# The EPP's command-line flags in release v1.0.0 (cmd/epp/runner/runner.go,
-# plus controller-runtime's --zap-* flags): an unknown flag makes the EPP exit.
+# The EPP's command-line flags of the v1.0 line (cmd/epp/runner/runner.go as
+# of the InferencePool v1 API, plus controller-runtime's --zap-* flags; flags
+# added later, e.g. --cache-info-metric, are left out): an unknown flag makes
+# the EPP exit at start-up.
 EPP_FLAGS = {
     "grpc-port", "grpc-health-port", "metrics-port", "enable-pprof", "pool-name", "pool-group",
     "pool-namespace", "v", "secure-serving", "health-checking", "cert-path",
