@@ -18,6 +18,7 @@
  */
 #include "kvevents_int.h"
 
+#include <errno.h>
 #include <msgpack.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -270,8 +271,10 @@ static int publisher_new(kve_publisher **out, const kve_opts *o, int paused, cha
   zmq_setsockopt(p->sock, ZMQ_LINGER, &linger, sizeof linger);
   int bind = wants_bind(o->endpoint);
   if ((bind ? zmq_bind(p->sock, o->endpoint) : zmq_connect(p->sock, o->endpoint)) != 0) {
+    int e = zmq_errno();
     snprintf(err, errlen, "--kv-events-endpoint '%s': cannot %s: %s", o->endpoint, bind ? "bind" : "connect",
-             zmq_strerror(zmq_errno()));
+             zmq_strerror(e));
+    if (e == EADDRINUSE || e == EADDRNOTAVAIL || e == EACCES) rc = MFS_EIO; /* a good endpoint, not now */
     goto fail;
   }
   kve_ent clear = {0, 0, E_CLEARED, 0}; /* sequence 0: a fresh pool */

@@ -42,8 +42,10 @@ typedef struct kve_opts {
 typedef struct kve_publisher kve_publisher;
 
 /* Opens the socket (bind or connect) and starts the publisher thread.
- * Returns 0, MFS_EINVAL (bad options or an endpoint ZMQ rejects, such as a
- * port in use; err says which) or MFS_ENOMEM. *out is set only on success. */
+ * Returns 0, MFS_EINVAL (bad options or an endpoint ZMQ rejects as
+ * malformed), MFS_EIO (a well-formed endpoint that cannot be bound now:
+ * address in use or not available, permission) or MFS_ENOMEM; err says why.
+ * *out is set only on success. */
 int kve_publisher_new(kve_publisher **out, const kve_opts *o, char *err, size_t errlen);
 
 /* Sends what is queued, then a last AllBlocksCleared, waits up to 1 s for

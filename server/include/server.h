@@ -48,9 +48,9 @@ typedef struct srv_opts {
 typedef struct srv srv;
 
 /* Copies the options, binds host:port and opens the KV-event socket if
- * asked. Returns 0, MFS_EINVAL (bad option, or a KV-event endpoint ZMQ
- * rejects; message in err) or MFS_EIO (cannot listen; message in err). On
- * failure nothing is left allocated. */
+ * asked. Returns 0, MFS_EINVAL (bad option, a malformed KV-event endpoint;
+ * message in err) or MFS_EIO (cannot listen, or bind the KV-event endpoint;
+ * message in err). On failure nothing is left allocated. */
 int srv_new(srv **out, const srv_opts *o, char *err, size_t errlen);
 /* The bound port. */
 int srv_port(const srv *s);
