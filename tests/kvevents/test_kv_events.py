@@ -180,11 +180,14 @@ def wait_idle(srv):
 
 def compare(srv, sub, name):
     wait_idle(srv)
-    sub.drain()
-    cache_stats(srv)  # the block snapshot is refreshed when asked: ask, then read
-    time.sleep(0.3)
-    s = cache_stats(srv)
-    pool = {int(h, 16) for h in s["prefix_hashes"]}
+    for _ in range(20):  # a slow (sanitizer) build may still be sending
+        sub.drain()
+        cache_stats(srv)  # the block snapshot is refreshed when asked: ask, then read
+        time.sleep(0.3)
+        s = cache_stats(srv)
+        pool = {int(h, 16) for h in s["prefix_hashes"]}
+        if pool == sub.hashes:
+            break
     b = s["blocks"]
     print("%s: %d blocks (%d cached, %d used, %d indexed), %d distinct prefix hashes; events so far: %d stored, "
           "%d removed; %d preemptions" % (name, b["total"], b["cached"], b["used"], b["indexed"], len(pool),
@@ -262,6 +265,8 @@ with Server(args.bin, extra=["--block-size", str(BS), "--kv-cache-memory", "12K"
           "after SIGTERM: one more batch (%s after %d) ending in AllBlocksCleared" % (sub.seqs[-1], last))
     print("%d batches, %d blocks stored, %d removed, %d cleared" % (len(sub.seqs), sub.stored, sub.removed,
                                                                      sub.cleared))
+    if errors:
+        srv.dump()
 
 if errors:
     fail("%d check(s) failed" % len(errors))
