@@ -113,6 +113,8 @@ struct sched {
   sched_seq_view *snap_seqs;
   int32_t *snap_tables;
   int snap_nseqs, snap_max_table;
+  uint64_t *snap_hashes; /* [blocks_total] distinct indexed hashes */
+  int snap_nhashes;
 };
 
 /* ------------------------------------------------------------- lists */
@@ -649,6 +651,7 @@ static void publish_stats(sched *s, int force_snapshot) {
       memcpy(s->snap_tables + (size_t)n * s->snap_max_table, t, (size_t)nb * sizeof *t);
     }
     s->snap_nseqs = n;
+    s->snap_nhashes = kvc_pool_prefix_hashes(s->kv, s->snap_hashes, (int)s->st.kv.blocks_total);
   }
   pthread_mutex_unlock(&s->snap_mu);
 }
@@ -825,6 +828,14 @@ int sched_cache_snapshot(sched *s, uint8_t *state, uint16_t *refs, int max_block
   return nb;
 }
 
+int sched_cache_hashes(sched *s, uint64_t *out, int max) {
+  pthread_mutex_lock(&s->snap_mu);
+  int n = MFS_MIN(max, s->snap_nhashes);
+  memcpy(out, s->snap_hashes, (size_t)n * sizeof *out);
+  pthread_mutex_unlock(&s->snap_mu);
+  return n;
+}
+
 void sched_free(sched *s) {
   if (!s) return;
   if (s->th_started) {
@@ -863,6 +874,7 @@ void sched_free(sched *s) {
   free(s->snap_refs);
   free(s->snap_seqs);
   free(s->snap_tables);
+  free(s->snap_hashes);
   pthread_mutex_destroy(&s->mu);
   pthread_cond_destroy(&s->cv);
   pthread_mutex_destroy(&s->ev_mu);
@@ -890,6 +902,7 @@ int sched_new(sched **out, const eng_model *m, const sched_opts *o) {
   kvc_geom g;
   eng_model_kv_geom(m, o->block_size, o->kv_dtype, &g);
   if ((rc = kvc_pool_new(&s->kv, &g, o->kv_bytes))) goto fail;
+  kvc_pool_set_event_fn(s->kv, o->kv_event_fn, o->kv_event_u);
   eng_ctx_opts eo = {o->n_threads, o->max_num_batched_tokens, o->max_num_seqs, s->o.max_model_len};
   if ((rc = eng_ctx_new(&s->eng, m, &eo))) goto fail;
   rc = MFS_ENOMEM;
@@ -911,6 +924,8 @@ int sched_new(sched **out, const eng_model *m, const sched_opts *o) {
   s->snap_max_table = (s->o.max_model_len + o->block_size - 1) / o->block_size;
   s->snap_seqs = malloc((size_t)o->max_num_seqs * sizeof *s->snap_seqs);
   s->snap_tables = malloc((size_t)o->max_num_seqs * s->snap_max_table * sizeof *s->snap_tables);
+  s->snap_hashes = malloc((size_t)ks.blocks_total * sizeof *s->snap_hashes);
+  if (!s->snap_hashes) goto fail;
   if (!s->logits || !s->steps || !s->step_seqs || !s->step_row || !s->step_n || !s->step_tokens || !s->suppress || !s->gmask || !s->ring ||
       !s->snap_state || !s->snap_refs || !s->snap_seqs || !s->snap_tables)
     goto fail;

@@ -210,7 +210,8 @@ static enum MHD_Result answer_get(srv *s, srv_conn *cc, const char *url) {
       return queue_error(cc, &e, NULL);
     }
     if (cc->route == SRV_R_CACHE_STATS) {
-      srv_cache_stats_json(s, &b);
+      const char *hv = MHD_lookup_connection_value(cc->mc, MHD_GET_ARGUMENT_KIND, "hashes");
+      srv_cache_stats_json(s, &b, hv && strcmp(hv, "0") && strcmp(hv, "false"));
     } else if (cc->route == SRV_R_MODELS) {
       sb_puts(&b, "{\"object\":\"list\",\"data\":[");
       model_json(s, &b);

@@ -23,6 +23,7 @@
 #include "common.h"
 #include "engine.h"
 #include "grammar.h"
+#include "kvevents.h"
 #include "scheduler.h"
 #include "server.h"
 #include "tokenizer.h"
@@ -271,6 +272,7 @@ struct srv {
   const eng_model_info *info;
   tok_tokenizer *tok;
   sched *sched;
+  kve_publisher *kvev;  /* NULL without --kv-events-endpoint; freed after sched */
   int max_model_len;
   srv_tmpl tmpl;
   int32_t tmpl_stop[4]; /* end-of-turn ids the template adds as stop ids */
@@ -344,7 +346,8 @@ ssize_t srv_gen_read(srv_gen *g, char *buf, size_t max); /* stream content reade
 /* srv_metrics.c */
 void srv_metrics_init(srv *s);
 void srv_metrics_text(srv *s, sb *out);
-void srv_cache_stats_json(srv *s, sb *out);
+/* with_hashes: add "prefix_hashes", the distinct hashes of indexed blocks */
+void srv_cache_stats_json(srv *s, sb *out, int with_hashes);
 
 /* srv_ui.c (generated) */
 extern const unsigned char srv_ui_index[];

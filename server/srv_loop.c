@@ -237,6 +237,8 @@ static void do_load(uv_work_t *w) {
       .event_capacity = 0,
       .notify = notify,
       .notify_u = &s->ev_async,
+      .kv_event_fn = s->kvev ? kve_publisher_on_event : NULL,
+      .kv_event_u = s->kvev,
   };
   rc = sched_new(&s->sched, s->model, &so);
   if (rc) {
@@ -384,6 +386,8 @@ static void close_all(srv *s) {
     sched_free(s->sched);
     s->sched = NULL;
   }
+  kve_publisher_free(s->kvev); /* after the pool: sends what is queued, then AllBlocksCleared */
+  s->kvev = NULL;
   while (s->gens) srv_gen_free(s->gens);
   uv_close((uv_handle_t *)&s->mhd_poll, NULL);
   uv_close((uv_handle_t *)&s->mhd_timer, NULL);
@@ -558,6 +562,14 @@ int srv_new(srv **out, const srv_opts *o, char *err, size_t errlen) {
   }
   const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_BIND_PORT);
   s->port = di ? di->port : o->port;
+  if (o->kv_events_endpoint && *o->kv_events_endpoint) {
+    kve_opts ko = {o->kv_events_endpoint, o->kv_events_topic, o->block_size, o->kv_events_queue, 0};
+    int rc = kve_publisher_new(&s->kvev, &ko, err, errlen);
+    if (rc) {
+      srv_free(s);
+      return rc;
+    }
+  }
   srv_metrics_init(s);
   *out = s;
   return 0;
@@ -602,6 +614,7 @@ void srv_free(srv *s) {
     s->mhd = NULL;
   }
   if (s->sched) sched_free(s->sched);
+  kve_publisher_free(s->kvev);
   while (s->gens) srv_gen_free(s->gens);
   uv_run(&s->loop, UV_RUN_NOWAIT);
   uv_loop_close(&s->loop);

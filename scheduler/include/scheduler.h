@@ -118,6 +118,8 @@ typedef struct sched_opts {
   int event_capacity;         /* events queued for the consumer; 0: default */
   void (*notify)(void *u);    /* called (scheduler thread) after events are queued */
   void *notify_u;
+  kvc_event_fn kv_event_fn;   /* NULL, or the pool's prefix-cache events (scheduler thread; kvcache.h) */
+  void *kv_event_u;
 } sched_opts;
 
 typedef struct sched sched;
@@ -185,5 +187,10 @@ typedef struct sched_seq_view {
 } sched_seq_view;
 int sched_cache_snapshot(sched *s, uint8_t *state, uint16_t *refs, int max_blocks, sched_seq_view *seqs,
                          int max_seqs, int *n_seqs, int32_t *tables, int max_table);
+
+/* Any thread: the distinct hashes of the indexed (prefix-cache) blocks, as
+ * of the snapshot sched_cache_snapshot last returned or a newer one (the
+ * two agree while nothing runs); ascending, up to max. Returns how many. */
+int sched_cache_hashes(sched *s, uint64_t *out, int max);
 
 #endif
