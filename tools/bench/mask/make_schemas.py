@@ -66,14 +66,15 @@ add("user_profile", obj({
      "verified": True},
 ])
 
-# 2. e-commerce order: nested objects, array of objects, enums, number bounds
+# 2. e-commerce order: nested objects, array of objects, enums, number bounds, pattern
 addr = obj({"line1": STR, "line2": {"type": ["string", "null"]}, "city": STR, "postal_code": STR,
             "country": {"type": "string", "enum": ["US", "GB", "DE", "FR", "JP", "BR", "IN"]}})
 add("order", obj({
     "order_id": {"type": "string", "minLength": 8, "maxLength": 32},
     "customer": obj({"id": INT, "name": STR, "email": {"type": "string", "format": "email"}}),
     "items": {"type": "array", "minItems": 1, "items": obj({
-        "sku": STR, "name": STR, "quantity": {"type": "integer", "minimum": 1, "maximum": 999},
+        "sku": {"type": "string", "pattern": "^[A-Z]{2,4}-[A-Z0-9-]+$"}, "name": STR,
+        "quantity": {"type": "integer", "minimum": 1, "maximum": 999},
         "unit_price": {"type": "number", "minimum": 0}})},
     "currency": {"enum": ["USD", "EUR", "GBP", "JPY"]},
     "status": {"enum": ["pending", "paid", "shipped", "delivered", "cancelled"]},
@@ -482,7 +483,7 @@ add("service_config", obj({
      "features": {"tls": False, "http2": False, "compression": "none"}, "env": []},
 ])
 
-# 22. API payload, large flat object with many optional members
+# 22. API payload, large flat object with many optional members, pattern
 add("signup_form", obj({
     "first_name": {"type": "string", "minLength": 1, "maxLength": 50},
     "last_name": {"type": "string", "minLength": 1, "maxLength": 50},
@@ -492,7 +493,7 @@ add("signup_form", obj({
                          "AU", "NZ", "BR", "AR", "ZA", "NG"]},
     "phone": {"type": ["string", "null"], "maxLength": 20},
     "newsletter": BOOL,
-    "referral_code": {"type": "string", "minLength": 6, "maxLength": 6},
+    "referral_code": {"type": "string", "pattern": "^[A-Z0-9]{6}$"},
     "interests": {"type": "array", "items": {"enum": ["music", "sports", "tech", "travel", "food", "art"]},
                   "maxItems": 6},
 }, required=["first_name", "last_name", "email", "country", "newsletter"]), [
