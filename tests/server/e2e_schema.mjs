@@ -240,7 +240,7 @@ test('errors: bodies, parameters, model, route, method, key, size, context', asy
   isError(await call(H, { messages: [] }), 400, 'no messages');
   isError(await call(H, { messages: [{ role: 'wizard', content: 'x' }] }), 400, 'bad role');
   isError(await call(H, { messages: [{ role: 'user', content: 'x' }],
-                          tools: [{ type: 'function', function: { name: 'f' } }] }), 400, 'tools');
+                          tools: [{ type: 'retrieval' }] }), 400, 'tools');
   isError(await call(H, { messages: [{ role: 'user', content: 'x' }], logprobs: 2 }), 400, 'chat logprobs not boolean');
   isError(await call(C, { model: 'other', prompt: 'x' }), 404, 'unknown model');
   isError(await call(H, { model: 'other', messages: msgs }), 404, 'unknown model (chat)');

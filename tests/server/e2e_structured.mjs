@@ -13,6 +13,8 @@ const { default: OpenAI } = await import('openai');
 const { zodResponseFormat, zodFunction } = await import('openai/helpers/zod');
 const { z } = await import('zod');
 const { default: Ajv } = await import('ajv/dist/2020.js');
+const { makeValidator } = await import('./openai_schema.mjs');
+const OAI = makeValidator(); // OpenAI's published response schemas (e2e_schema.mjs explains the copy)
 const { bin, model } = args();
 const srv = await startServer(bin, model, ['--max-model-len', '2048', '--kv-cache-memory', '64M']);
 const client = new OpenAI({ baseURL: srv.base + '/v1', apiKey: 'unused', maxRetries: 0 });
@@ -47,6 +49,21 @@ const Person = z.object({
 const personFormat = zodResponseFormat(Person, 'person');
 const personSchema = personFormat.json_schema.schema;
 
+// every body and chunk also validates against OpenAI's own schema
+async function chat(params) {
+  const r = await client.chat.completions.create(params);
+  if (params.stream) {
+    const chunks = [];
+    for await (const c of r) {
+      OAI.check('CreateChatCompletionStreamResponse', c, 'chat chunk');
+      chunks.push(c);
+    }
+    return chunks;
+  }
+  OAI.check('CreateChatCompletionResponse', r, 'chat');
+  return r;
+}
+
 test('chat.completions.parse with a zod schema: parsed, and valid by ajv, across seeds', async () => {
   for (let seed = 1; seed <= 6; seed++) {
     const r = await client.chat.completions.parse({
@@ -62,7 +79,7 @@ test('chat.completions.parse with a zod schema: parsed, and valid by ajv, across
 });
 
 test('json_schema streamed: the deltas join into a valid value', async () => {
-  const s = await client.chat.completions.create({
+  const s = await chat({
     model: M, messages: [{ role: 'user', content: 'A user:' }], response_format: personFormat,
     max_tokens: 300, temperature: 0.8, seed: 11, stream: true,
   });
@@ -76,7 +93,7 @@ test('json_schema streamed: the deltas join into a valid value', async () => {
 });
 
 test('max_tokens before the value is complete: finish_reason length', async () => {
-  const r = await client.chat.completions.create({
+  const r = await chat({
     model: M, messages: [{ role: 'user', content: 'A user:' }], response_format: personFormat, max_tokens: 4,
     temperature: 0,
   });
@@ -87,7 +104,7 @@ test('max_tokens before the value is complete: finish_reason length', async () =
 });
 
 test('response_format json_object: a JSON object, n=3', async () => {
-  const r = await client.chat.completions.create({
+  const r = await chat({
     model: M, messages: [{ role: 'user', content: 'Config:' }], response_format: { type: 'json_object' },
     max_tokens: 200, temperature: 1.0, seed: 5, n: 3,
   });
@@ -113,7 +130,7 @@ test('completions: structured_outputs.regex, guided_regex, choice, GBNF', async 
   const choices = ['yes', 'no', 'not sure'];
   const c1 = await client.completions.create({ model: M, prompt: 'Is it?', max_tokens: 10, guided_choice: choices });
   assert(choices.includes(c1.choices[0].text), 'choice ' + c1.choices[0].text);
-  const c2 = await client.chat.completions.create({ model: M, messages: [{ role: 'user', content: 'Pick' }],
+  const c2 = await chat({ model: M, messages: [{ role: 'user', content: 'Pick' }],
                                                     max_tokens: 10, structured_outputs: { choice: choices } });
   assert(choices.includes(c2.choices[0].message.content), 'chat choice ' + c2.choices[0].message.content);
   const gbnf = 'root ::= item ("," item){0,2}\nitem ::= [a-z]{1,5} "=" [0-9]{1,3}  # a list\n';
@@ -172,6 +189,9 @@ test('tools: tool_choice required with zodFunction: parsed arguments, valid by a
       model: M, messages: [{ role: 'user', content: 'What is the weather in Paris?' }], tools: [weather, clock],
       tool_choice: 'required', parallel_tool_calls: false, max_tokens: 200, temperature: 1, seed,
     });
+    const raw = await chat({ model: M, messages: [{ role: 'user', content: 'Weather in Paris?' }], tools: [weather, clock],
+                             tool_choice: 'required', parallel_tool_calls: false, max_tokens: 200, temperature: 1, seed });
+    eq(raw.choices[0].message.content, null, 'content null beside the calls');
     const c = r.choices[0];
     eq(c.finish_reason, 'tool_calls', 'finish_reason');
     eq(c.message.tool_calls.length, 1, 'parallel_tool_calls false: one call');
@@ -187,7 +207,7 @@ test('tools: tool_choice required with zodFunction: parsed arguments, valid by a
 });
 
 test('tools: a named function, streamed: delta.tool_calls carries the call', async () => {
-  const s = await client.chat.completions.create({
+  const s = await chat({
     model: M, messages: [{ role: 'user', content: 'Time?' }], tools: [weather, clock],
     tool_choice: { type: 'function', function: { name: 'get_time' } }, max_tokens: 100, stream: true,
   });
@@ -208,7 +228,7 @@ test('tools: a named function, streamed: delta.tool_calls carries the call', asy
 });
 
 test('tools: the result goes back as a tool message; tool_choice errors are 400s', async () => {
-  const r = await client.chat.completions.create({
+  const r = await chat({
     model: M, tools: [weather], max_tokens: 8,
     messages: [{ role: 'user', content: 'Weather in Oslo?' },
                { role: 'assistant', content: null, tool_calls: [{ id: 'call_1', type: 'function',
