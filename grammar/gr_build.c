@@ -771,7 +771,7 @@ int gb_finish(gr_builder *b, int root, gr_grammar **out) {
     rc = MFS_ENOMEM;
     goto out;
   }
-  memcpy(g->cls, L.cls, (size_t)L.n_cls * sizeof *g->cls);
+  if (L.n_cls) memcpy(g->cls, L.cls, (size_t)L.n_cls * sizeof *g->cls);
   g->n_cls = L.n_cls;
   int ai = 0;
   size_t ei = 0;
@@ -780,7 +780,7 @@ int gb_finish(gr_builder *b, int root, gr_grammar **out) {
     for (int j = 0; j < L.rules[r].n_alts; j++) {
       g->alt_start[ai++] = (int32_t)ei;
       const ivec *a = &L.rules[r].alts[j];
-      memcpy(g->elems + ei, a->v, (size_t)a->n * sizeof *a->v);
+      if (a->n) memcpy(g->elems + ei, a->v, (size_t)a->n * sizeof *a->v);
       ei += (size_t)a->n;
       g->elems[ei++] = GR_END;
     }

@@ -543,11 +543,41 @@ typedef struct ndfa {
   nstate *s;
   int n, cap;
   int (*tr)[13]; /* per state: '-', '0'..'9', '.', index -> target or -1 */
+  int32_t *h;    /* open addressing over the states' bytes */
+  size_t hcap;
 } ndfa;
 
+static void nd_free(ndfa *d) {
+  free(d->s);
+  free(d->tr);
+  free(d->h);
+}
+
+static size_t ns_hash(const nstate *x) {
+  const unsigned char *p = (const unsigned char *)x; /* padding is zero: every state descends from a memset one */
+  uint64_t h = 1469598103934665603ull;
+  for (size_t i = 0; i < sizeof *x; i++) h = (h ^ p[i]) * 1099511628211ull;
+  return (size_t)(h ^ (h >> 29));
+}
+
 static int ns_find(ndfa *d, const nstate *x) {
-  for (int i = 0; i < d->n; i++)
-    if (!memcmp(&d->s[i], x, sizeof *x)) return i;
+  if (2 * (size_t)(d->n + 1) > d->hcap) {
+    size_t cap = d->hcap ? 2 * d->hcap : 256;
+    int32_t *h = malloc(cap * sizeof *h);
+    if (!h) return -1;
+    memset(h, 0xff, cap * sizeof *h);
+    for (int i = 0; i < d->n; i++) {
+      size_t j = ns_hash(&d->s[i]) & (cap - 1);
+      while (h[j] >= 0) j = (j + 1) & (cap - 1);
+      h[j] = i;
+    }
+    free(d->h);
+    d->h = h;
+    d->hcap = cap;
+  }
+  size_t j = ns_hash(x) & (d->hcap - 1);
+  for (; d->h[j] >= 0; j = (j + 1) & (d->hcap - 1))
+    if (!memcmp(&d->s[d->h[j]], x, sizeof *x)) return d->h[j];
   if (d->n == d->cap) {
     int cap = d->cap ? 2 * d->cap : 64;
     nstate *s = realloc(d->s, (size_t)cap * sizeof *s);
@@ -560,6 +590,7 @@ static int ns_find(ndfa *d, const nstate *x) {
   }
   d->s[d->n] = *x;
   for (int k = 0; k < 13; k++) d->tr[d->n][k] = -1;
+  d->h[j] = d->n;
   return d->n++;
 }
 
@@ -603,7 +634,7 @@ static gx *number_bounded(sc *c, const nbound *bs, int nb, int integer) {
     if (strlen(bs[i].ip) > maxlen) maxlen = strlen(bs[i].ip);
   for (int si = 0; si < d.n; si++) {
     if (d.n > 20000) {
-      free(d.s), free(d.tr);
+      nd_free(&d);
       return fail(c, MFS_EUNSUPPORTED, "", "minimum", "the numeric bounds are too detailed%s", "");
     }
     for (int k = 0; k < 12; k++) {
@@ -656,7 +687,7 @@ static gx *number_bounded(sc *c, const nbound *bs, int nb, int integer) {
       if (!ok) continue;
       int t = ns_find(&d, &x);
       if (t < 0) {
-        free(d.s), free(d.tr);
+        nd_free(&d);
         return b->oom = 1, NULL;
       }
       d.tr[si][k] = t;
@@ -665,7 +696,7 @@ static gx *number_bounded(sc *c, const nbound *bs, int nb, int integer) {
   /* prune states from which no accepting state is reachable */
   uint8_t *live = calloc((size_t)d.n, 1);
   if (!live) {
-    free(d.s), free(d.tr);
+    nd_free(&d);
     return b->oom = 1, NULL;
   }
   for (int i = 0; i < d.n; i++) live[i] = (uint8_t)accepts(&d.s[i], bs, nb);
@@ -704,8 +735,7 @@ static gx *number_bounded(sc *c, const nbound *bs, int nb, int integer) {
     res = gx_ref(b, base);
   }
   free(live);
-  free(d.s);
-  free(d.tr);
+  nd_free(&d);
   return res;
 }
 
