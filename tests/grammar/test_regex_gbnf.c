@@ -621,6 +621,8 @@ static const pcase PATTERNS[] = {
     {"^.$", "^" ECMA_DOT "$", {"a", "\xc3\xa9"}},
     {"", "", {"", "anything"}},
     {"^$", "^$", {""}},
+    {"^\xf0\x9f\x90\xb2*$", "^\xf0\x9f\x90\xb2*$", {"", "\xf0\x9f\x90\xb2\xf0\x9f\x90\xb2"}},
+    {"^\\\\S+\\\\s\\\\w$", "^[^" ECMA_SPACE "]+[" ECMA_SPACE "]\\w$", {"\xc3\xa9\xc3\xa9\xc2\xa0x", "a\nb"}},
     {"^(\\\\([0-9]{3}\\\\))?[0-9]{3}-[0-9]{4}$", "^(\\([0-9]{3}\\))?[0-9]{3}-[0-9]{4}$", {"555-1212", "(888)555-1212"}},
 };
 
@@ -974,6 +976,15 @@ int main(void) {
   for (size_t i = 0; i < sizeof GBNF_ERRORS / sizeof *GBNF_ERRORS; i++) run_error_case(&GBNF_ERRORS[i], 1);
   for (size_t i = 0; i < sizeof REGEXES / sizeof *REGEXES; i++) run_damaged(REGEXES[i].re, 0, 50);
   for (size_t i = 0; i < sizeof GBNF_CASES / sizeof *GBNF_CASES; i++) run_damaged(GBNF_CASES[i].src, 1, 300);
+  /* a refused `pattern` names the construct and both places */
+  const char *sch = "{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"string\",\"pattern\":\"x(?=a)\"}}}";
+  gr_grammar *gs = NULL;
+  gr_error es;
+  int rcs = gr_compile_json_schema(sch, strlen(sch), 0, &gs, &es);
+  CHECK(rcs == T_EUNSUPPORTED && !strcmp(es.what, "lookahead") && strstr(es.where, "pattern") &&
+            strstr(es.where, "offset 1"),
+        "schema pattern refusal: rc %d what '%s' where '%s'", rcs, es.what, es.where);
+  gr_grammar_unref(gs);
   /* left recursion is refused by the lowering */
   gr_grammar *g = NULL;
   gr_error err;
