@@ -28,6 +28,12 @@
 #define GR_CACHE_BYTES ((size_t)512 << 20)
 #define NX_UNKNOWN (-1)
 #define NX_DEAD (-2)
+#define NX_NOMEM (-3)
+#define NX_TOO_AMBIGUOUS (-4)
+/* Parse stacks one position may hold: a grammar that can read the same text
+ * in more ways than this (nested unbounded-ish repetitions such as
+ * (x{0,1000}){0,1000}) is stopped with MFS_ERANGE instead of stalling. */
+#define GR_MAX_STACKS 4096
 
 /* ---- vocabulary trie ---- */
 struct gr_vocab {
@@ -312,7 +318,7 @@ static int cmp_i32(const void *a, const void *b) {
  * incomplete state; -3 out of memory. */
 static int32_t state_get(gr_index *ix, int32_t *tops, int n, int acc) {
   if (n == 0 && !acc) return NX_DEAD;
-  qsort(tops, (size_t)n, sizeof *tops, cmp_i32);
+  if (n) qsort(tops, (size_t)n, sizeof *tops, cmp_i32);
   int m = 0;
   for (int i = 0; i < n; i++)
     if (!m || tops[m - 1] != tops[i]) tops[m++] = tops[i];
@@ -341,7 +347,7 @@ static int32_t state_get(gr_index *ix, int32_t *tops, int n, int acc) {
   ix->snext[id] = NULL;
   ix->smask[id] = NULL;
   ix->smask_n[id] = 0;
-  memcpy(ix->spool + ix->spool_n, tops, (size_t)n * 4);
+  if (n) memcpy(ix->spool + ix->spool_n, tops, (size_t)n * 4);
   ix->spool_n += (size_t)n;
   ix->shash[j] = id;
   if ((size_t)ix->n_states * 2 > ix->shash_cap && rehash_states(ix, ix->shash_cap * 2)) return -3;
@@ -439,7 +445,8 @@ static int32_t compute_next(gr_index *ix, int32_t s, int byte) {
   if (!nw) return NX_DEAD;
   int acc = 0;
   ix->tops_n = 0;
-  if (expand(ix, nw, &acc)) return -3;
+  if (expand(ix, nw, &acc)) return NX_NOMEM;
+  if (ix->tops_n > GR_MAX_STACKS) return NX_TOO_AMBIGUOUS;
   return state_get(ix, ix->tops, (int)ix->tops_n, acc);
 }
 
@@ -466,7 +473,7 @@ static inline int32_t step(gr_index *ix, int32_t s, int byte) {
     ix->cache_bytes += 256 * sizeof *row;
   }
   int32_t r = compute_next(ix, s, byte);
-  if (r == -3) return r;
+  if (r <= NX_NOMEM) return r;
   ix->snext[s][byte] = r; /* snext may have moved: index again */
   return r;
 }
@@ -568,7 +575,8 @@ int gr_matcher_accept_bytes(gr_matcher *m, const char *s, size_t n) {
   for (size_t i = 0; i < n; i++) {
     if (st < 0) return MFS_EINVAL;
     st = step(m->ix, st, (uint8_t)s[i]);
-    if (st == -3) return MFS_ENOMEM;
+    if (st == NX_NOMEM) return MFS_ENOMEM;
+    if (st == NX_TOO_AMBIGUOUS) return MFS_ERANGE;
     if (st < 0) return MFS_EINVAL;
   }
   m->state = st;
@@ -600,7 +608,8 @@ int gr_matcher_mask(gr_matcher *m, uint32_t *mask) {
   for (int32_t i = 1; i < v->n_nodes;) {
     int32_t ns = step(ix, walk[depth[i] - 1], byte[i]);
     if (ns < 0) {
-      if (ns == -3) return MFS_ENOMEM;
+      if (ns == NX_NOMEM) return MFS_ENOMEM;
+      if (ns == NX_TOO_AMBIGUOUS) return MFS_ERANGE;
       i = end[i];
       continue;
     }

@@ -109,15 +109,18 @@ int gr_matcher_init(gr_matcher *m, gr_index *ix);
 /* Writes the allowed-token mask (bit i of mask[i/32] set: token i may come
  * next; ceil(n_vocab/32) words), EOS ids included exactly when the text so
  * far is a complete match. Returns the number of allowed ids (0: nothing
- * can follow, which a grammar that was not complete cannot reach) or
- * MFS_ENOMEM. */
+ * can follow, which a grammar that was not complete cannot reach),
+ * MFS_ENOMEM, or MFS_ERANGE when the grammar reads the text so far in more
+ * than 4096 ways at once (nested repetitions such as (x{0,1000}){0,1000}):
+ * stopped rather than stalling the caller's thread. */
 int gr_matcher_mask(gr_matcher *m, uint32_t *mask);
 /* Advances by one token (an EOS id is accepted when complete and leaves the
  * state unchanged). 0, or MFS_EINVAL if the token is not allowed (state
  * unchanged), MFS_ENOMEM. */
 int gr_matcher_accept_token(gr_matcher *m, int32_t tok);
 /* Advances by bytes (no vocabulary needed). 0, or MFS_EINVAL at the first
- * byte the grammar rejects (state unchanged). */
+ * byte the grammar rejects (state unchanged), MFS_ENOMEM, MFS_ERANGE (as
+ * for gr_matcher_mask). */
 int gr_matcher_accept_bytes(gr_matcher *m, const char *s, size_t n);
 /* 1 if the text so far is a complete match. */
 int gr_matcher_complete(const gr_matcher *m);
