@@ -21,7 +21,8 @@
  * A token its mask does not allow, an instance the grammar rejects, a
  * missing EOS or an incomplete end is a bug (or a bad instance): each is
  * printed with the schema, instance and position, and the exit status is
- * 1. Exit 2: bad flags or input files. */
+ * 1 (also when a mask call fails: MFS_ENOMEM, MFS_ERANGE). Exit 2: bad flags
+ * or input files. */
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
@@ -95,7 +96,8 @@ typedef struct {
   int32_t eos;
   uint32_t *mask; /* [ceil(V/32)] */
   int bugs;
-  int oom;
+  int oom;    /* out of memory in the tool itself */
+  int failed; /* a mask call failed (message printed) */
 } bench;
 
 static int bit(const uint32_t *m, int32_t t) { return (int)(m[t >> 5] >> (t & 31) & 1); }
@@ -129,10 +131,10 @@ static void walk(bench *b, gr_index *ix, const char *name, int inst, const int32
     int cnt = gr_matcher_mask(&m, b->mask);
     double t1 = mfs_now();
     gr_index_stats_get(ix, &s1);
-    if (cnt < 0) {
-      fprintf(stderr, "mfaserve bench mask: %s instance %d (%s): mask failed: %s\n", name, inst, pass,
-              mfs_strerror(cnt));
-      b->oom = 1;
+    if (cnt < 0) { /* MFS_ENOMEM, or MFS_ERANGE: too many parse stacks at once */
+      fprintf(stderr, "mfaserve bench mask: %s instance %d (%s): gr_matcher_mask at token %zu: %s\n", name, inst,
+              pass, i, mfs_strerror(cnt));
+      b->failed = 1;
       return;
     }
     double us = (t1 - t0) * 1e6;
@@ -388,8 +390,8 @@ int cmd_bench_mask(int argc, char **argv) {
   if (!json)
     printf("bench mask: %s (%d ids, EOS %d), %d schemas, %d instances, %zu tokens, %d rep%s\n", tokdir, V, b.eos, nS,
            n_inst, n_tokens, reps, reps > 1 ? "s" : "");
-  for (int r = 0; r < reps && !b.oom; r++)
-    for (int si = 0; si < nS && !b.oom; si++) {
+  for (int r = 0; r < reps && !b.oom && !b.failed; r++)
+    for (int si = 0; si < nS && !b.oom && !b.failed; si++) {
       sch *s = &S[si];
       gr_grammar *g = NULL;
       gr_error ge;
@@ -437,6 +439,10 @@ int cmd_bench_mask(int argc, char **argv) {
       goto oom;
     }
   if (b.oom) goto oom;
+  if (b.failed) {
+    ret = 1;
+    goto out;
+  }
   if (json) {
     printf("{\"tokenizer\":\"%s\",\"vocab\":%d,\"eos\":%d,\"vocab_build_ms\":%.2f,\"schemas\":%d,\"instances\":%d,"
            "\"tokens\":%zu,\"reps\":%d,",
