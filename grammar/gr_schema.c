@@ -967,7 +967,7 @@ static gx *key_not_in(sc *c, const char *const *names, int n) {
         nx = gb_alloc(b, sizeof *nx);
         knode **kids = gb_alloc(b, (size_t)(cur->n_kids + 1) * sizeof *kids);
         if (!nx || !kids) return NULL;
-        memcpy(kids, cur->kids, (size_t)cur->n_kids * sizeof *kids);
+        if (cur->n_kids) memcpy(kids, cur->kids, (size_t)cur->n_kids * sizeof *kids);
         nx->cp = cp;
         kids[cur->n_kids++] = nx;
         cur->kids = kids;
