@@ -26,6 +26,7 @@
 #include "gr_int.h"
 
 #define GR_CACHE_BYTES ((size_t)512 << 20)
+#define PLAIN_BYTE(c) ((c) >= 0x20 && (c) <= 0x7E && (c) != '"' && (c) != '\\')
 #define NX_UNKNOWN (-1)
 #define NX_DEAD (-2)
 #define NX_NOMEM (-3)
@@ -45,6 +46,9 @@ struct gr_vocab {
   int32_t *tok_off;   /* [n_nodes + 1] tokens ending at node i: toks[tok_off[i] .. tok_off[i+1]) */
   int32_t *toks;
   int max_depth;
+  uint8_t *plain;            /* [n_nodes] 1: every edge of node i's subtree (its own included) is a
+                                printable ASCII byte other than " and \ (PLAIN_BYTE) */
+  uint16_t *height;          /* [n_nodes] depth of node i's subtree (1: a leaf) */
   int32_t *eos;
   int n_eos;
   uint32_t *id_off, *id_len; /* [V] token i's bytes: pool[id_off[i] ..), id_len 0: never allowed */
@@ -96,12 +100,15 @@ int gr_vocab_new(int n_vocab, const char *const *bytes, const uint32_t *lens, co
   v->toks = malloc((size_t)(n ? n : 1) * sizeof *v->toks);
   v->eos = malloc((size_t)(n_eos ? n_eos : 1) * sizeof *v->eos);
   int32_t *path = malloc((size_t)(65536 + 1) * sizeof *path);
+  int32_t *parent = malloc(total * sizeof *parent);
+  v->plain = malloc(total);
+  v->height = calloc(total, sizeof *v->height);
   int32_t *ntok = calloc(total + 1, sizeof *ntok);
   v->id_off = calloc((size_t)n_vocab, sizeof *v->id_off);
   v->id_len = calloc((size_t)n_vocab, sizeof *v->id_len);
   v->pool = malloc(total);
-  if (!v->id_off || !v->id_len || !v->pool || !v->byte || !v->depth || !v->end || !v->tok_off || !v->toks || !v->eos || !path || !ntok) {
-    free(t), free(path), free(ntok);
+  if (!parent || !v->plain || !v->height || !v->id_off || !v->id_len || !v->pool || !v->byte || !v->depth || !v->end || !v->tok_off || !v->toks || !v->eos || !path || !ntok) {
+    free(t), free(path), free(ntok), free(parent);
     gr_vocab_free(v);
     return MFS_ENOMEM;
   }
@@ -135,6 +142,7 @@ int gr_vocab_new(int n_vocab, const char *const *bytes, const uint32_t *lens, co
       int id = nn++;
       v->byte[id] = (uint8_t)c->s[depth];
       v->depth[id] = (uint16_t)(depth + 1);
+      parent[id] = path[depth];
       path[++depth] = id;
     }
     ntok[path[depth]]++;
@@ -166,9 +174,18 @@ int gr_vocab_new(int n_vocab, const char *const *bytes, const uint32_t *lens, co
     v->toks[v->tok_off[node] + ntok[node]++] = c->id;
     prev = c;
   }
+  /* subtree facts, children before parents (DFS order reversed) */
+  memset(v->plain, 1, (size_t)nn);
+  for (int i = nn - 1; i >= 1; i--) {
+    if (!PLAIN_BYTE(v->byte[i])) v->plain[i] = 0;
+    v->plain[parent[i]] &= v->plain[i];
+    if (!v->height[i]) v->height[i] = 1;
+    if (v->height[i] + 1 > v->height[parent[i]]) v->height[parent[i]] = (uint16_t)(v->height[i] + 1);
+  }
   free(t);
   free(path);
   free(ntok);
+  free(parent);
   *out = v;
   return 0;
 }
@@ -184,6 +201,8 @@ void gr_vocab_free(gr_vocab *v) {
   free(v->id_off);
   free(v->id_len);
   free(v->pool);
+  free(v->plain);
+  free(v->height);
   free(v);
 }
 
@@ -221,6 +240,7 @@ struct gr_index {
   int32_t *tops;
   size_t tops_n, tops_cap;
   int32_t *walk;        /* [max_depth + 1] */
+  int32_t *chain;       /* [max_depth + 1] the mask walk's uniform chain (see gr_matcher_mask) */
   size_t cache_bytes;
   gr_index_stats st;
   int oom;
@@ -500,8 +520,9 @@ int gr_index_new(gr_grammar *g, const gr_vocab *v, gr_index **out) {
   ix->seen = malloc(ix->seen_cap * sizeof *ix->seen);
   ix->seen_stamp = calloc(ix->seen_cap, sizeof *ix->seen_stamp);
   ix->walk = malloc((size_t)((v ? v->max_depth : 0) + 2) * sizeof *ix->walk);
+  ix->chain = malloc((size_t)((v ? v->max_depth : 0) + 2) * sizeof *ix->chain);
   if (!ix->npos || !ix->npar || !ix->soff || !ix->slen || !ix->sacc || !ix->snext || !ix->smask || !ix->smask_n ||
-      !ix->seen || !ix->seen_stamp || !ix->walk || rehash_nodes(ix, 2048) || rehash_states(ix, 512)) {
+      !ix->seen || !ix->seen_stamp || !ix->walk || !ix->chain || rehash_nodes(ix, 2048) || rehash_states(ix, 512)) {
     gr_index_unref(ix);
     return MFS_ENOMEM;
   }
@@ -544,7 +565,7 @@ void gr_index_unref(gr_index *ix) {
   free(ix->npos), free(ix->npar), free(ix->nhash);
   free(ix->soff), free(ix->slen), free(ix->sacc), free(ix->snext), free(ix->smask), free(ix->smask_n);
   free(ix->spool), free(ix->shash);
-  free(ix->work), free(ix->seen), free(ix->seen_stamp), free(ix->tops), free(ix->walk);
+  free(ix->work), free(ix->seen), free(ix->seen_stamp), free(ix->tops), free(ix->walk), free(ix->chain);
   gr_grammar_unref(ix->g);
   free(ix);
 }
@@ -605,8 +626,45 @@ int gr_matcher_mask(gr_matcher *m, uint32_t *mask) {
   const uint16_t *depth = v->depth;
   const int32_t *end = v->end, *toff = v->tok_off, *toks = v->toks;
   int count = 0;
+  /* The uniform chain: u0 = s, and u(j+1) the state every plain byte
+   * (PLAIN_BYTE: a JSON string's ordinary characters) leads to from u(j),
+   * as long as they all lead to one state (inside a string, free or counted
+   * by maxLength, they do). A subtree of only plain edges entered on the
+   * chain and ending within it is allowed whole, unwalked: every path in it
+   * walks the chain. */
+  const int max_d = v->max_depth < 24 ? v->max_depth : 24; /* deeper subtrees are entered further down */
+  int32_t *chain = ix->chain;
+  int len = 0;
+  chain[0] = s;
+  while (len < max_d) {
+    int32_t u = chain[len], t = step(ix, u, 'e');
+    if (t == NX_NOMEM) return MFS_ENOMEM;
+    if (t < 0) break;
+    int same = 1;
+    for (int c = 0x20; c <= 0x7E && same; c++) {
+      if (!PLAIN_BYTE(c)) continue;
+      int32_t ns = step(ix, u, c);
+      if (ns == NX_NOMEM) return MFS_ENOMEM;
+      same = ns == t;
+    }
+    if (!same) break;
+    chain[++len] = t;
+  }
+  const uint8_t *plain = v->plain;
+  const uint16_t *height = v->height;
   for (int32_t i = 1; i < v->n_nodes;) {
-    int32_t ns = step(ix, walk[depth[i] - 1], byte[i]);
+    int d = depth[i];
+    int32_t ps = walk[d - 1];
+    if (plain[i] && d + height[i] - 1 <= len && ps == chain[d - 1]) {
+      for (int32_t k = toff[i]; k < toff[end[i]]; k++) {
+        int32_t t = toks[k];
+        mask[t >> 5] |= 1u << (t & 31);
+        count++;
+      }
+      i = end[i];
+      continue;
+    }
+    int32_t ns = step(ix, ps, byte[i]);
     if (ns < 0) {
       if (ns == NX_NOMEM) return MFS_ENOMEM;
       if (ns == NX_TOO_AMBIGUOUS) return MFS_ERANGE;
