@@ -16,11 +16,17 @@
 
 #include "tokenizer.h"
 
-/* string -> int32 map, open addressing; keys point into memory owned elsewhere */
+/* string -> int32 map, open addressing (linear probing, load <= 1/2);
+ * keys point into memory owned elsewhere. A slot holds all a probe reads
+ * but the key's bytes, so a lookup touches one slot's cache line. */
+typedef struct tok_smap_slot {
+  const char *key;
+  uint32_t len;
+  int32_t val; /* -1: empty */
+} tok_smap_slot;
+
 typedef struct tok_smap {
-  const char **keys; /* [cap] */
-  uint32_t *lens;    /* [cap] */
-  int32_t *vals;     /* [cap], -1 empty */
+  tok_smap_slot *slots; /* [cap] */
   size_t cap, n;
 } tok_smap;
 

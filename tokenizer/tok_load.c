@@ -520,15 +520,28 @@ static int read_merges(loader *L, tok_tokenizer *t, const big_members *bm) {
     size_t al, bl;
     int c = tok_json_peek(&j), more = 1;
     if (c == '"') {
+      size_t at = j.i;
       if (tok_json_string(&j, a, sizeof a, &al)) break;
       const char *space = memchr(a, ' ', al < sizeof a ? al : sizeof a);
+      if (!space && al > sizeof a) { /* only partly decoded: is there a space further on? */
+        char *whole = malloc(al);
+        if (!whole) {
+          rc = MFS_ENOMEM;
+          break;
+        }
+        j.i = at;
+        tok_json_string(&j, whole, al, NULL);
+        int spaced = memchr(whole, ' ', al) != NULL;
+        free(whole);
+        if (spaced) continue; /* a half of 4 KiB or more: no such token */
+      }
       if (!space) {
         rc = fail(L, MFS_EFORMAT, "model.merges[%d] \"%.*s\" is not \"a b\"", rank, (int)(al < 60 ? al : 60), a);
         break;
       }
       bl = al - (size_t)(space + 1 - a);
       al = (size_t)(space - a);
-      if (al + 1 + bl > sizeof a) continue; /* only partly decoded: longer than any token */
+      if (al + 1 + bl > sizeof a) continue; /* b only partly decoded: 4 KiB or more */
       bp = space + 1;
     } else if (c == '[') {
       j.i++;
@@ -678,9 +691,9 @@ static int load_model(loader *L, tok_tokenizer *t, const cJSON *model, const cJS
   /* where sentencepiece-style text may be cut (see tok_internal.h) */
   t->meta_split = !t->byte_level && !t->ignore_merges && tok_smap_get(&t->enc, "\xE2\x96\x81", 3) >= 0;
   for (size_t i = 0; t->meta_split && i < t->enc.cap; i++) {
-    if (t->enc.vals[i] < 0) continue;
-    const char *k = t->enc.keys[i];
-    size_t kl = t->enc.lens[i];
+    if (t->enc.slots[i].val < 0) continue;
+    const char *k = t->enc.slots[i].key;
+    size_t kl = t->enc.slots[i].len;
     for (size_t p = 1; p + 3 <= kl && t->meta_split; p++) {
       if (memcmp(k + p, "\xE2\x96\x81", 3)) continue;
       size_t q = p - 1;
