@@ -16,7 +16,7 @@
 
 #include "tokenizer.h"
 
-/* string -> int32 map, open addressing (linear probing, load <= 1/2);
+/* string -> int32 map, open addressing (linear probing, load <= 2/3);
  * keys point into memory owned elsewhere. A slot holds all a probe reads
  * but the key's bytes, so a lookup touches one slot's cache line. */
 typedef struct tok_smap_slot {

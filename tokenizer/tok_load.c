@@ -8,6 +8,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 #include "common.h"
 #include "tok_internal.h"
@@ -69,6 +73,40 @@ static int read_file(const char *path, char **buf, size_t *len) {
   *buf = b;
   *len = n;
   return 0;
+}
+
+/* tokenizer.json's text: mapped read-only when it is a regular file (no
+ * copy, no zeroed pages: a 10 MB file costs neither), else read. */
+typedef struct file_text {
+  char *p;
+  size_t len;
+  int mapped;
+} file_text;
+
+static int text_open(const char *path, file_text *ft) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  struct stat st;
+  ft->mapped = 0;
+  if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0) {
+    void *m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (m != MAP_FAILED) {
+      close(fd);
+      madvise(m, (size_t)st.st_size, MADV_SEQUENTIAL);
+      ft->p = m;
+      ft->len = (size_t)st.st_size;
+      ft->mapped = 1;
+      return 0;
+    }
+  }
+  if (fd >= 0) close(fd);
+  return read_file(path, &ft->p, &ft->len);
+}
+
+static void text_close(file_text *ft) {
+  if (!ft->p) return;
+  if (ft->mapped) munmap(ft->p, ft->len);
+  else free(ft->p);
+  ft->p = NULL;
 }
 
 /* ---- GPT-2 byte <-> char table ---- */
@@ -841,20 +879,19 @@ int tok_new_files(const char *tokenizer_json, const char *config_json, tok_token
   if (!out || !tokenizer_json) return MFS_EINVAL;
   *out = NULL;
   bytelevel_table();
-  char *buf;
-  size_t len;
-  int rc = read_file(tokenizer_json, &buf, &len);
+  file_text ft = {NULL, 0, 0};
+  int rc = text_open(tokenizer_json, &ft);
   if (rc) return fail(&L, rc, "cannot read: %s", rc == MFS_EIO ? "no such file or unreadable" : mfs_strerror(rc));
-  big_members bm = {buf, {0, 0}, {0, 0}};
+  big_members bm = {ft.p, {0, 0}, {0, 0}};
   cJSON *j = NULL;
-  if ((rc = parse_file(&L, buf, len, &bm, &j))) {
-    free(buf);
+  if ((rc = parse_file(&L, ft.p, ft.len, &bm, &j))) {
+    text_close(&ft);
     return rc;
   }
   tok_tokenizer *t = calloc(1, sizeof *t);
   if (!t) {
     cJSON_Delete(j);
-    free(buf);
+    text_close(&ft);
     return MFS_ENOMEM;
   }
   t->bos = t->eos = t->unk_id = -1;
@@ -877,8 +914,7 @@ int tok_new_files(const char *tokenizer_json, const char *config_json, tok_token
   if (!is_null(norm) && (rc = add_norm(&L, t, norm))) goto out;
   if (!is_null(pre) && (rc = add_pre(&L, t, pre))) goto out;
   rc = load_model(&L, t, model, is_null(added) ? NULL : added, &bm);
-  free(buf); /* nothing points into it */
-  buf = NULL;
+  text_close(&ft); /* nothing points into it */
   if (rc) goto out;
   if ((rc = index_added(t))) goto out;
   if (is_null(dec)) t->dec_join_space = 1;
@@ -896,7 +932,7 @@ int tok_new_files(const char *tokenizer_json, const char *config_json, tok_token
   rc = 0;
 out:
   cJSON_Delete(j);
-  free(buf);
+  text_close(&ft);
   if (rc) {
     if (rc == MFS_ENOMEM && err && errlen && !err[0]) fail(&L, rc, "out of memory");
     tok_free(t);

@@ -21,7 +21,7 @@ static size_t pow2_at_least(size_t n) {
 
 int tok_smap_init(tok_smap *m, size_t n) {
   memset(m, 0, sizeof *m);
-  m->cap = pow2_at_least(n * 2 + 1);
+  m->cap = pow2_at_least(n + n / 2 + 1);
   m->slots = malloc(m->cap * sizeof *m->slots);
   if (!m->slots) return MFS_ENOMEM;
   for (size_t i = 0; i < m->cap; i++) m->slots[i] = (tok_smap_slot){NULL, 0, -1};
@@ -65,7 +65,7 @@ static uint64_t mix64(uint64_t x) {
 
 int tok_mmap_init(tok_mmap *m, size_t n) {
   m->n = 0;
-  m->cap = pow2_at_least(n * 2 + 1);
+  m->cap = pow2_at_least(n + n / 2 + 1);
   m->slots = malloc(m->cap * sizeof *m->slots);
   if (!m->slots) return MFS_ENOMEM;
   for (size_t i = 0; i < m->cap; i++) m->slots[i].key = UINT64_MAX;
