@@ -185,6 +185,29 @@ test('an early 413 reaches a client still sending a 96 MiB body (lingering close
   eq((await fetch(B + '/health')).status, 200, 'serves afterwards');
 });
 
+test('a lingering close ends 5 s after the client last sent a byte', async () => {
+  const sock = net.connect({ port: srv.port, host: '127.0.0.1', allowHalfOpen: true });
+  let text = '', error = null;
+  sock.on('data', (d) => { text += d.toString('latin1'); });
+  sock.on('error', (e) => { error = error || e; });
+  await new Promise((r) => sock.once('connect', r));
+  const piece = Buffer.alloc(1 << 16, 0x61);
+  sock.write(`POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: ${64 << 20}\r\n\r\n`);
+  sock.write(piece);
+  await sleep(1000);
+  eq((parseResponse(text) || {}).status, 413, 'the 413 arrived: ' + JSON.stringify(text.slice(0, 80)));
+  sock.write(piece); // still lingering: read and thrown away
+  await sleep(1000);
+  eq(error, null, 'no reset while lingering');
+  await sleep(5500); // past SRV_LINGER_IDLE since the last byte: the server has closed the socket
+  sock.write(piece);
+  await sleep(500);
+  sock.write(piece);
+  await sleep(500);
+  assert(error && /ECONNRESET|EPIPE/.test(error.code), 'reset once the linger ended: ' + (error && error.code));
+  sock.destroy();
+});
+
 test('requests that are not HTTP: 400 before the close where microhttpd 0.9.75 can tell, never a hang', async () => {
   const bad = [
     ['no HTTP version', 'GET /\r\n\r\n'],
