@@ -255,6 +255,7 @@ int tok_json_find_model(const char *s, size_t n, tok_json_span *vocab, tok_json_
   *vocab = *merges = (tok_json_span){0, 0};
   int first = 1, r, seen_model = 0;
   char buf[8];
+  if (n >= 3 && !memcmp(s, "\xEF\xBB\xBF", 3)) j->i = 3; /* a UTF-8 BOM, which cJSON skips too */
   if (tok_json_peek(j) != '{') return 0; /* not an object: cJSON says what it is */
   j->i++;
   while ((r = tok_json_next(j, '}', &first)) > 0) {
