@@ -343,6 +343,10 @@ enum MHD_Result srv_http_access(void *cls, struct MHD_Connection *mc, const char
     if (e.kind) {
       cc->started = 1;
       srv_sock_received(mc);
+      const char *cl = MHD_lookup_connection_value(mc, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+      if ((cl && strtoull(cl, NULL, 10) > 0) ||
+          MHD_lookup_connection_value(mc, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING))
+        srv_sock_linger(mc); /* MHD closes without reading the body: read it out first */
       return queue_error(cc, &e, allow);
     }
     return MHD_YES;

@@ -36,6 +36,14 @@
 #define SRV_RECEIVE_DEADLINE 30 /* s, default of --receive-timeout: a request's headers and body must all
                                    arrive within this of the connection starting to wait for it, however
                                    slowly bytes trickle */
+/* Lingering close (srv_loop.c): after an answer that left input unread, the
+ * rest is read and thrown away until the client closes, at most this long in
+ * all / this long without a byte / this many bytes, for this many sockets at
+ * once (nginx: lingering_time 30 s, lingering_timeout 5 s). */
+#define SRV_LINGER_TIME 30
+#define SRV_LINGER_IDLE 5
+#define SRV_LINGER_BYTES (256ull << 20)
+#define SRV_LINGER_MAX 64
 
 /* One open socket, for the receive deadline (MHD's timeouts count only
  * inactivity). Allocated when MHD reports the connection, freed when it
@@ -44,9 +52,21 @@ typedef struct srv_sock {
   int fd;
   int waiting;   /* between requests, or receiving one: the deadline runs */
   int killed;
+  int linger;    /* answered before its body was read: linger when it closes */
   double t_wait; /* mfs_now() when it started waiting */
   struct srv_sock *next, *prev;
 } srv_sock;
+
+/* A closed connection's socket kept open to read and discard what its
+ * client still sends (lingering close); fd is a dup() of MHD's. */
+typedef struct srv_linger {
+  uv_poll_t poll;
+  struct srv *s;
+  int fd;
+  uint64_t bytes;
+  double t_start, t_last;
+  struct srv_linger *next, *prev;
+} srv_linger;
 
 /* ---- growable byte buffer ---- */
 typedef struct sb {
@@ -257,6 +277,9 @@ struct srv {
   srv_sock *socks;            /* open sockets (receive deadline, idle eviction) */
   int n_socks;                /* connections MHD reported open */
   long long n_evicted;        /* idle connections closed near the connection limit */
+  srv_linger *lingers;        /* sockets in a lingering close */
+  int n_lingers, linger_on;   /* linger_on: linger_timer exists (srv_run until close_all) */
+  uv_timer_t linger_timer;    /* enforces SRV_LINGER_TIME / SRV_LINGER_IDLE while any linger */
   double t_evict_log;
   double t_deadline_check;
   uv_async_t ev_async;
@@ -307,6 +330,9 @@ void srv_check_drained(srv *s);      /* while draining: stop once nothing runs *
  * answered (the connection waits for the next one: the deadline restarts). */
 void srv_sock_received(struct MHD_Connection *mc);
 void srv_sock_waiting(struct MHD_Connection *mc);
+/* mc was answered before its request body was read: when MHD closes it,
+ * the rest of the body is read and discarded first (lingering close). */
+void srv_sock_linger(struct MHD_Connection *mc);
 
 /* srv_http.c */
 enum MHD_Result srv_http_access(void *cls, struct MHD_Connection *mc, const char *url,
