@@ -58,6 +58,7 @@ int cli_quant_apply(const char *type);
 int cmd_generate(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int bench_serve_main(int argc, char **argv); /* bench_serve.c: `mfaserve bench serve` */
+int cmd_bench_mask(int argc, char **argv);   /* cmd_bench_mask.c: `mfaserve bench mask` */
 int cmd_logits(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_serve(int argc, char **argv);

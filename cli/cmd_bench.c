@@ -320,10 +320,11 @@ int cmd_bench(int argc, char **argv) {
   if (argc >= 2 && !strcmp(argv[1], "batch")) return bench_batch(argc - 1, argv + 1);
   if (argc >= 2 && !strcmp(argv[1], "engine")) return bench_engine(argc - 1, argv + 1);
   if (argc >= 2 && !strcmp(argv[1], "serve")) return bench_serve_main(argc - 1, argv + 1);
+  if (argc >= 2 && !strcmp(argv[1], "mask")) return cmd_bench_mask(argc - 1, argv + 1);
   if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
-    printf("usage: mfaserve bench engine|batch [flags]   (mfaserve bench engine --help)\n");
+    printf("usage: mfaserve bench engine|batch|serve|mask [flags]   (mfaserve bench engine --help)\n");
     return 0;
   }
-  fprintf(stderr, "usage: mfaserve bench engine|batch [flags]\n");
+  fprintf(stderr, "usage: mfaserve bench engine|batch|serve|mask [flags]\n");
   return 2;
 }

@@ -51,6 +51,8 @@ int cmd_serve(int argc, char **argv) {
   int max_connections = 1000;
   double receive_timeout = 30;
   double shutdown_timeout = 30;
+  const char *kv_events_endpoint = NULL, *kv_events_topic = "";
+  int kv_events_queue = 65536;
   cli_flag flags[] = {
       {"model", "MFASERVE_MODEL", CLI_STR, &model, "model directory (config.json, safetensors, tokenizer.json)"},
       {"host", "MFASERVE_HOST", CLI_STR, &host, "address to listen on (numeric IPv4 or IPv6)"},
@@ -82,6 +84,13 @@ int cmd_serve(int argc, char **argv) {
       {"metrics-compat", "MFASERVE_METRICS_COMPAT", CLI_STR, &metrics_compat,
        "vllm: /metrics also under vLLM's names (vllm:..., what routers such as the Gateway API Inference "
        "Extension read); none: mfaserve: names only"},
+      {"kv-events-endpoint", "MFASERVE_KV_EVENTS_ENDPOINT", CLI_STR, &kv_events_endpoint,
+       "publish KV-cache block stored/removed events in vLLM's format (ZMQ PUB, msgpack) for llm-d's prefix-aware "
+       "routing: host * binds (tcp:" "//*:5557), another host is connected to (docs/kv-events.md); off when unset"},
+      {"kv-events-topic", "MFASERVE_KV_EVENTS_TOPIC", CLI_STR, &kv_events_topic,
+       "first frame of every KV-event message (llm-d reads kv@POD@MODEL)"},
+      {"kv-events-queue", "MFASERVE_KV_EVENTS_QUEUE", CLI_INT, &kv_events_queue,
+       "KV events waiting for the publisher thread at most; beyond them events are dropped and counted"},
       CLI_ISA_FLAG(isa),
       CLI_MMAP_FLAG(use_mmap),
       CLI_QUANT_FLAG(quant),
@@ -110,6 +119,10 @@ int cmd_serve(int argc, char **argv) {
   kvc_dtype kv_dt;
   if (cli_parse_kv_dtype(kv_dtype, &kv_dt)) {
     fprintf(stderr, "mfaserve serve: --kv-cache-dtype '%s': expected f16, f32 or int8\n", kv_dtype);
+    return 2;
+  }
+  if (kv_events_queue < 2) {
+    fprintf(stderr, "mfaserve serve: --kv-events-queue must be >= 2\n");
     return 2;
   }
   if (max_num_seqs < 1 || max_batched < 1 || max_queued < 0 || block_size < 1 || max_model_len < 0) {
@@ -142,6 +155,9 @@ int cmd_serve(int argc, char **argv) {
       .shutdown_timeout = shutdown_timeout,
       .chat_template = chat_template,
       .metrics_vllm = metrics_vllm,
+      .kv_events_endpoint = kv_events_endpoint,
+      .kv_events_topic = kv_events_topic,
+      .kv_events_queue = kv_events_queue,
   };
   srv *s;
   char err[512];

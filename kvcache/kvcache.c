@@ -24,6 +24,10 @@
  * pad it to 1088 and take back the bytes the per-head scale saves). A "non-empty" sequence
  * for kvc_seq_match_prefix is one with any table entry, even if len is 0.
  *
+ * Events (kvc_pool_set_event_fn): index_insert announces STORED when no
+ * other indexed block has the hash yet, index_remove REMOVED when the last
+ * one leaves, so a subscriber's replayed set is the distinct indexed hashes.
+ *
  * The invariants are listed in kvcache_int.h; kvc_pool_check verifies them.
  * Only kvc_pool_new, kvc_seq_new/fork, a growing block table and the
  * test-only kvc_pool_check allocate.
@@ -99,6 +103,11 @@ uint64_t kvc_hash_tokens(uint64_t parent_hash, const int32_t *tokens, int n) {
 
 void kvc_pool_set_hash_fn(kvc_pool *p, kvc_hash_fn fn) { p->hash_fn = fn ? fn : kvc_hash_tokens; }
 
+void kvc_pool_set_event_fn(kvc_pool *p, kvc_event_fn fn, void *ctx) {
+  p->event_fn = fn;
+  p->event_ctx = fn ? ctx : NULL;
+}
+
 /* ---- lists ------------------------------------------------------------- */
 
 static void list_push_tail(kvc_pool *p, kvc_list *l, int32_t b) {
@@ -155,12 +164,27 @@ static int32_t index_find(const kvc_pool *p, uint64_t hash, uint64_t parent_hash
   }
 }
 
+/* Is any indexed block's hash this one? (Same-hash blocks share a home
+ * slot, so they all lie on its probe run.) */
+static int hash_indexed(const kvc_pool *p, uint64_t hash) {
+  for (uint64_t i = hash & p->index_mask; p->index[i] != KVC_NIL; i = (i + 1) & p->index_mask)
+    if (p->blocks[p->index[i]].hash == hash) return 1;
+  return 0;
+}
+
 static void index_insert(kvc_pool *p, int32_t b) {
-  uint64_t i = p->blocks[b].hash & p->index_mask;
+  kvc_block *bl = &p->blocks[b];
+  int announce = p->event_fn && !hash_indexed(p, bl->hash);
+  uint64_t i = bl->hash & p->index_mask;
   while (p->index[i] != KVC_NIL) i = (i + 1) & p->index_mask;
   p->index[i] = b;
-  p->blocks[b].indexed = 1;
+  bl->indexed = 1;
   p->n_indexed++;
+  if (announce) {
+    kvc_event ev = {KVC_EV_STORED, bl->hash, bl->parent_hash, bl->parent != KVC_NIL, block_tokens(p, b),
+                    p->g.block_size};
+    p->event_fn(p->event_ctx, &ev);
+  }
 }
 
 static void index_remove(kvc_pool *p, int32_t b) {
@@ -179,6 +203,10 @@ static void index_remove(kvc_pool *p, int32_t b) {
   p->index[i] = KVC_NIL;
   p->blocks[b].indexed = 0;
   p->n_indexed--;
+  if (p->event_fn && !hash_indexed(p, p->blocks[b].hash)) {
+    kvc_event ev = {KVC_EV_REMOVED, p->blocks[b].hash, 0, 0, NULL, 0};
+    p->event_fn(p->event_ctx, &ev);
+  }
 }
 
 /* ---- block acquire / release ------------------------------------------ */
@@ -280,6 +308,7 @@ void kvc_pool_stats(const kvc_pool *p, kvc_stats *out) {
   out->prefix_queries_tokens = p->prefix_queries_tokens;
   out->prefix_hits_tokens = p->prefix_hits_tokens;
   out->n_seqs = p->n_seqs;
+  out->blocks_indexed = p->n_indexed;
 }
 
 void *kvc_block_k(const kvc_pool *p, int32_t block, int layer) {
@@ -630,6 +659,22 @@ int kvc_pool_block_states(const kvc_pool *p, uint8_t *state, uint16_t *refs, int
     refs[i] = (uint16_t)(b->ref > 65535 ? 65535 : b->ref);
   }
   return n;
+}
+
+static int cmp_u64(const void *a, const void *b) {
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+int kvc_pool_prefix_hashes(const kvc_pool *p, uint64_t *out, int max) {
+  int n = 0;
+  for (uint64_t i = 0; i <= p->index_mask && n < max; i++)
+    if (p->index[i] != KVC_NIL) out[n++] = p->blocks[p->index[i]].hash;
+  qsort(out, (size_t)n, sizeof *out, cmp_u64);
+  int k = 0;
+  for (int i = 0; i < n; i++)
+    if (k == 0 || out[i] != out[k - 1]) out[k++] = out[i];
+  return k;
 }
 
 const char *kvc_dtype_name(kvc_dtype d) {

@@ -35,7 +35,6 @@
 /* A sequence's canonical chain is broken: its parent was evicted (see
  * kvc_seq.canon_id). */
 #define KVC_BROKEN (-2)
-#define KVC_HASH_SEED 0x6d66617365727665ull /* parent_hash of a first block */
 
 typedef uint64_t (*kvc_hash_fn)(uint64_t parent_hash, const int32_t *tokens, int n);
 
@@ -94,6 +93,8 @@ struct kvc_pool {
   int64_t prefix_queries_tokens;
   int64_t prefix_hits_tokens;
   kvc_hash_fn hash_fn;
+  kvc_event_fn event_fn; /* NULL: none */
+  void *event_ctx;
 };
 
 /* Tests only: replaces the block hash (e.g. with a weak one to force

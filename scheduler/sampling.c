@@ -72,7 +72,7 @@ int32_t smp_sample(smp_scratch *s, const smp_input *in, uint64_t *rng) {
    * as they are, no copy */
   if ((p->temperature <= 0 || p->top_k == 1) && !p->n_bias && !in->n_suppress &&
       (p->repetition_penalty <= 0 || p->repetition_penalty == 1.0f) && p->presence_penalty == 0 &&
-      p->frequency_penalty == 0)
+      p->frequency_penalty == 0 && !in->allow)
     return argmax_first(in->logits, V);
   float *w = s->work;
   memcpy(w, in->logits, (size_t)V * sizeof *w);
@@ -111,6 +111,16 @@ int32_t smp_sample(smp_scratch *s, const smp_input *in, uint64_t *rng) {
   }
   for (int i = 0; i < in->n_suppress; i++)
     if (in->suppress[i] >= 0 && in->suppress[i] < V) w[in->suppress[i]] = -INFINITY;
+  if (in->allow) {
+    int first = -1;
+    for (int i = 0; i < V; i++)
+      if (!(in->allow[i >> 5] >> (i & 31) & 1)) w[i] = -INFINITY;
+      else if (first < 0) first = i;
+    /* every allowed id at -inf or NaN (a bias of -inf, broken logits): the
+     * constraint still holds */
+    int b = argmax_first(w, V);
+    if (first >= 0 && !(in->allow[b >> 5] >> (b & 31) & 1)) return first;
+  }
   int best = argmax_first(w, V);
   if (p->temperature <= 0 || p->top_k == 1) return best;
   /* probabilities at temperature */

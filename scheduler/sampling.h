@@ -31,6 +31,8 @@ typedef struct smp_input {
   int n_output;
   const int32_t *suppress;    /* ids forced to -inf (min_tokens: EOS and stop ids) */
   int n_suppress;
+  const uint32_t *allow;      /* NULL, or a bit per id (bit i%32 of word i/32): only set ids may be
+                                 chosen (structured outputs); at least one must be set */
 } smp_input;
 
 /* splitmix64: one draw per sampled token, so a seeded sequence's output

@@ -38,6 +38,7 @@ typedef struct sseq {
   uint64_t rng;
   uint64_t admit_order;     /* larger = admitted later (preemption victim) */
   int running;
+  gr_matcher gm;            /* structured output: where the text so far stands (gm.ix NULL: none) */
 } sseq;
 
 struct sreq {
@@ -92,6 +93,7 @@ struct sched {
   int *step_n;         /* tokens of each step's sequence */
   int32_t *step_tokens;
   int32_t *suppress;
+  uint32_t *gmask;     /* [ceil(V/32)] the constrained sequence's allowed ids */
 
   /* events */
   pthread_mutex_t ev_mu;
@@ -111,6 +113,8 @@ struct sched {
   sched_seq_view *snap_seqs;
   int32_t *snap_tables;
   int snap_nseqs, snap_max_table;
+  uint64_t *snap_hashes; /* [blocks_total] distinct indexed hashes */
+  int snap_nhashes;
 };
 
 /* ------------------------------------------------------------- lists */
@@ -217,6 +221,7 @@ static void req_free(sreq *r) {
       }
   free(r->seqs);
   free(r->prompt);
+  gr_index_unref(r->p.constraint);
   free(r);
 }
 
@@ -322,6 +327,7 @@ int sched_request_submit(sched *s, const sched_request_params *p, uint64_t *id) 
   sreq *r = calloc(1, sizeof *r);
   if (!r) return MFS_ENOMEM;
   r->p = *p;
+  gr_index_ref(r->p.constraint);
   r->prompt = malloc((size_t)p->n_prompt * sizeof *r->prompt);
   r->seqs = calloc((size_t)p->n, sizeof *r->seqs);
   sseq *q = calloc(1, sizeof *q);
@@ -509,17 +515,47 @@ static int is_stop_token(const sched *s, const sreq *r, int32_t t) {
 
 /* Samples the next token of q from logits, emits it, and finishes q when a
  * stop condition holds. */
+static int is_eos(const sched *s, int32_t t) {
+  for (int i = 0; i < s->info->n_eos; i++)
+    if (t == s->info->eos_ids[i]) return 1;
+  return 0;
+}
+
 static void sample_and_emit(sched *s, sseq *q, const float *logits) {
   sreq *r = q->r;
   int ns = 0;
-  if (q->n_out < r->p.min_tokens) {
+  const uint32_t *allow = NULL;
+  if (r->p.constraint) { /* structured output: only what keeps the text matching */
+    if (!q->gm.ix) gr_matcher_init(&q->gm, r->p.constraint);
+    int n = gr_matcher_mask(&q->gm, s->gmask);
+    if (n < 0) {
+      seq_finish(s, q, SCHED_FINISH_ERROR, n);
+      return;
+    }
+    if (n == 0) { /* complete with no EOS id to say so, or (a grammar bug) stuck */
+      seq_finish(s, q, gr_matcher_complete(&q->gm) ? SCHED_FINISH_STOP : SCHED_FINISH_ERROR,
+                 gr_matcher_complete(&q->gm) ? 0 : MFS_ESTATE);
+      return;
+    }
+    allow = s->gmask;
+  }
+  if (q->n_out < r->p.min_tokens && !(allow && gr_matcher_complete(&q->gm))) {
     if (!r->p.ignore_eos)
       for (int i = 0; i < s->info->n_eos; i++) s->suppress[ns++] = s->info->eos_ids[i];
     for (int i = 0; i < r->p.n_stop_ids; i++) s->suppress[ns++] = r->p.stop_ids[i];
   }
   smp_input in = {logits, &r->p.sampling, r->prompt, r->p.n_prompt, q->toks + r->p.n_prompt, q->n_out,
-                  s->suppress, ns};
+                  s->suppress, ns, allow};
   int32_t tok = smp_sample(&s->smp, &in, &q->rng);
+  int done_grammar = 0;
+  if (allow) {
+    if (is_eos(s, tok)) done_grammar = 1; /* allowed only where the text is complete */
+    else if (gr_matcher_accept_token(&q->gm, tok)) {
+      seq_finish(s, q, SCHED_FINISH_ERROR, MFS_ESTATE);
+      return;
+    } else if (gr_matcher_finished(&q->gm))
+      done_grammar = 1; /* complete, and nothing may follow: no need to wait for EOS */
+  }
   if (seq_push_token(q, tok)) {
     seq_finish(s, q, SCHED_FINISH_ERROR, MFS_ENOMEM);
     return;
@@ -528,7 +564,7 @@ static void sample_and_emit(sched *s, sseq *q, const float *logits) {
   if (!r->t_first_token) r->t_first_token = mfs_now();
   s->ctr.generation_tokens_total++;
   emit_token(s, q, tok, logits);
-  if (is_stop_token(s, r, tok)) seq_finish(s, q, SCHED_FINISH_STOP, 0);
+  if (done_grammar || is_stop_token(s, r, tok)) seq_finish(s, q, SCHED_FINISH_STOP, 0);
   else if (q->n_out >= r->p.max_tokens || q->n_toks >= s->o.max_model_len) seq_finish(s, q, SCHED_FINISH_LENGTH, 0);
 }
 
@@ -615,6 +651,7 @@ static void publish_stats(sched *s, int force_snapshot) {
       memcpy(s->snap_tables + (size_t)n * s->snap_max_table, t, (size_t)nb * sizeof *t);
     }
     s->snap_nseqs = n;
+    s->snap_nhashes = kvc_pool_prefix_hashes(s->kv, s->snap_hashes, (int)s->st.kv.blocks_total);
   }
   pthread_mutex_unlock(&s->snap_mu);
 }
@@ -791,6 +828,14 @@ int sched_cache_snapshot(sched *s, uint8_t *state, uint16_t *refs, int max_block
   return nb;
 }
 
+int sched_cache_hashes(sched *s, uint64_t *out, int max) {
+  pthread_mutex_lock(&s->snap_mu);
+  int n = MFS_MIN(max, s->snap_nhashes);
+  memcpy(out, s->snap_hashes, (size_t)n * sizeof *out);
+  pthread_mutex_unlock(&s->snap_mu);
+  return n;
+}
+
 void sched_free(sched *s) {
   if (!s) return;
   if (s->th_started) {
@@ -822,12 +867,14 @@ void sched_free(sched *s) {
   free(s->step_n);
   free(s->step_tokens);
   free(s->suppress);
+  free(s->gmask);
   free(s->ring);
   free(s->cancels);
   free(s->snap_state);
   free(s->snap_refs);
   free(s->snap_seqs);
   free(s->snap_tables);
+  free(s->snap_hashes);
   pthread_mutex_destroy(&s->mu);
   pthread_cond_destroy(&s->cv);
   pthread_mutex_destroy(&s->ev_mu);
@@ -855,6 +902,7 @@ int sched_new(sched **out, const eng_model *m, const sched_opts *o) {
   kvc_geom g;
   eng_model_kv_geom(m, o->block_size, o->kv_dtype, &g);
   if ((rc = kvc_pool_new(&s->kv, &g, o->kv_bytes))) goto fail;
+  kvc_pool_set_event_fn(s->kv, o->kv_event_fn, o->kv_event_u);
   eng_ctx_opts eo = {o->n_threads, o->max_num_batched_tokens, o->max_num_seqs, s->o.max_model_len};
   if ((rc = eng_ctx_new(&s->eng, m, &eo))) goto fail;
   rc = MFS_ENOMEM;
@@ -866,6 +914,7 @@ int sched_new(sched **out, const eng_model *m, const sched_opts *o) {
   s->step_n = calloc((size_t)o->max_num_seqs, sizeof *s->step_n);
   s->step_tokens = malloc((size_t)o->max_num_batched_tokens * sizeof *s->step_tokens);
   s->suppress = malloc((SCHED_MAX_STOP_IDS + 8) * sizeof *s->suppress);
+  s->gmask = malloc(((size_t)in->vocab + 31) / 32 * sizeof *s->gmask);
   s->ev_cap = o->event_capacity > 0 ? o->event_capacity : MFS_MAX(4096, 4 * o->max_num_batched_tokens);
   s->ring = malloc((size_t)s->ev_cap * sizeof *s->ring);
   kvc_stats ks;
@@ -875,7 +924,9 @@ int sched_new(sched **out, const eng_model *m, const sched_opts *o) {
   s->snap_max_table = (s->o.max_model_len + o->block_size - 1) / o->block_size;
   s->snap_seqs = malloc((size_t)o->max_num_seqs * sizeof *s->snap_seqs);
   s->snap_tables = malloc((size_t)o->max_num_seqs * s->snap_max_table * sizeof *s->snap_tables);
-  if (!s->logits || !s->steps || !s->step_seqs || !s->step_row || !s->step_n || !s->step_tokens || !s->suppress || !s->ring ||
+  s->snap_hashes = malloc((size_t)ks.blocks_total * sizeof *s->snap_hashes);
+  if (!s->snap_hashes) goto fail;
+  if (!s->logits || !s->steps || !s->step_seqs || !s->step_row || !s->step_n || !s->step_tokens || !s->suppress || !s->gmask || !s->ring ||
       !s->snap_state || !s->snap_refs || !s->snap_seqs || !s->snap_tables)
     goto fail;
   s->st.max_model_len = s->o.max_model_len;

@@ -35,7 +35,7 @@ failed=()
 for t in "${targets[@]}"; do
   mkdir -p "$out/corpus/$t" "$out/artifacts/$t"
   dict=()
-  case $t in config | safetensors | st_index | model_load | tokenizer_load) dict=(-dict=tests/fuzz/json.dict) ;; esac
+  case $t in config | safetensors | st_index | model_load | tokenizer_load | grammar) dict=(-dict=tests/fuzz/json.dict) ;; esac
   echo "== fuzz_$t: $secs s"
   if ! "$bin/fuzz_$t" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=1024 \
       -print_final_stats=1 -artifact_prefix="$out/artifacts/$t/" "${dict[@]}" \

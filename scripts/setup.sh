@@ -36,18 +36,22 @@ fi
 #   python3-numpy     the float64 reference and the model generator (tests, tools)
 #   libcurl4-openssl-dev  `mfaserve bench serve`, the HTTP load generator
 #   curl              health checks in scripts and the container
+#   libzmq3-dev       ZMQ PUB socket of --kv-events-endpoint (KV-cache events for llm-d)
+#   libmsgpack-dev    msgpack-c: those events' encoding (vLLM's wire format)
 build_pkgs="build-essential cmake ninja-build pkg-config libopenblas-dev libcjson-dev libmicrohttpd-dev
-            libuv1-dev libpcre2-dev libutf8proc-dev libcurl4-openssl-dev python3-numpy curl"
+            libuv1-dev libpcre2-dev libutf8proc-dev libcurl4-openssl-dev libzmq3-dev libmsgpack-dev
+            python3-numpy curl"
 #   nodejs npm        tokenizer oracles and the official openai client in e2e tests
 #   prometheus        promtool checks the /metrics output and the Prometheus config
 #   chromium          the dashboard page's end-to-end test
 #   python3-yaml      the deploy tests read compose and Kubernetes YAML
 #   kubernetes-client kubectl kustomize renders deploy/kubernetes in a test
+#   python3-zmq python3-msgpack  the KV-event test subscribes and decodes as a router would
 #   clang libclang-rt-14-dev  libFuzzer targets and the sanitizer runtimes
 #   python3-matplotlib  tools/train/replication_table.py draws docs/img/paper-replication.png
 #   (the container test installs podman, runc and debootstrap itself)
 test_pkgs="nodejs npm prometheus chromium python3-yaml kubernetes-client clang libclang-rt-14-dev
-           python3-matplotlib"
+           python3-matplotlib python3-zmq python3-msgpack"
 
 #   --arm64 (Debian's arm64 multiarch packages install beside the amd64 ones;
 #   each shared library must then be the same version in both architectures,
@@ -58,7 +62,7 @@ test_pkgs="nodejs npm prometheus chromium python3-yaml kubernetes-client clang l
 #   lib*-dev:arm64    the same libraries as build_pkgs, for arm64
 arm64_pkgs="gcc-aarch64-linux-gnu qemu-user libc6:arm64 libc6-dev:arm64 libopenblas-dev:arm64
             libcjson-dev:arm64 libmicrohttpd-dev:arm64 libuv1-dev:arm64 libpcre2-dev:arm64
-            libutf8proc-dev:arm64 libcurl4-openssl-dev:arm64"
+            libutf8proc-dev:arm64 libcurl4-openssl-dev:arm64 libzmq3-dev:arm64 libmsgpack-dev:arm64"
 
 pkgs="$build_pkgs"
 [ $want_test = 1 ] && pkgs="$pkgs $test_pkgs"
@@ -103,7 +107,7 @@ if [ $want_test = 1 ]; then
     hash -r
   fi
   # npm packages for the test oracles and clients (the registry is reachable)
-  for d in tools/tokenizer-oracle tests/server tests/deploy; do
+  for d in tools/tokenizer-oracle tests/server tests/deploy tests/grammar; do
     if [ -f "$d/package.json" ] && [ ! -d "$d/node_modules" ]; then
       echo "setup: npm ci in $d"
       (cd "$d" && npm ci --no-audit --no-fund --loglevel=error)

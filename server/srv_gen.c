@@ -8,6 +8,7 @@
  * Streams hold back the tail of a choice's text that could still become a
  * stop string, so a stop string is never sent. Chunks are written once per
  * drain of the scheduler's events (several tokens may share one chunk). */
+#include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +29,8 @@ void srv_gen_link(srv_gen *g) {
 
 void srv_gen_free(srv_gen *g) {
   if (!g) return;
+  gr_index_unref(g->sp.constraint);
+  g->sp.constraint = NULL;
   srv *s = g->s;
   if (g->linked) {
     if (g->prev) g->prev->next = g->next;
@@ -188,7 +191,7 @@ void srv_gen_event(srv_gen *g, const sched_event *ev) {
       r->n_top = ev->index == 0 ? 0 : ev->n_top;
       memcpy(r->top_ids, ev->top_ids, sizeof r->top_ids);
       memcpy(r->top_lps, ev->top_logprobs, sizeof r->top_lps);
-      p->got_plp = 1;
+      p->n_plp++;
     }
     break;
   case SCHED_EV_TOKEN:
@@ -366,7 +369,7 @@ static void chat_logprobs(const srv_gen *g, const srv_tokrec *recs, int n, sb *o
     }
     sb_puts(out, "]}");
   }
-  sb_puts(out, "]}");
+  sb_puts(out, "],\"refusal\":null}"); /* OpenAI's schema requires it: null, as nothing is ever refused */
 }
 
 static void usage_json(const srv_gen *g, sb *out) {
@@ -386,6 +389,41 @@ static void head_json(const srv_gen *g, sb *out, const char *object) {
   sb_json_str(out, g->s->served, strlen(g->s->served));
 }
 
+/* tool_calls entries (OpenAI's form; streamed ones carry their index) */
+static void tool_calls_json(const srv_gen *g, int choice, const cJSON *calls, int streamed, sb *out) {
+  const char *hex = strchr(g->id, '-');
+  hex = hex ? hex + 1 : g->id;
+  sb_puts(out, ",\"tool_calls\":[");
+  int k = 0;
+  for (const cJSON *c = calls->child; c; c = c->next, k++) {
+    const char *nm = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(c, "name"));
+    const char *ar = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(c, "arguments"));
+    if (k) sb_puts(out, ",");
+    sb_puts(out, "{");
+    if (streamed) sb_printf(out, "\"index\":%d,", k);
+    sb_printf(out, "\"id\":\"call_%s_%d_%d\",\"type\":\"function\",\"function\":{\"name\":", hex, choice, k);
+    sb_json_str(out, nm, strlen(nm));
+    sb_puts(out, ",\"arguments\":");
+    sb_json_str(out, ar, strlen(ar));
+    sb_puts(out, "}}");
+  }
+  sb_puts(out, "]");
+}
+
+/* Where streamed content must stop while tools are in use: at a
+ * <tool_call> tag, or at a tail that may be the start of one. */
+static size_t tool_cut(const srv_choice *c) {
+  static const char tag[] = "<tool_call>";
+  const char *t = c->text.p;
+  size_t n = c->text.len;
+  if (!t) return 0;
+  const char *m = memmem(t, n, tag, sizeof tag - 1);
+  if (m) return (size_t)(m - t);
+  for (size_t k = MFS_MIN(n, sizeof tag - 2); k > 0; k--)
+    if (!memcmp(t + n - k, tag, k)) return n - k;
+  return n;
+}
+
 static void final_body(srv_gen *g, sb *out) {
   int chat = g->kind == SRV_KIND_CHAT;
   head_json(g, out, chat ? "chat.completion" : "text_completion");
@@ -395,10 +433,22 @@ static void final_body(srv_gen *g, sb *out) {
     srv_prompt *p = &g->prompts[c->prompt];
     if (i) sb_puts(out, ",");
     sb_printf(out, "{\"index\":%d,", i);
+    const char *fr = c->finish ? c->finish : "length";
     if (chat) {
+      sb content = {0};
+      cJSON *calls = NULL;
+      int nc = g->tools_on ? srv_tools_split(c->text.p ? c->text.p : "", c->text.len, &content, &calls) : 0;
       sb_puts(out, "\"message\":{\"role\":\"assistant\",\"content\":");
-      sb_json_str(out, c->text.p ? c->text.p : "", c->text.len);
-      sb_puts(out, "},\"logprobs\":");
+      if (!nc) sb_json_str(out, c->text.p ? c->text.p : "", c->text.len);
+      else if (content.len) sb_json_str(out, content.p, content.len);
+      else sb_puts(out, "null");
+      if (nc) {
+        tool_calls_json(g, i, calls, 0, out);
+        if (!strcmp(fr, "stop")) fr = "tool_calls";
+      }
+      sb_free(&content);
+      cJSON_Delete(calls);
+      sb_puts(out, ",\"refusal\":null},\"logprobs\":"); /* required by OpenAI's schema */
       if (g->logprobs >= 0) chat_logprobs(g, c->recs, c->n_recs, out);
       else sb_puts(out, "null");
     } else {
@@ -421,7 +471,7 @@ static void final_body(srv_gen *g, sb *out) {
         sb_puts(out, "null");
       }
     }
-    sb_printf(out, ",\"finish_reason\":\"%s\",\"stop_reason\":null}", c->finish ? c->finish : "length");
+    sb_printf(out, ",\"finish_reason\":\"%s\",\"stop_reason\":null}", fr);
   }
   sb_puts(out, "],\"usage\":");
   usage_json(g, out);
@@ -455,12 +505,34 @@ static void stream_chunks(srv_gen *g) {
   for (int i = 0; i < g->n_prompts * g->n; i++) {
     srv_choice *c = &g->choices[i];
     srv_prompt *p = &g->prompts[c->prompt];
-    if (c->finish && !strcmp(c->finish, "error")) continue;
+    /* a failed or aborted request ends with an error event instead ("error" and
+     * "abort" are no finish_reason of OpenAI's) */
+    if (c->finish && (!strcmp(c->finish, "error") || !strcmp(c->finish, "abort"))) continue;
     if (c->started && c->sent == c->text.len && !c->n_recs && !(g->done && c->finished)) continue;
     if (c->started == 2) continue; /* final chunk sent */
+    /* the echo chunk carries the prompt's logprobs: wait for all of them */
+    if (!c->started && p->plp && p->n_plp < p->n_ids && !(g->done && c->finished)) continue;
     size_t end = c->text.len - holdback(g, c);
     int fin = g->done && c->finished;
     if (fin) end = c->text.len;
+    /* tools: content stops at a <tool_call> tag; the calls go out with the last chunk */
+    cJSON *calls = NULL;
+    int nc = 0;
+    const char *fr = c->finish ? c->finish : "length";
+    if (chat && g->tools_on) {
+      size_t cut = tool_cut(c);
+      if (fin) {
+        sb tmp = {0};
+        nc = srv_tools_split(c->text.p ? c->text.p : "", c->text.len, &tmp, &calls);
+        sb_free(&tmp);
+        if (nc) {
+          end = cut;
+          if (!strcmp(fr, "stop")) fr = "tool_calls";
+        }
+      } else if (end > cut)
+        end = cut;
+      if (end < c->sent) end = c->sent;
+    }
     if (c->started && end == c->sent && !c->n_recs && !fin) continue;
     /* completions have no role chunk: nothing to say yet */
     if (!chat && !c->started && end == c->sent && !c->n_recs && !fin && !(g->echo && p->text)) continue;
@@ -472,6 +544,8 @@ static void stream_chunks(srv_gen *g) {
       if (!c->started) sb_puts(out, "\"role\":\"assistant\",");
       sb_puts(out, "\"content\":");
       sb_json_str(out, c->text.p ? c->text.p + c->sent : "", end - c->sent);
+      if (nc) tool_calls_json(g, i, calls, 1, out);
+      cJSON_Delete(calls);
       sb_puts(out, "},\"logprobs\":");
       if (g->logprobs >= 0 && c->n_recs) chat_logprobs(g, c->recs, c->n_recs, out);
       else sb_puts(out, "null");
@@ -491,7 +565,7 @@ static void stream_chunks(srv_gen *g) {
       if (g->logprobs >= 0 && (c->n_recs || npre)) completion_logprobs(g, p->plp, npre, c->recs, c->n_recs, &c->text_off, out);
       else sb_puts(out, "null");
     }
-    if (fin) sb_printf(out, ",\"finish_reason\":\"%s\",\"stop_reason\":null}]", c->finish ? c->finish : "length");
+    if (fin) sb_printf(out, ",\"finish_reason\":\"%s\",\"stop_reason\":null}]", fr);
     else sb_puts(out, ",\"finish_reason\":null}]");
     if (g->include_usage) {
       if (g->continuous_usage) {

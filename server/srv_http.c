@@ -210,7 +210,8 @@ static enum MHD_Result answer_get(srv *s, srv_conn *cc, const char *url) {
       return queue_error(cc, &e, NULL);
     }
     if (cc->route == SRV_R_CACHE_STATS) {
-      srv_cache_stats_json(s, &b);
+      const char *hv = MHD_lookup_connection_value(cc->mc, MHD_GET_ARGUMENT_KIND, "hashes");
+      srv_cache_stats_json(s, &b, hv && strcmp(hv, "0") && strcmp(hv, "false"));
     } else if (cc->route == SRV_R_MODELS) {
       sb_puts(&b, "{\"object\":\"list\",\"data\":[");
       model_json(s, &b);
@@ -342,6 +343,10 @@ enum MHD_Result srv_http_access(void *cls, struct MHD_Connection *mc, const char
     if (e.kind) {
       cc->started = 1;
       srv_sock_received(mc);
+      const char *cl = MHD_lookup_connection_value(mc, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+      if ((cl && strtoull(cl, NULL, 10) > 0) ||
+          MHD_lookup_connection_value(mc, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING))
+        srv_sock_linger(mc); /* MHD closes without reading the body: read it out first */
       return queue_error(cc, &e, allow);
     }
     return MHD_YES;

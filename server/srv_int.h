@@ -22,6 +22,8 @@
 
 #include "common.h"
 #include "engine.h"
+#include "grammar.h"
+#include "kvevents.h"
 #include "scheduler.h"
 #include "server.h"
 #include "tokenizer.h"
@@ -34,6 +36,14 @@
 #define SRV_RECEIVE_DEADLINE 30 /* s, default of --receive-timeout: a request's headers and body must all
                                    arrive within this of the connection starting to wait for it, however
                                    slowly bytes trickle */
+/* Lingering close (srv_loop.c): after an answer that left input unread, the
+ * rest is read and thrown away until the client closes, at most this long in
+ * all / this long without a byte / this many bytes, for this many sockets at
+ * once (nginx: lingering_time 30 s, lingering_timeout 5 s). */
+#define SRV_LINGER_TIME 30
+#define SRV_LINGER_IDLE 5
+#define SRV_LINGER_BYTES (256ull << 20)
+#define SRV_LINGER_MAX 64
 
 /* One open socket, for the receive deadline (MHD's timeouts count only
  * inactivity). Allocated when MHD reports the connection, freed when it
@@ -42,9 +52,21 @@ typedef struct srv_sock {
   int fd;
   int waiting;   /* between requests, or receiving one: the deadline runs */
   int killed;
+  int linger;    /* answered before its body was read: linger when it closes */
   double t_wait; /* mfs_now() when it started waiting */
   struct srv_sock *next, *prev;
 } srv_sock;
+
+/* A closed connection's socket kept open to read and discard what its
+ * client still sends (lingering close); fd is a dup() of MHD's. */
+typedef struct srv_linger {
+  uv_poll_t poll;
+  struct srv *s;
+  int fd;
+  uint64_t bytes;
+  double t_start, t_last;
+  struct srv_linger *next, *prev;
+} srv_linger;
 
 /* ---- growable byte buffer ---- */
 typedef struct sb {
@@ -149,7 +171,7 @@ typedef struct srv_prompt {
   int live;     /* submitted, last event not seen */
   int cached_tokens;
   srv_tokrec *plp; /* [n_ids] prompt logprobs (echo + logprobs), or NULL */
-  int got_plp;
+  int n_plp;       /* prompt logprobs received so far (they come with the prefill, maybe over several steps) */
 } srv_prompt;
 
 typedef enum { SRV_KIND_COMPLETION = 0, SRV_KIND_CHAT } srv_kind;
@@ -165,6 +187,7 @@ typedef struct srv_gen {
   int64_t created;
   int stream, include_usage, continuous_usage;
   int echo;
+  int tools_on;      /* chat with tools in use: <tool_call> blocks in the output become tool_calls */
   int logprobs;      /* -1: none; completions 0..20, chat top_logprobs 0..20 */
   int return_ids;    /* return_tokens_as_token_ids */
   int include_stop;  /* include_stop_str_in_output */
@@ -254,6 +277,9 @@ struct srv {
   srv_sock *socks;            /* open sockets (receive deadline, idle eviction) */
   int n_socks;                /* connections MHD reported open */
   long long n_evicted;        /* idle connections closed near the connection limit */
+  srv_linger *lingers;        /* sockets in a lingering close */
+  int n_lingers, linger_on;   /* linger_on: linger_timer exists (srv_run until close_all) */
+  uv_timer_t linger_timer;    /* enforces SRV_LINGER_TIME / SRV_LINGER_IDLE while any linger */
   double t_evict_log;
   double t_deadline_check;
   uv_async_t ev_async;
@@ -269,12 +295,14 @@ struct srv {
   const eng_model_info *info;
   tok_tokenizer *tok;
   sched *sched;
+  kve_publisher *kvev;  /* NULL without --kv-events-endpoint; freed after sched */
   int max_model_len;
   srv_tmpl tmpl;
   int32_t tmpl_stop[4]; /* end-of-turn ids the template adds as stop ids */
   int n_tmpl_stop;
   int32_t eos[10];      /* EOS ids (model config + tokenizer) */
   int n_eos;
+  gr_vocab *gvocab;     /* the tokens' bytes, for structured outputs (srv_struct.c) */
   sched_event *evbuf;
   int evcap;
   srv_idmap map;
@@ -302,6 +330,9 @@ void srv_check_drained(srv *s);      /* while draining: stop once nothing runs *
  * answered (the connection waits for the next one: the deadline restarts). */
 void srv_sock_received(struct MHD_Connection *mc);
 void srv_sock_waiting(struct MHD_Connection *mc);
+/* mc was answered before its request body was read: when MHD closes it,
+ * the rest of the body is read and discarded first (lingering close). */
+void srv_sock_linger(struct MHD_Connection *mc);
 
 /* srv_http.c */
 enum MHD_Result srv_http_access(void *cls, struct MHD_Connection *mc, const char *url,
@@ -316,6 +347,19 @@ void srv_conn_set_json(srv_conn *cc, int status, sb *body); /* takes body */
 void srv_job_run(srv_job *j);
 int srv_tmpl_pick(srv *s, char *msg, size_t msglen); /* after load */
 
+/* srv_struct.c (worker thread): structured outputs */
+int srv_grammar_init(srv *s); /* after load: the vocabulary the masks run over */
+void srv_grammar_deinit(srv *s);
+/* Reads response_format / structured_outputs / guided_*; sets
+ * g->sp.constraint (a reference g owns). 0 or -1 with j->err set. */
+struct cJSON;
+int srv_constraint_parse(srv_job *j, srv_gen *g, const struct cJSON *root);
+int srv_tools_parse(srv_job *j, srv_gen *g, const struct cJSON *root, char **block);
+int srv_tools_split(const char *text, size_t len, sb *content, struct cJSON **calls);
+int srv_constraint_compile(srv_job *j, char kind, const char *src, size_t len, const char *const *choices,
+                           const size_t *clens, int nchoices, const gr_tool *tools, int ntools, int parallel,
+                           const char *param, gr_index **out);
+
 /* srv_gen.c (loop thread) */
 int srv_gen_submit(srv_gen *g, srv_error *e); /* 0 or fills e (state unchanged on failure) */
 void srv_gen_event(srv_gen *g, const sched_event *ev);
@@ -328,7 +372,8 @@ ssize_t srv_gen_read(srv_gen *g, char *buf, size_t max); /* stream content reade
 /* srv_metrics.c */
 void srv_metrics_init(srv *s);
 void srv_metrics_text(srv *s, sb *out);
-void srv_cache_stats_json(srv *s, sb *out);
+/* with_hashes: add "prefix_hashes", the distinct hashes of indexed blocks */
+void srv_cache_stats_json(srv *s, sb *out, int with_hashes);
 
 /* srv_ui.c (generated) */
 extern const unsigned char srv_ui_index[];

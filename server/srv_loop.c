@@ -28,7 +28,9 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <fcntl.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -40,6 +42,7 @@
 int srv_accepting(const srv *s) { return s->state == SRV_READY; }
 
 static void mhd_arm(srv *s);
+static void linger_end(srv *s, srv_linger *l);
 
 /* Once a second: connections whose request has not fully arrived within
  * SRV_RECEIVE_DEADLINE of their wait starting (a client trickling bytes
@@ -83,6 +86,11 @@ static srv_sock *sock_of(struct MHD_Connection *mc) {
 void srv_sock_received(struct MHD_Connection *mc) {
   srv_sock *k = sock_of(mc);
   if (k) k->waiting = 0;
+}
+
+void srv_sock_linger(struct MHD_Connection *mc) {
+  srv_sock *k = sock_of(mc);
+  if (k) k->linger = 1;
 }
 
 void srv_sock_waiting(struct MHD_Connection *mc) {
@@ -237,6 +245,8 @@ static void do_load(uv_work_t *w) {
       .event_capacity = 0,
       .notify = notify,
       .notify_u = &s->ev_async,
+      .kv_event_fn = s->kvev ? kve_publisher_on_event : NULL,
+      .kv_event_u = s->kvev,
   };
   rc = sched_new(&s->sched, s->model, &so);
   if (rc) {
@@ -280,6 +290,12 @@ static void after_load(uv_work_t *w, int status) {
   int have = 0;
   for (int i = 0; i < s->n_eos; i++) have |= s->eos[i] == te;
   if (te >= 0 && !have) s->eos[s->n_eos++] = te;
+  if (!s->gvocab && srv_grammar_init(s)) {
+    LOG(MFS_LOG_ERROR, "out of memory building the token trie for structured outputs");
+    s->load_err = MFS_ENOMEM;
+    begin_stop(s);
+    return;
+  }
   LOG(MFS_LOG_INFO, "model %s: %s, %s attention, d=%d layers=%d heads=%d head_dim=%d vocab=%d, %.1fM params (%s)",
       s->served, in->arch, eng_attn_name(in->attn), in->d, in->n_layers, in->n_heads, in->head_dim, in->vocab,
       in->n_params / 1e6, in->weight_dtype);
@@ -378,7 +394,12 @@ static void close_all(srv *s) {
     sched_free(s->sched);
     s->sched = NULL;
   }
+  kve_publisher_free(s->kvev); /* after the pool: sends what is queued, then AllBlocksCleared */
+  s->kvev = NULL;
   while (s->gens) srv_gen_free(s->gens);
+  while (s->lingers) linger_end(s, s->lingers);
+  s->linger_on = 0;
+  uv_close((uv_handle_t *)&s->linger_timer, NULL);
   uv_close((uv_handle_t *)&s->mhd_poll, NULL);
   uv_close((uv_handle_t *)&s->mhd_timer, NULL);
   uv_close((uv_handle_t *)&s->drain_timer, NULL);
@@ -430,6 +451,90 @@ static void evict_idle(srv *s) {
   }
 }
 
+/* ---- lingering close ----
+ * microhttpd closes a connection right after an answer queued before the
+ * request body was read (a 413 from Content-Length; 401, 404, 405 or 503 at
+ * the headers), and close() on a socket with unread input makes the kernel
+ * send a reset: a client still sending its body then gets EPIPE or
+ * ECONNRESET, and the reset can destroy the answer in its receive buffer
+ * before it reads it (a client that sends its whole body before reading,
+ * like most HTTP libraries, never sees the 413). MHD has already sent the
+ * answer and shut down the write side (FIN) when it reports the close
+ * (MHD_CONNECTION_NOTIFY_CLOSED comes before its close()), so the socket is
+ * kept open through a dup()ed descriptor and its input read and thrown away
+ * until the client closes, as nginx's lingering_close does, within
+ * SRV_LINGER_TIME / SRV_LINGER_IDLE / SRV_LINGER_BYTES. Sockets closed with
+ * input left unread for another reason (pipelined bytes after an error
+ * answer) linger the same way. */
+static void on_linger_closed(uv_handle_t *h) {
+  srv_linger *l = h->data;
+  close(l->fd);
+  free(l);
+}
+
+static void linger_end(srv *s, srv_linger *l) {
+  if (l->prev) l->prev->next = l->next;
+  else s->lingers = l->next;
+  if (l->next) l->next->prev = l->prev;
+  if (--s->n_lingers == 0) uv_timer_stop(&s->linger_timer);
+  uv_poll_stop(&l->poll);
+  uv_close((uv_handle_t *)&l->poll, on_linger_closed);
+}
+
+static void on_linger_read(uv_poll_t *p, int status, int events) {
+  (void)events;
+  srv_linger *l = p->data;
+  srv *s = l->s;
+  static char sink[1 << 16]; /* loop thread only */
+  for (;;) {
+    ssize_t n = status < 0 ? -1 : recv(l->fd, sink, sizeof sink, 0);
+    if (n > 0) {
+      l->bytes += (uint64_t)n;
+      l->t_last = mfs_now();
+      if (l->bytes <= SRV_LINGER_BYTES) continue;
+    } else if (n < 0 && errno == EINTR) {
+      continue;
+    } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      return;
+    }
+    break; /* the client closed (0), an error, or the byte budget is spent */
+  }
+  linger_end(s, l);
+}
+
+static void on_linger_timer(uv_timer_t *t) {
+  srv *s = t->data;
+  double now = mfs_now();
+  for (srv_linger *l = s->lingers, *next; l; l = next) {
+    next = l->next;
+    if (now - l->t_start > SRV_LINGER_TIME || now - l->t_last > SRV_LINGER_IDLE) linger_end(s, l);
+  }
+}
+
+/* From MHD_CONNECTION_NOTIFY_CLOSED: k's socket is about to be closed. */
+static void linger_maybe(srv *s, const srv_sock *k) {
+  int unread = 0;
+  if (!s->linger_on || !s->mhd || k->killed || s->n_lingers >= SRV_LINGER_MAX) return;
+  if (!k->linger && (ioctl(k->fd, FIONREAD, &unread) != 0 || unread <= 0)) return;
+  srv_linger *l = calloc(1, sizeof *l);
+  if (!l) return;
+  l->fd = fcntl(k->fd, F_DUPFD_CLOEXEC, 0);
+  if (l->fd < 0 || fcntl(l->fd, F_SETFL, fcntl(l->fd, F_GETFL) | O_NONBLOCK) != 0 ||
+      uv_poll_init(&s->loop, &l->poll, l->fd) != 0) {
+    if (l->fd >= 0) close(l->fd);
+    free(l);
+    return;
+  }
+  l->poll.data = l;
+  l->s = s;
+  l->t_start = l->t_last = mfs_now();
+  l->next = s->lingers;
+  if (s->lingers) s->lingers->prev = l;
+  s->lingers = l;
+  if (s->n_lingers++ == 0) uv_timer_start(&s->linger_timer, on_linger_timer, 1000, 1000);
+  uv_poll_start(&l->poll, UV_READABLE | UV_DISCONNECT, on_linger_read);
+}
+
 static void on_connection(void *cls, struct MHD_Connection *mc, void **socket_ctx,
                           enum MHD_ConnectionNotificationCode code) {
   srv *s = cls;
@@ -452,6 +557,7 @@ static void on_connection(void *cls, struct MHD_Connection *mc, void **socket_ct
     s->n_socks--;
     srv_sock *k = *socket_ctx;
     if (!k) return;
+    linger_maybe(s, k);
     if (k->prev) k->prev->next = k->next;
     else s->socks = k->next;
     if (k->next) k->next->prev = k->prev;
@@ -552,6 +658,14 @@ int srv_new(srv **out, const srv_opts *o, char *err, size_t errlen) {
   }
   const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_BIND_PORT);
   s->port = di ? di->port : o->port;
+  if (o->kv_events_endpoint && *o->kv_events_endpoint) {
+    kve_opts ko = {o->kv_events_endpoint, o->kv_events_topic, o->block_size, o->kv_events_queue, 0};
+    int rc = kve_publisher_new(&s->kvev, &ko, err, errlen);
+    if (rc) {
+      srv_free(s);
+      return rc;
+    }
+  }
   srv_metrics_init(s);
   *out = s;
   return 0;
@@ -572,7 +686,9 @@ int srv_run(srv *s) {
   uv_timer_init(&s->loop, &s->mhd_timer);
   uv_timer_init(&s->loop, &s->drain_timer);
   uv_timer_init(&s->loop, &s->stop_timer);
-  s->mhd_timer.data = s->drain_timer.data = s->stop_timer.data = s;
+  uv_timer_init(&s->loop, &s->linger_timer);
+  s->linger_on = 1;
+  s->mhd_timer.data = s->drain_timer.data = s->stop_timer.data = s->linger_timer.data = s;
   uv_async_init(&s->loop, &s->ev_async, on_events);
   s->ev_async.data = s;
   uv_signal_init(&s->loop, &s->sig_term);
@@ -596,9 +712,11 @@ void srv_free(srv *s) {
     s->mhd = NULL;
   }
   if (s->sched) sched_free(s->sched);
+  kve_publisher_free(s->kvev);
   while (s->gens) srv_gen_free(s->gens);
   uv_run(&s->loop, UV_RUN_NOWAIT);
   uv_loop_close(&s->loop);
+  srv_grammar_deinit(s);
   tok_free(s->tok);
   eng_model_free(s->model);
   srv_idmap_free(&s->map);

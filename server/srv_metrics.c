@@ -166,6 +166,14 @@ void srv_metrics_text(srv *s, sb *o) {
   gauge(o, "mfaserve:", s, "http_connections", "Open client connections.", (double)s->n_socks);
   counter(o, "mfaserve:", s, "http_idle_connections_closed_total",
           "Idle connections closed near --max-connections to admit new clients.", (double)s->n_evicted);
+  kve_stats ks = {0};
+  if (s->kvev) kve_publisher_stats(s->kvev, &ks);
+  counter(o, "mfaserve:", s, "kv_events_published_total",
+          "KV-cache events sent to --kv-events-endpoint (one per block stored or removed, and per AllBlocksCleared).",
+          (double)ks.published_events);
+  counter(o, "mfaserve:", s, "kv_events_dropped_total",
+          "KV-cache events dropped because the publisher's queue was full (subscribers see a sequence gap).",
+          (double)ks.dropped_events);
   hist(o, "mfaserve:", s, &s->h_ttft, NULL);
   hist(o, "mfaserve:", s, &s->h_itl, NULL);
   hist(o, "mfaserve:", s, &s->h_e2e, NULL);
@@ -173,7 +181,7 @@ void srv_metrics_text(srv *s, sb *o) {
   if (s->o.metrics_vllm) vllm_compat(s, o, &st);
 }
 
-void srv_cache_stats_json(srv *s, sb *o) {
+void srv_cache_stats_json(srv *s, sb *o, int with_hashes) {
   sched_stats st;
   sched_get_stats(s->sched, &st);
   const kvc_stats *kv = &st.kv;
@@ -193,8 +201,18 @@ void srv_cache_stats_json(srv *s, sb *o) {
             ",\"attention\":\"%s\",\"kv_dtype\":\"%s\",\"block_size\":%d,\"kv_bytes_per_token\":%lld,"
             "\"max_model_len\":%d",
             attn, kvc_dtype_name(s->o.kv_cache_dtype), st.block_size, (long long)kv->bytes_per_token, s->max_model_len);
-  sb_printf(o, ",\"blocks\":{\"total\":%lld,\"used\":%lld,\"cached\":%lld,\"free\":%lld}", (long long)kv->blocks_total,
-            (long long)kv->blocks_used, (long long)kv->blocks_cached_free, (long long)kv->blocks_free);
+  sb_printf(o, ",\"blocks\":{\"total\":%lld,\"used\":%lld,\"cached\":%lld,\"free\":%lld,\"indexed\":%lld}",
+            (long long)kv->blocks_total, (long long)kv->blocks_used, (long long)kv->blocks_cached_free,
+            (long long)kv->blocks_free, (long long)kv->blocks_indexed);
+  if (with_hashes) { /* hex strings: JSON numbers lose 64-bit precision in many readers */
+    uint64_t *hs = malloc((size_t)(nb ? nb : 1) * sizeof *hs);
+    int nh = hs ? sched_cache_hashes(s->sched, hs, nb) : 0;
+    sb_puts(o, ",\"prefix_hashes\":[");
+    for (int i = 0; i < nh; i++) sb_printf(o, i ? ",\"%016llx\"" : "\"%016llx\"", (unsigned long long)hs[i]);
+    sb_puts(o, "]");
+    if (!hs) o->oom = 1;
+    free(hs);
+  }
   sb_puts(o, ",\"usage\":");
   sb_json_num(o, kv->blocks_total ? (double)kv->blocks_used / (double)kv->blocks_total : 0.0);
   sb_puts(o, ",\"block_states\":\"");

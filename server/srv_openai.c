@@ -70,7 +70,8 @@ static const char *const common_fields[] = {
     "model", "max_tokens", "temperature", "top_p", "n", "stream", "stream_options", "stop", "presence_penalty",
     "frequency_penalty", "seed", "logit_bias", "user", "top_k", "min_p", "repetition_penalty", "min_tokens",
     "ignore_eos", "stop_token_ids", "return_tokens_as_token_ids", "priority", "skip_special_tokens",
-    "include_stop_str_in_output", "logprobs", NULL};
+    "include_stop_str_in_output", "logprobs", "response_format", "structured_outputs", "guided_json", "guided_regex",
+    "guided_choice", "guided_grammar", "guided_decoding_backend", "guided_whitespace_pattern", NULL};
 static const char *const completion_fields[] = {"prompt", "echo", "best_of", "suffix", "add_special_tokens", NULL};
 static const char *const chat_fields[] = {"messages", "max_completion_tokens", "top_logprobs", "tools", "tool_choice",
                                           "response_format", "parallel_tool_calls", "metadata", "store",
@@ -205,7 +206,10 @@ int srv_tmpl_pick(srv *s, char *msg, size_t msglen) {
 }
 
 /* messages -> prompt text; 0 or -1 with j->err */
-static int render_chat(srv_job *j, const cJSON *msgs, int add_gen, sb *out) {
+static void render_one(srv *s, const char *r, const char *role_as_given, const char *c, size_t clen, sb *out,
+                       sb *sys, const char **pending_system);
+
+static int render_chat(srv_job *j, const cJSON *msgs, int add_gen, const char *tools_block, sb *out) {
   srv *s = j->s;
   if (!cJSON_IsArray(msgs) || !msgs->child) {
     srv_error_set(&j->err, SRV_E_INVALID, "messages", "'messages' must be a non-empty array.");
@@ -231,16 +235,27 @@ static int render_chat(srv_job *j, const cJSON *msgs, int add_gen, sb *out) {
     }
     const char *r = role->valuestring;
     if (!strcmp(r, "developer")) r = "system";
-    if (strcmp(r, "system") && strcmp(r, "user") && strcmp(r, "assistant")) {
-      srv_error_set(&j->err, SRV_E_INVALID, param, "%s.role '%s' is not supported (system, developer, user, assistant).",
-                    param, role->valuestring);
+    if (strcmp(r, "system") && strcmp(r, "user") && strcmp(r, "assistant") && strcmp(r, "tool")) {
+      srv_error_set(&j->err, SRV_E_INVALID, param,
+                    "%s.role '%s' is not supported (system, developer, user, assistant, tool).", param,
+                    role->valuestring);
       goto fail;
     }
-    for (const cJSON *f = m->child; f; f = f->next)
+    const cJSON *calls = NULL;
+    for (const cJSON *f = m->child; f; f = f->next) {
+      if (!strcmp(f->string, "tool_calls") && !strcmp(r, "assistant")) {
+        calls = f;
+        continue;
+      }
+      if (!strcmp(f->string, "tool_call_id") && !strcmp(r, "tool")) continue;
+      if (!strcmp(f->string, "refusal") && !strcmp(r, "assistant")) continue;
       if (strcmp(f->string, "role") && strcmp(f->string, "content") && strcmp(f->string, "name")) {
         srv_error_set(&j->err, SRV_E_UNSUPPORTED, param, "%s.%s is not supported.", param, f->string);
         goto fail;
       }
+    }
+    if (k == 0 && tools_block) /* the tools, as a system message before everything */
+      render_one(s, "system", "system", tools_block, strlen(tools_block), out, &sys, &pending_system);
     sb text = {0};
     if (cJSON_IsString(content)) {
       sb_puts(&text, content->valuestring);
@@ -256,11 +271,66 @@ static int render_chat(srv_job *j, const cJSON *msgs, int add_gen, sb *out) {
         }
         sb_puts(&text, tx->valuestring);
       }
-    } else if (!(cJSON_IsNull(content) && !strcmp(r, "assistant"))) {
+    } else if (!((cJSON_IsNull(content) || !content) && !strcmp(r, "assistant"))) {
       srv_error_set(&j->err, SRV_E_INVALID, param, "%s.content must be a string or a list of text parts.", param);
       goto fail;
     }
-    const char *c = text.p ? text.p : "";
+    /* earlier tool calls, written as the model writes them */
+    if (calls && !cJSON_IsNull(calls)) {
+      if (!cJSON_IsArray(calls)) {
+        sb_free(&text);
+        srv_error_set(&j->err, SRV_E_INVALID, param, "%s.tool_calls must be an array.", param);
+        goto fail;
+      }
+      for (const cJSON *tcall = calls->child; tcall; tcall = tcall->next) {
+        const cJSON *fn = cJSON_GetObjectItemCaseSensitive(tcall, "function");
+        const cJSON *nm = fn ? cJSON_GetObjectItemCaseSensitive(fn, "name") : NULL;
+        const cJSON *ar = fn ? cJSON_GetObjectItemCaseSensitive(fn, "arguments") : NULL;
+        if (!cJSON_IsString(nm) || !cJSON_IsString(ar)) {
+          sb_free(&text);
+          srv_error_set(&j->err, SRV_E_INVALID, param,
+                        "%s.tool_calls[] must be {\"function\": {\"name\": ..., \"arguments\": \"...\"}}.", param);
+          goto fail;
+        }
+        if (text.len) sb_puts(&text, "\n");
+        sb_puts(&text, "<tool_call>\n{\"name\":");
+        sb_json_str(&text, nm->valuestring, strlen(nm->valuestring));
+        sb_puts(&text, ",\"arguments\":");
+        sb_puts(&text, ar->valuestring[0] ? ar->valuestring : "{}");
+        sb_puts(&text, "}\n</tool_call>");
+      }
+    }
+    if (!strcmp(r, "tool")) { /* a result goes back as the user's turn, as Qwen's and Hermes' templates do */
+      sb wrapped = {0};
+      sb_puts(&wrapped, "<tool_response>\n");
+      sb_put(&wrapped, text.p ? text.p : "", text.len);
+      sb_puts(&wrapped, "\n</tool_response>");
+      sb_free(&text);
+      text = wrapped;
+      r = s->tmpl == SRV_TMPL_PLAIN ? "tool" : "user";
+    }
+    render_one(s, r, role->valuestring, text.p ? text.p : "", text.len, out, &sys, &pending_system);
+    sb_free(&text);
+  }
+  if (add_gen) {
+    if (s->tmpl == SRV_TMPL_CHATML) sb_puts(out, "<|im_start|>assistant\n");
+    else if (s->tmpl == SRV_TMPL_LLAMA3) sb_puts(out, "<|start_header_id|>assistant<|end_header_id|>\n\n");
+    else if (s->tmpl == SRV_TMPL_PLAIN) sb_puts(out, "assistant: ");
+  }
+  sb_free(&sys);
+  return 0;
+fail:
+  sb_free(&sys);
+  return -1;
+}
+
+/* One message in the model's template. */
+static void render_one(srv *s, const char *r, const char *role_as_given, const char *c, size_t clen, sb *out,
+                       sb *sys, const char **pending_system) {
+  (void)clen;
+  {
+    sb text = {0};
+    sb_put(&text, c, clen);
     switch (s->tmpl) {
     case SRV_TMPL_CHATML:
       sb_printf(out, "<|im_start|>%s\n", r);
@@ -277,21 +347,21 @@ static int render_chat(srv_job *j, const cJSON *msgs, int add_gen, sb *out) {
       break;
     }
     case SRV_TMPL_PLAIN:
-      sb_printf(out, "%s: ", role->valuestring); /* the template prints the role as given */
+      sb_printf(out, "%s: ", role_as_given); /* the template prints the role as given */
       sb_puts(out, c);
       sb_puts(out, "\n\n");
       break;
     case SRV_TMPL_MISTRAL:
       if (!strcmp(r, "system")) {
-        if (sys.len) sb_puts(&sys, "\n\n");
-        sb_puts(&sys, c);
-        pending_system = sys.p;
+        if (sys->len) sb_puts(sys, "\n\n");
+        sb_puts(sys, c);
+        *pending_system = sys->p;
       } else if (!strcmp(r, "user")) {
         sb_puts(out, "[INST] ");
-        if (pending_system) {
-          sb_puts(out, pending_system);
+        if (*pending_system) {
+          sb_puts(out, *pending_system);
           sb_puts(out, "\n\n");
-          pending_system = NULL;
+          *pending_system = NULL;
         }
         sb_puts(out, c);
         sb_puts(out, " [/INST]");
@@ -303,16 +373,6 @@ static int render_chat(srv_job *j, const cJSON *msgs, int add_gen, sb *out) {
     }
     sb_free(&text);
   }
-  if (add_gen) {
-    if (s->tmpl == SRV_TMPL_CHATML) sb_puts(out, "<|im_start|>assistant\n");
-    else if (s->tmpl == SRV_TMPL_LLAMA3) sb_puts(out, "<|start_header_id|>assistant<|end_header_id|>\n\n");
-    else if (s->tmpl == SRV_TMPL_PLAIN) sb_puts(out, "assistant: ");
-  }
-  sb_free(&sys);
-  return 0;
-fail:
-  sb_free(&sys);
-  return -1;
 }
 
 /* ---- prompts ---- */
@@ -648,7 +708,7 @@ static void prepare_completion(srv_job *j, const cJSON *root) {
   if (!g) return;
   j->gen = g;
   make_id(g, "cmpl", s);
-  if (parse_common(j, g, root)) return;
+  if (parse_common(j, g, root) || srv_constraint_parse(j, g, root)) return;
   const cJSON *suffix = cJSON_GetObjectItemCaseSensitive(root, "suffix");
   if (suffix && !cJSON_IsNull(suffix) && !(cJSON_IsString(suffix) && !suffix->valuestring[0])) {
     srv_error_set(&j->err, SRV_E_UNSUPPORTED, "suffix", "'suffix' is not supported.");
@@ -686,24 +746,9 @@ static void prepare_chat(srv_job *j, const cJSON *root) {
   j->gen = g;
   make_id(g, "chatcmpl", s);
   if (parse_common(j, g, root)) return;
-  const cJSON *tools = cJSON_GetObjectItemCaseSensitive(root, "tools");
-  if (tools && !cJSON_IsNull(tools) && !(cJSON_IsArray(tools) && !tools->child)) {
-    srv_error_set(&j->err, SRV_E_UNSUPPORTED, "tools", "Tool calling is not supported.");
-    return;
-  }
-  const cJSON *tc = cJSON_GetObjectItemCaseSensitive(root, "tool_choice");
-  if (tc && !cJSON_IsNull(tc) && !(cJSON_IsString(tc) && (!strcmp(tc->valuestring, "none") || !strcmp(tc->valuestring, "auto")))) {
-    srv_error_set(&j->err, SRV_E_UNSUPPORTED, "tool_choice", "Tool calling is not supported.");
-    return;
-  }
-  const cJSON *rf = cJSON_GetObjectItemCaseSensitive(root, "response_format");
-  if (rf && !cJSON_IsNull(rf)) {
-    const cJSON *t = cJSON_GetObjectItemCaseSensitive(rf, "type");
-    if (!cJSON_IsString(t) || strcmp(t->valuestring, "text")) {
-      srv_error_set(&j->err, SRV_E_UNSUPPORTED, "response_format", "Only response_format {\"type\": \"text\"} is supported.");
-      return;
-    }
-  }
+  if (srv_constraint_parse(j, g, root)) return;
+  char *tools_block = NULL;
+  if (srv_tools_parse(j, g, root, &tools_block)) return;
   int lp = 0;
   const cJSON *lpv = cJSON_GetObjectItemCaseSensitive(root, "logprobs");
   if (lpv && !cJSON_IsNull(lpv) && !cJSON_IsBool(lpv)) {
@@ -733,7 +778,9 @@ static void prepare_chat(srv_job *j, const cJSON *root) {
   int add_gen = 1;
   if (get_bool(j, root, "add_generation_prompt", &add_gen)) return;
   sb text = {0};
-  if (render_chat(j, cJSON_GetObjectItemCaseSensitive(root, "messages"), add_gen, &text)) {
+  int rr = render_chat(j, cJSON_GetObjectItemCaseSensitive(root, "messages"), add_gen, tools_block, &text);
+  free(tools_block);
+  if (rr) {
     sb_free(&text);
     return;
   }
@@ -769,7 +816,7 @@ static void do_tokenize(srv_job *j, const cJSON *root) {
     int add_gen = 1;
     if (get_bool(j, root, "add_generation_prompt", &add_gen)) return;
     sb text = {0};
-    if (render_chat(j, msgs, add_gen, &text)) {
+    if (render_chat(j, msgs, add_gen, NULL, &text)) {
       sb_free(&text);
       return;
     }

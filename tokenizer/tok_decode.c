@@ -175,3 +175,10 @@ void tok_stream_free(tok_stream *s) {
   free(s->out);
   free(s);
 }
+
+const char *tok_token_bytes(const tok_tokenizer *t, int32_t id, size_t *len) {
+  *len = 0;
+  if (!t || id < 0 || id >= t->vocab_size || !(t->id_flags[id] & 4) || !t->id_dec[id]) return NULL;
+  *len = t->id_declen[id];
+  return t->id_dec[id];
+}

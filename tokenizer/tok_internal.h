@@ -16,11 +16,17 @@
 
 #include "tokenizer.h"
 
-/* string -> int32 map, open addressing; keys point into memory owned elsewhere */
+/* string -> int32 map, open addressing (linear probing, load <= 2/3);
+ * keys point into memory owned elsewhere. A slot holds all a probe reads
+ * but the key's bytes, so a lookup touches one slot's cache line. */
+typedef struct tok_smap_slot {
+  const char *key;
+  uint32_t len;
+  int32_t val; /* -1: empty */
+} tok_smap_slot;
+
 typedef struct tok_smap {
-  const char **keys; /* [cap] */
-  uint32_t *lens;    /* [cap] */
-  int32_t *vals;     /* [cap], -1 empty */
+  tok_smap_slot *slots; /* [cap] */
   size_t cap, n;
 } tok_smap;
 
@@ -117,6 +123,42 @@ int tok_mmap_init(tok_mmap *m, size_t n);
 void tok_mmap_free(tok_mmap *m);
 void tok_mmap_put(tok_mmap *m, int32_t a, int32_t b, int32_t rank, int32_t id);
 const tok_merge_slot *tok_mmap_get(const tok_mmap *m, int32_t a, int32_t b);
+
+/* tok_json.c: a pull scanner over JSON text (strict RFC 8259). Each call
+ * skips leading whitespace; on failure it returns -1 and the first error's
+ * description and byte offset stay in err / err_at. */
+typedef struct tok_json {
+  const char *s;
+  size_t n, i;     /* text length, cursor */
+  const char *err; /* static text, NULL while none */
+  size_t err_at;
+} tok_json;
+typedef struct tok_json_span {
+  size_t start, end; /* byte offsets of one value; end 0: none */
+} tok_json_span;
+
+void tok_json_ws(tok_json *j);
+int tok_json_peek(tok_json *j); /* next byte after whitespace, -1 at the end */
+int tok_json_expect(tok_json *j, char c);
+/* Inside an object or array (after its '{' / '['): 1 if another member
+ * follows (the ',' before it consumed), 0 after consuming close, -1 on
+ * error. *first is 1 before the first call. */
+int tok_json_next(tok_json *j, char close, int *first);
+/* Decodes a string (\u0000 included: the bytes may hold NUL) into out,
+ * writing at most cap bytes (out NULL: validate only); *len (if not NULL)
+ * gets the decoded length, which may exceed cap and never exceeds the
+ * escaped length in the text. */
+int tok_json_string(tok_json *j, char *out, size_t cap, size_t *len);
+/* An integer in [lo, hi] (no fraction or exponent). */
+int tok_json_int(tok_json *j, int64_t lo, int64_t hi, int64_t *v);
+int tok_json_skip(tok_json *j); /* any one value */
+/* Scans a tokenizer.json for the first "model" member's first "vocab"
+ * (when an object) and first "merges" (when an array). Returns 0 (spans
+ * with end 0 where absent or of another type; everything 0 when the text
+ * is not an object), -1 when the text is not JSON as far as the scan had
+ * to read it (*j holds the error). */
+int tok_json_find_model(const char *s, size_t n, tok_json_span *vocab, tok_json_span *merges,
+                        tok_json *j);
 
 /* UTF-8: length of the valid character at s (1..4); 0 if s starts an
  * invalid sequence, -1 if the n bytes are a valid but unfinished prefix;

@@ -8,6 +8,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 #include "common.h"
 #include "tok_internal.h"
@@ -69,6 +73,40 @@ static int read_file(const char *path, char **buf, size_t *len) {
   *buf = b;
   *len = n;
   return 0;
+}
+
+/* tokenizer.json's text: mapped read-only when it is a regular file (no
+ * copy, no zeroed pages: a 10 MB file costs neither), else read. */
+typedef struct file_text {
+  char *p;
+  size_t len;
+  int mapped;
+} file_text;
+
+static int text_open(const char *path, file_text *ft) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  struct stat st;
+  ft->mapped = 0;
+  if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0) {
+    void *m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (m != MAP_FAILED) {
+      close(fd);
+      madvise(m, (size_t)st.st_size, MADV_SEQUENTIAL);
+      ft->p = m;
+      ft->len = (size_t)st.st_size;
+      ft->mapped = 1;
+      return 0;
+    }
+  }
+  if (fd >= 0) close(fd);
+  return read_file(path, &ft->p, &ft->len);
+}
+
+static void text_close(file_text *ft) {
+  if (!ft->p) return;
+  if (ft->mapped) munmap(ft->p, ft->len);
+  else free(ft->p);
+  ft->p = NULL;
 }
 
 /* ---- GPT-2 byte <-> char table ---- */
@@ -433,7 +471,153 @@ static long unit_key(const tok_tokenizer *t, const char *s, size_t len, char *ou
   return (long)len;
 }
 
-static int load_model(loader *L, tok_tokenizer *t, const cJSON *model, const cJSON *added) {
+/* The vocab and merges members come as spans of the file's text (end 0:
+ * absent or not an object / array, which cJSON's view of model tells
+ * apart); see tok_json.c for why they skip cJSON. */
+typedef struct big_members {
+  const char *text;
+  tok_json_span vocab, merges;
+} big_members;
+
+typedef struct vocab_entry {
+  uint32_t len; /* decoded length; the string itself is the next one in str_pool */
+  int32_t id;
+} vocab_entry;
+
+/* Reads model.vocab ({"token": id, ...}) into t->str_pool, one
+ * NUL-terminated string after another, and their ids and lengths into
+ * *out (malloc'd). The pool has room for every string: a decoded string
+ * and its NUL never outgrow the quoted text. */
+static int read_vocab(loader *L, tok_tokenizer *t, const big_members *bm, vocab_entry **out, size_t *n,
+                      int32_t *maxid) {
+  tok_json j = {bm->text, bm->vocab.end, bm->vocab.start, NULL, 0};
+  size_t cap = (bm->vocab.end - bm->vocab.start) / 16 + 16, k = 0;
+  vocab_entry *e = malloc(cap * sizeof *e);
+  char *sp = t->str_pool;
+  int first = 1, r;
+  if (!e) return MFS_ENOMEM;
+  tok_json_expect(&j, '{'); /* the span starts with it */
+  while ((r = tok_json_next(&j, '}', &first)) > 0) {
+    size_t len;
+    int64_t id;
+    if (tok_json_string(&j, sp, SIZE_MAX, &len) || tok_json_expect(&j, ':')) break;
+    sp[len] = 0;
+    if (tok_json_int(&j, 0, 16777216, &id)) {
+      free(e);
+      return fail(L, MFS_EFORMAT, "model.vocab: id of \"%.60s\" is not an id", sp);
+    }
+    if (k == cap) {
+      vocab_entry *ne = realloc(e, (cap *= 2) * sizeof *e);
+      if (!ne) {
+        free(e);
+        return MFS_ENOMEM;
+      }
+      e = ne;
+    }
+    e[k++] = (vocab_entry){(uint32_t)len, (int32_t)id};
+    if ((int32_t)id > *maxid) *maxid = (int32_t)id;
+    sp += len + 1;
+  }
+  if (j.err) { /* cannot happen: tok_json_find_model checked the syntax */
+    free(e);
+    return fail(L, MFS_EFORMAT, "model.vocab: %s at byte %zu", j.err, j.err_at);
+  }
+  *out = e;
+  *n = k;
+  return 0;
+}
+
+/* One merge's two halves in the unit alphabet, looked up: 0 and the ids of
+ * a, b and a+b, or 1 when a half is too long or not a token (HF refuses
+ * such files; leaving the merge out is safe). */
+static int merge_ids(const tok_tokenizer *t, const char *a, size_t al, const char *b, size_t bl,
+                     int32_t ids[3]) {
+  char kab[8192];
+  if (al >= 4096 || bl >= 4096) return 1;
+  long la = unit_key(t, a, al, kab), lb = la > 0 ? unit_key(t, b, bl, kab + la) : -1;
+  if (la <= 0 || lb <= 0) return 1;
+  ids[0] = tok_smap_get(&t->enc, kab, (size_t)la);
+  ids[1] = tok_smap_get(&t->enc, kab + la, (size_t)lb);
+  ids[2] = tok_smap_get(&t->enc, kab, (size_t)(la + lb));
+  return ids[0] < 0 || ids[1] < 0 || ids[2] < 0;
+}
+
+/* Reads model.merges ("a b" or ["a", "b"] each, rank = position) into
+ * t->merges, sized once for the merges that resolve to tokens. */
+static int read_merges(loader *L, tok_tokenizer *t, const big_members *bm) {
+  tok_json j = {bm->text, bm->merges.end, bm->merges.start, NULL, 0};
+  size_t cap = 1024, n = 0;
+  tok_merge_slot *m = malloc(cap * sizeof *m); /* key, rank and id of each, before the map exists */
+  char a[8192], b[4096];
+  const char *bp;
+  int first = 1, r, rc = 0;
+  int32_t rank = 0;
+  if (!m) return MFS_ENOMEM;
+  tok_json_expect(&j, '['); /* the span starts with it */
+  for (; (r = tok_json_next(&j, ']', &first)) > 0; rank++) {
+    size_t al, bl;
+    int c = tok_json_peek(&j), more = 1;
+    if (c == '"') {
+      size_t at = j.i;
+      if (tok_json_string(&j, a, sizeof a, &al)) break;
+      const char *space = memchr(a, ' ', al < sizeof a ? al : sizeof a);
+      if (!space && al > sizeof a) { /* only partly decoded: is there a space further on? */
+        char *whole = malloc(al);
+        if (!whole) {
+          rc = MFS_ENOMEM;
+          break;
+        }
+        j.i = at;
+        tok_json_string(&j, whole, al, NULL);
+        int spaced = memchr(whole, ' ', al) != NULL;
+        free(whole);
+        if (spaced) continue; /* a half of 4 KiB or more: no such token */
+      }
+      if (!space) {
+        rc = fail(L, MFS_EFORMAT, "model.merges[%d] \"%.*s\" is not \"a b\"", rank, (int)(al < 60 ? al : 60), a);
+        break;
+      }
+      bl = al - (size_t)(space + 1 - a);
+      al = (size_t)(space - a);
+      if (al + 1 + bl > sizeof a) continue; /* b only partly decoded: 4 KiB or more */
+      bp = space + 1;
+    } else if (c == '[') {
+      j.i++;
+      int ok = tok_json_next(&j, ']', &more) > 0 && tok_json_peek(&j) == '"' &&
+               !tok_json_string(&j, a, sizeof b, &al) && tok_json_next(&j, ']', &more) > 0 &&
+               tok_json_peek(&j) == '"' && !tok_json_string(&j, b, sizeof b, &bl) &&
+               tok_json_next(&j, ']', &more) == 0;
+      if (!ok) {
+        rc = fail(L, MFS_EFORMAT, "model.merges[%d] is neither \"a b\" nor [\"a\", \"b\"]", rank);
+        break;
+      }
+      bp = b;
+    } else {
+      rc = fail(L, MFS_EFORMAT, "model.merges[%d] is neither \"a b\" nor [\"a\", \"b\"]", rank);
+      break;
+    }
+    int32_t ids[3];
+    if (merge_ids(t, a, al, bp, bl, ids)) continue;
+    if (n == cap) {
+      tok_merge_slot *nm = realloc(m, (cap *= 2) * sizeof *m);
+      if (!nm) {
+        rc = MFS_ENOMEM;
+        break;
+      }
+      m = nm;
+    }
+    m[n++] = (tok_merge_slot){(uint64_t)(uint32_t)ids[0] << 32 | (uint32_t)ids[1], rank, ids[2]};
+  }
+  if (!rc && j.err) rc = fail(L, MFS_EFORMAT, "model.merges: %s at byte %zu", j.err, j.err_at);
+  if (!rc) rc = tok_mmap_init(&t->merges, n);
+  for (size_t i = 0; !rc && i < n; i++)
+    tok_mmap_put(&t->merges, (int32_t)(m[i].key >> 32), (int32_t)(uint32_t)m[i].key, m[i].rank, m[i].id);
+  free(m);
+  return rc;
+}
+
+static int load_model(loader *L, tok_tokenizer *t, const cJSON *model, const cJSON *added,
+                      const big_members *bm) {
   const char *type = jstr(model, "type");
   const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
   const cJSON *merges = cJSON_GetObjectItemCaseSensitive(model, "merges");
@@ -441,7 +625,7 @@ static int load_model(loader *L, tok_tokenizer *t, const cJSON *model, const cJS
   if (!type) return fail(L, MFS_EFORMAT, "model without a \"type\"");
   if (strcmp(type, "BPE"))
     return fail(L, MFS_EUNSUPPORTED, "model type \"%s\" is not supported (only BPE)", type);
-  if (!cJSON_IsObject(vocab)) return fail(L, MFS_EFORMAT, "model.vocab is not an object");
+  if (!cJSON_IsObject(vocab) || !bm->vocab.end) return fail(L, MFS_EFORMAT, "model.vocab is not an object");
   if (!is_null(merges) && !cJSON_IsArray(merges)) return fail(L, MFS_EFORMAT, "model.merges is not an array");
   const cJSON *dropout = cJSON_GetObjectItemCaseSensitive(model, "dropout");
   if (cJSON_IsNumber(dropout) && dropout->valuedouble != 0.0 && dropout->valuedouble != 1.0)
@@ -453,17 +637,10 @@ static int load_model(loader *L, tok_tokenizer *t, const cJSON *model, const cJS
   t->ignore_merges = jbool(model, "ignore_merges", 0);
   t->fuse_unk = jbool(model, "fuse_unk", 0);
 
-  /* sizes */
+  /* sizes: the vocab's text bounds its strings; added tokens come on top */
   int32_t maxid = -1;
-  size_t nvocab = 0, nadded = 0, pool = 0;
+  size_t nvocab = 0, nadded = 0, pool = bm->vocab.end - bm->vocab.start;
   const cJSON *c;
-  cJSON_ArrayForEach(c, vocab) {
-    if (!cJSON_IsNumber(c) || c->valuedouble < 0 || c->valuedouble > 16777216.0)
-      return fail(L, MFS_EFORMAT, "model.vocab: id of \"%.60s\" is not an id", c->string);
-    if (c->valueint > maxid) maxid = c->valueint;
-    pool += strlen(c->string) + 1;
-    nvocab++;
-  }
   cJSON_ArrayForEach(c, added) {
     const cJSON *id = cJSON_GetObjectItemCaseSensitive(c, "id");
     const char *content = jstr(c, "content");
@@ -473,7 +650,16 @@ static int load_model(loader *L, tok_tokenizer *t, const cJSON *model, const cJS
     pool += strlen(content) + 1;
     nadded++;
   }
-  if (maxid < 0) return fail(L, MFS_EFORMAT, "model.vocab is empty");
+  t->str_pool = malloc(pool + 1);
+  t->enc_pool = malloc(pool + 1);
+  if (!t->str_pool || !t->enc_pool) return MFS_ENOMEM;
+  vocab_entry *ve = NULL;
+  int rc = read_vocab(L, t, bm, &ve, &nvocab, &maxid);
+  if (rc) return rc;
+  if (maxid < 0) {
+    free(ve);
+    return fail(L, MFS_EFORMAT, "model.vocab is empty");
+  }
   t->vocab_size = maxid + 1;
   size_t V = (size_t)t->vocab_size;
   t->id_str = calloc(V, sizeof *t->id_str);
@@ -481,28 +667,27 @@ static int load_model(loader *L, tok_tokenizer *t, const cJSON *model, const cJS
   t->id_dec = calloc(V, sizeof *t->id_dec);
   t->id_declen = calloc(V, sizeof *t->id_declen);
   t->id_flags = calloc(V, 1);
-  t->str_pool = malloc(pool + 1);
-  t->enc_pool = malloc(pool + 1);
-  if (!t->id_str || !t->id_strlen || !t->id_dec || !t->id_declen || !t->id_flags || !t->str_pool || !t->enc_pool)
-    return MFS_ENOMEM;
-  int rc;
-  if ((rc = tok_smap_init(&t->strs, nvocab + nadded)) || (rc = tok_smap_init(&t->enc, nvocab)))
-    return rc;
+  if (!t->id_str || !t->id_strlen || !t->id_dec || !t->id_declen || !t->id_flags ||
+      (rc = tok_smap_init(&t->strs, nvocab + nadded)) || (rc = tok_smap_init(&t->enc, nvocab))) {
+    free(ve);
+    return rc ? rc : MFS_ENOMEM;
+  }
   char *sp = t->str_pool, *ep = t->enc_pool;
-  cJSON_ArrayForEach(c, vocab) {
-    size_t len = unnul(c->string, strlen(c->string), sp);
-    sp[len] = 0;
-    t->id_str[c->valueint] = sp;
-    t->id_strlen[c->valueint] = (uint32_t)len;
-    t->id_flags[c->valueint] |= 4;
-    tok_smap_put(&t->strs, sp, len, c->valueint);
-    sp += len + 1;
-    long k = unit_key(t, t->id_str[c->valueint], len, ep);
+  for (size_t i = 0; i < nvocab; i++) {
+    size_t len = ve[i].len;
+    int32_t id = ve[i].id;
+    t->id_str[id] = sp;
+    t->id_strlen[id] = (uint32_t)len;
+    t->id_flags[id] |= 4;
+    tok_smap_put(&t->strs, sp, len, id);
+    long k = unit_key(t, sp, len, ep);
     if (k > 0) {
-      tok_smap_put(&t->enc, ep, (size_t)k, c->valueint);
+      tok_smap_put(&t->enc, ep, (size_t)k, id);
       ep += k;
     }
+    sp += len + 1;
   }
+  free(ve);
   /* added tokens */
   t->added = calloc(nadded ? nadded : 1, sizeof *t->added);
   if (!t->added) return MFS_ENOMEM;
@@ -544,9 +729,9 @@ static int load_model(loader *L, tok_tokenizer *t, const cJSON *model, const cJS
   /* where sentencepiece-style text may be cut (see tok_internal.h) */
   t->meta_split = !t->byte_level && !t->ignore_merges && tok_smap_get(&t->enc, "\xE2\x96\x81", 3) >= 0;
   for (size_t i = 0; t->meta_split && i < t->enc.cap; i++) {
-    if (t->enc.vals[i] < 0) continue;
-    const char *k = t->enc.keys[i];
-    size_t kl = t->enc.lens[i];
+    if (t->enc.slots[i].val < 0) continue;
+    const char *k = t->enc.slots[i].key;
+    size_t kl = t->enc.slots[i].len;
     for (size_t p = 1; p + 3 <= kl && t->meta_split; p++) {
       if (memcmp(k + p, "\xE2\x96\x81", 3)) continue;
       size_t q = p - 1;
@@ -565,59 +750,7 @@ static int load_model(loader *L, tok_tokenizer *t, const cJSON *model, const cJS
     }
   }
 
-  /* merges: "a b" or ["a", "b"] */
-  size_t nm = is_null(merges) ? 0 : (size_t)cJSON_GetArraySize(merges);
-  if ((rc = tok_mmap_init(&t->merges, nm))) return rc;
-  char *ka = malloc(4096), *kb = malloc(4096), *kab = malloc(8192);
-  if (!ka || !kb || !kab) {
-    free(ka);
-    free(kb);
-    free(kab);
-    return MFS_ENOMEM;
-  }
-  int32_t rank = 0;
-  rc = 0;
-  if (nm) cJSON_ArrayForEach(c, merges) {
-    const char *a, *b;
-    size_t al, bl;
-    if (cJSON_IsString(c)) {
-      const char *sp2 = strchr(c->valuestring, ' ');
-      if (!sp2) {
-        rc = fail(L, MFS_EFORMAT, "model.merges[%d] \"%.60s\" is not \"a b\"", rank, c->valuestring);
-        break;
-      }
-      a = c->valuestring;
-      al = (size_t)(sp2 - a);
-      b = sp2 + 1;
-      bl = strlen(b);
-    } else if (cJSON_IsArray(c) && cJSON_GetArraySize(c) == 2 && cJSON_IsString(c->child) &&
-               cJSON_IsString(c->child->next)) {
-      a = c->child->valuestring;
-      b = c->child->next->valuestring;
-      al = strlen(a);
-      bl = strlen(b);
-    } else {
-      rc = fail(L, MFS_EFORMAT, "model.merges[%d] is neither \"a b\" nor [\"a\", \"b\"]", rank);
-      break;
-    }
-    rank++;
-    if (al >= 4096 || bl >= 4096) continue;
-    char ua[4096], ub[4096];
-    al = unnul(a, al, ua);
-    bl = unnul(b, bl, ub);
-    long la = unit_key(t, ua, al, ka), lb = unit_key(t, ub, bl, kb);
-    if (la <= 0 || lb <= 0) continue; /* HF refuses such files; skipping is safe */
-    int32_t ia = tok_smap_get(&t->enc, ka, (size_t)la), ib = tok_smap_get(&t->enc, kb, (size_t)lb);
-    memcpy(kab, ka, (size_t)la);
-    memcpy(kab + la, kb, (size_t)lb);
-    int32_t iab = tok_smap_get(&t->enc, kab, (size_t)(la + lb));
-    if (ia < 0 || ib < 0 || iab < 0) continue;
-    tok_mmap_put(&t->merges, ia, ib, rank - 1, iab);
-  }
-  free(ka);
-  free(kb);
-  free(kab);
-  return rc;
+  return bm->merges.end ? read_merges(L, t, bm) : tok_mmap_init(&t->merges, 0);
 }
 
 static int cmp_added(const void *x, const void *y) {
@@ -706,6 +839,39 @@ static int load_config(loader *L, tok_tokenizer *t, const char *path) {
   return 0;
 }
 
+/* Parses tokenizer.json's text: model.vocab and model.merges are only
+ * located (bm; tok_json.c), and cJSON parses the rest, with {} and [] in
+ * their place. On success *out is the tree (cJSON_Delete). */
+static int parse_file(loader *L, const char *buf, size_t len, big_members *bm, cJSON **out) {
+  tok_json j;
+  if (tok_json_find_model(buf, len, &bm->vocab, &bm->merges, &j))
+    return fail(L, MFS_EFORMAT, "not valid JSON: %s at byte %zu", j.err, j.err_at);
+  const tok_json_span *cut[2] = {&bm->vocab, &bm->merges};
+  if (bm->merges.end && bm->merges.start < bm->vocab.start) cut[0] = &bm->merges, cut[1] = &bm->vocab;
+  char *rest = malloc(len + 5), *q = rest;
+  if (!rest) return fail(L, MFS_ENOMEM, "out of memory");
+  size_t at = 0;
+  for (int k = 0; k < 2; k++) {
+    if (!cut[k]->end) continue;
+    memcpy(q, buf + at, cut[k]->start - at);
+    q += cut[k]->start - at;
+    memcpy(q, cut[k] == &bm->vocab ? "{}" : "[]", 2);
+    q += 2;
+    at = cut[k]->end;
+  }
+  memcpy(q, buf + at, len - at);
+  q += len - at;
+  *q = 0;
+  size_t flen;
+  char *fixed = nul_escapes(rest, (size_t)(q - rest), &flen);
+  *out = fixed ? cJSON_ParseWithLength(fixed, flen) : NULL;
+  if (fixed != rest) free(fixed);
+  free(rest);
+  if (!fixed) return fail(L, MFS_ENOMEM, "out of memory");
+  if (!*out) return fail(L, MFS_EFORMAT, "not valid JSON");
+  return 0;
+}
+
 int tok_new_files(const char *tokenizer_json, const char *config_json, tok_tokenizer **out,
                   char *err, size_t errlen) {
   loader L = {tokenizer_json, err, errlen};
@@ -713,20 +879,19 @@ int tok_new_files(const char *tokenizer_json, const char *config_json, tok_token
   if (!out || !tokenizer_json) return MFS_EINVAL;
   *out = NULL;
   bytelevel_table();
-  char *buf;
-  size_t len;
-  int rc = read_file(tokenizer_json, &buf, &len);
+  file_text ft = {NULL, 0, 0};
+  int rc = text_open(tokenizer_json, &ft);
   if (rc) return fail(&L, rc, "cannot read: %s", rc == MFS_EIO ? "no such file or unreadable" : mfs_strerror(rc));
-  size_t flen;
-  char *fixed = nul_escapes(buf, len, &flen);
-  cJSON *j = fixed ? cJSON_ParseWithLength(fixed, flen) : NULL;
-  if (fixed != buf) free(fixed);
-  free(buf);
-  if (!fixed) return fail(&L, MFS_ENOMEM, "out of memory");
-  if (!j) return fail(&L, MFS_EFORMAT, "not valid JSON");
+  big_members bm = {ft.p, {0, 0}, {0, 0}};
+  cJSON *j = NULL;
+  if ((rc = parse_file(&L, ft.p, ft.len, &bm, &j))) {
+    text_close(&ft);
+    return rc;
+  }
   tok_tokenizer *t = calloc(1, sizeof *t);
   if (!t) {
     cJSON_Delete(j);
+    text_close(&ft);
     return MFS_ENOMEM;
   }
   t->bos = t->eos = t->unk_id = -1;
@@ -748,7 +913,9 @@ int tok_new_files(const char *tokenizer_json, const char *config_json, tok_token
   }
   if (!is_null(norm) && (rc = add_norm(&L, t, norm))) goto out;
   if (!is_null(pre) && (rc = add_pre(&L, t, pre))) goto out;
-  if ((rc = load_model(&L, t, model, is_null(added) ? NULL : added))) goto out;
+  rc = load_model(&L, t, model, is_null(added) ? NULL : added, &bm);
+  text_close(&ft); /* nothing points into it */
+  if (rc) goto out;
   if ((rc = index_added(t))) goto out;
   if (is_null(dec)) t->dec_join_space = 1;
   else if ((rc = add_dec(&L, t, &plan, dec))) goto out;
@@ -765,6 +932,7 @@ int tok_new_files(const char *tokenizer_json, const char *config_json, tok_token
   rc = 0;
 out:
   cJSON_Delete(j);
+  text_close(&ft);
   if (rc) {
     if (rc == MFS_ENOMEM && err && errlen && !err[0]) fail(&L, rc, "out of memory");
     tok_free(t);

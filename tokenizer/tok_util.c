@@ -21,39 +21,28 @@ static size_t pow2_at_least(size_t n) {
 
 int tok_smap_init(tok_smap *m, size_t n) {
   memset(m, 0, sizeof *m);
-  m->cap = pow2_at_least(n * 2 + 1);
-  m->keys = calloc(m->cap, sizeof *m->keys);
-  m->lens = calloc(m->cap, sizeof *m->lens);
-  m->vals = malloc(m->cap * sizeof *m->vals);
-  if (!m->keys || !m->lens || !m->vals) {
-    tok_smap_free(m);
-    return MFS_ENOMEM;
-  }
-  for (size_t i = 0; i < m->cap; i++) m->vals[i] = -1;
+  m->cap = pow2_at_least(n + n / 2 + 1);
+  m->slots = malloc(m->cap * sizeof *m->slots);
+  if (!m->slots) return MFS_ENOMEM;
+  for (size_t i = 0; i < m->cap; i++) m->slots[i] = (tok_smap_slot){NULL, 0, -1};
   return 0;
 }
 
 void tok_smap_free(tok_smap *m) {
-  free(m->keys);
-  free(m->lens);
-  free(m->vals);
+  free(m->slots);
   memset(m, 0, sizeof *m);
 }
 
 /* The caller sized the map for every key it puts (n at init). */
 int tok_smap_put(tok_smap *m, const char *k, size_t len, int32_t v) {
   size_t mask = m->cap - 1, i = hash_bytes(k, len) & mask;
-  while (m->vals[i] >= 0) {
-    if (m->lens[i] == len && !memcmp(m->keys[i], k, len)) {
-      m->vals[i] = v;
+  for (tok_smap_slot *s; (s = &m->slots[i])->val >= 0; i = (i + 1) & mask)
+    if (s->len == len && !memcmp(s->key, k, len)) {
+      s->val = v;
       return 1;
     }
-    i = (i + 1) & mask;
-  }
   if (m->n + 1 >= m->cap) return MFS_ENOMEM; /* never with a correct size */
-  m->keys[i] = k;
-  m->lens[i] = (uint32_t)len;
-  m->vals[i] = v;
+  m->slots[i] = (tok_smap_slot){k, (uint32_t)len, v};
   m->n++;
   return 0;
 }
@@ -61,10 +50,8 @@ int tok_smap_put(tok_smap *m, const char *k, size_t len, int32_t v) {
 int32_t tok_smap_get(const tok_smap *m, const char *k, size_t len) {
   if (!m->cap) return -1;
   size_t mask = m->cap - 1, i = hash_bytes(k, len) & mask;
-  while (m->vals[i] >= 0) {
-    if (m->lens[i] == len && !memcmp(m->keys[i], k, len)) return m->vals[i];
-    i = (i + 1) & mask;
-  }
+  for (const tok_smap_slot *s; (s = &m->slots[i])->val >= 0; i = (i + 1) & mask)
+    if (s->len == len && !memcmp(s->key, k, len)) return s->val;
   return -1;
 }
 
@@ -78,7 +65,7 @@ static uint64_t mix64(uint64_t x) {
 
 int tok_mmap_init(tok_mmap *m, size_t n) {
   m->n = 0;
-  m->cap = pow2_at_least(n * 2 + 1);
+  m->cap = pow2_at_least(n + n / 2 + 1);
   m->slots = malloc(m->cap * sizeof *m->slots);
   if (!m->slots) return MFS_ENOMEM;
   for (size_t i = 0; i < m->cap; i++) m->slots[i].key = UINT64_MAX;

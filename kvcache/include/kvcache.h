@@ -61,7 +61,35 @@ typedef struct kvc_stats {
   int64_t prefix_queries_tokens; /* tokens asked for in kvc_seq_match_prefix */
   int64_t prefix_hits_tokens;    /* of those, tokens found cached */
   int64_t n_seqs;
+  int64_t blocks_indexed;        /* used or cached blocks findable by a prefix match */
 } kvc_stats;
+
+/* What happens to the prefix cache, for subscribers such as a KV-event
+ * publisher (kvc_pool_set_event_fn). The set of hashes announced STORED and
+ * not since REMOVED is always the set of distinct hashes of indexed blocks
+ * (kvc_pool_prefix_hashes): a block whose hash another indexed block already
+ * has (the same tokens after an evicted and recomputed parent) is indexed
+ * without a STORED, and REMOVED comes only when the last block with a hash
+ * leaves the index (eviction).
+ * Block hash: h = mix(parent ^ (block_size << 32)); per token t:
+ * h = mix(h ^ (uint32)t) + 0x9e3779b97f4a7c15; hash = mix(h), in uint64
+ * arithmetic, where mix is SplitMix64's finalizer (x ^= x >> 30;
+ * x *= 0xbf58476d1ce4e5b9; x ^= x >> 27; x *= 0x94d049bb133111eb;
+ * x ^= x >> 31) and parent is the previous block's hash, or
+ * KVC_HASH_SEED for a sequence's first block (docs/kv-events.md). */
+#define KVC_HASH_SEED 0x6d66617365727665ull
+typedef enum { KVC_EV_STORED = 0, KVC_EV_REMOVED = 1 } kvc_event_kind;
+typedef struct kvc_event {
+  kvc_event_kind kind;
+  uint64_t hash;         /* the block's hash */
+  uint64_t parent_hash;  /* STORED: the previous block's hash, or KVC_HASH_SEED */
+  int has_parent;        /* STORED: 0 for a sequence's first block */
+  const int32_t *tokens; /* STORED: the block's block_size token ids, valid during the call */
+  int n_tokens;          /* STORED: block_size */
+} kvc_event;
+/* Called on the pool's thread, inside the pool call that changed the index;
+ * it must not call back into the pool. */
+typedef void (*kvc_event_fn)(void *ctx, const kvc_event *ev);
 
 /* Bytes of one block (all layers). */
 size_t kvc_block_bytes(const kvc_geom *g);
@@ -125,6 +153,14 @@ const int32_t *kvc_seq_blocks(const kvc_seq *s, int *n);
  * free, 1 cached-free, 2 used) and the ref count (saturated at 65535).
  * Returns the number of blocks written. */
 int kvc_pool_block_states(const kvc_pool *p, uint8_t *state, uint16_t *refs, int max);
+
+/* Sets (fn NULL: clears) the prefix-cache event callback (kvc_event). */
+void kvc_pool_set_event_fn(kvc_pool *p, kvc_event_fn fn, void *ctx);
+
+/* Writes the distinct hashes of indexed blocks, ascending, into out and
+ * returns how many. out needs room for every indexed block (blocks_total
+ * always suffices); with less, only the first max indexed blocks count. */
+int kvc_pool_prefix_hashes(const kvc_pool *p, uint64_t *out, int max);
 
 /* Checks every invariant (states, ref counts against tables, index, LRU,
  * free list). Returns 0, or MFS_ESTATE with a description in err. For tests;

@@ -27,6 +27,7 @@
 #include <stdint.h>
 
 #include "engine.h"
+#include "grammar.h"
 #include "kvcache.h"
 
 #define SCHED_MAX_LOGPROBS 20
@@ -61,6 +62,15 @@ typedef struct sched_request_params {
   int logprobs;             /* -1: none; 0..20: chosen token's logprob + this many top */
   int prompt_logprobs;      /* -1: none; 0..20: logprob of each prompt token (echo) */
   sched_sampling sampling;
+  /* Structured output: NULL, or the constraint every choice's output must
+   * match (its index's vocabulary is the model's). Submit takes a
+   * reference, dropped when the request ends; masks are computed and the
+   * matcher advanced on the scheduler thread only, so the caller must not
+   * use the index's matchers while requests hold it. A choice ends with
+   * STOP as soon as its text is complete and nothing may follow, or when it
+   * samples EOS where the text is complete (EOS is allowed only there);
+   * with max_tokens first, LENGTH (the value may be incomplete). */
+  gr_index *constraint;
 } sched_request_params;
 
 typedef enum {
@@ -108,6 +118,8 @@ typedef struct sched_opts {
   int event_capacity;         /* events queued for the consumer; 0: default */
   void (*notify)(void *u);    /* called (scheduler thread) after events are queued */
   void *notify_u;
+  kvc_event_fn kv_event_fn;   /* NULL, or the pool's prefix-cache events (scheduler thread; kvcache.h) */
+  void *kv_event_u;
 } sched_opts;
 
 typedef struct sched sched;
@@ -175,5 +187,10 @@ typedef struct sched_seq_view {
 } sched_seq_view;
 int sched_cache_snapshot(sched *s, uint8_t *state, uint16_t *refs, int max_blocks, sched_seq_view *seqs,
                          int max_seqs, int *n_seqs, int32_t *tables, int max_table);
+
+/* Any thread: the distinct hashes of the indexed (prefix-cache) blocks, as
+ * of the snapshot sched_cache_snapshot last returned or a newer one (the
+ * two agree while nothing runs); ascending, up to max. Returns how many. */
+int sched_cache_hashes(sched *s, uint64_t *out, int max);
 
 #endif

@@ -40,13 +40,17 @@ typedef struct srv_opts {
   double shutdown_timeout;   /* seconds running requests get after SIGTERM */
   const char *chat_template; /* "auto" (default), "chatml", "llama3", "mistral", "plain" */
   int metrics_vllm;          /* /metrics also under vLLM's names (vllm:..., what routers read) */
+  const char *kv_events_endpoint; /* NULL or "": no KV events; else the ZMQ endpoint (kvevents.h) */
+  const char *kv_events_topic;    /* first frame of each KV-event message; NULL: "" */
+  int kv_events_queue;            /* KV events queued for the publisher at most; <= 0: 65536 */
 } srv_opts;
 
 typedef struct srv srv;
 
-/* Copies the options and binds host:port. Returns 0, MFS_EINVAL (bad
- * option; message in err) or MFS_EIO (cannot listen; message in err). On
- * failure nothing is left allocated. */
+/* Copies the options, binds host:port and opens the KV-event socket if
+ * asked. Returns 0, MFS_EINVAL (bad option, a malformed KV-event endpoint;
+ * message in err) or MFS_EIO (cannot listen, or bind the KV-event endpoint;
+ * message in err). On failure nothing is left allocated. */
 int srv_new(srv **out, const srv_opts *o, char *err, size_t errlen);
 /* The bound port. */
 int srv_port(const srv *s);

@@ -45,6 +45,8 @@ PKG_MAP = {
     "libuv": ("libuv1-dev", "libuv1"),
     "zlib": ("zlib1g-dev", "zlib1g"),
     "libcurl": ("libcurl4-openssl-dev", "libcurl4"),
+    "libzmq": ("libzmq3-dev", "libzmq5"),
+    "msgpack": ("libmsgpack-dev", "libmsgpackc2"),
 }
 
 

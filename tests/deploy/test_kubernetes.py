@@ -41,7 +41,17 @@ def render(path):
     return [d for d in yaml.safe_load_all(r.stdout) if d]
 
 
-docs = render(K8S)
+# The objects are in base/, which deploy/kubernetes/kustomization.yaml takes
+# in as a directory resource (kustomize >= 2.1). kubectl < 1.24 does not
+# print its kustomize version, and Debian's kubernetes-client 1.20 carries
+# kustomize v2.0 (files only): there render base/ itself, the same objects.
+ver = subprocess.run([kubectl, "version", "--client"], capture_output=True, text=True).stdout
+m = re.search(r"Kustomize Version: v(\d+)\.(\d+)", ver)
+if m:
+    docs = render(K8S)
+else:
+    print("kubectl prints no kustomize version (old): rendering deploy/kubernetes/base")
+    docs = render(os.path.join(K8S, "base"))
 by_kind = {}
 for d in docs:
     by_kind.setdefault(d["kind"], []).append(d)
@@ -128,8 +138,6 @@ if pods_metrics:
 
 # The ServiceMonitor component, rendered on top of the base from a temp dir
 # (components need kustomize >= 3.7; kubectl < 1.24 does not print its version).
-ver = subprocess.run([kubectl, "version", "--client"], capture_output=True, text=True).stdout
-m = re.search(r"Kustomize Version: v(\d+)\.(\d+)", ver)
 if not m or (int(m.group(1)), int(m.group(2))) < (3, 7):
     print("kustomize too old for components (%s): ServiceMonitor component not rendered" % (m and m.group(0)))
 else:

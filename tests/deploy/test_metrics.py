@@ -51,6 +51,9 @@ EXPECTED = {  # issue 5's list: name -> type
     "mfaserve:inter_token_latency_seconds": "histogram",
     "mfaserve:e2e_request_latency_seconds": "histogram",
     "mfaserve:request_queue_time_seconds": "histogram",
+    # issue 16: the KV-event publisher's counters (0 without --kv-events-endpoint)
+    "mfaserve:kv_events_published_total": "counter",
+    "mfaserve:kv_events_dropped_total": "counter",
 }
 UI_FIELDS = ["model", "attention", "block_size", "kv_bytes_per_token", "max_model_len", "blocks.total", "blocks.used",
              "blocks.cached", "blocks.free", "usage", "block_states", "sequences", "requests.running",

@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """gen_seeds.py: regenerates the seed corpora under tests/fuzz/corpus/ (the
 seed-* files; regress-* files, inputs that once failed, are kept). Needs
-/usr/bin/python3 with numpy (tools/make_model.py). Deterministic."""
+/usr/bin/python3 with numpy (tools/make_model.py). Deterministic.
+`gen_seeds.py grammar` writes only fuzz_grammar's seeds."""
 import glob
 import shutil
 import json
@@ -272,6 +273,58 @@ def main():
     put("tokenizer_load", "bad-regex", '{"model":{"type":"BPE","vocab":{"a":0},"merges":[]},"pre_tokenizer":'
                                        '{"type":"Split","pattern":{"Regex":"(("},"behavior":"Isolated"}}')
 
+    grammar_seeds()
+
+
+def grammar_seeds():
+    """fuzz_grammar: byte 0 = front end (0 schema, 1 regex, 2 GBNF, 3 choice;
+    +4: strict objects), then source 0xFF text."""
+    def g(name, sel, src, text=""):
+        if not isinstance(src, str):
+            src = json.dumps(src, separators=(",", ":"))
+        put("grammar", name, bytes([sel]) + src.encode() + b"\xff" + text.encode())
+
+    g("schema-object", 0, {"type": "object", "properties": {"name": {"type": "string", "maxLength": 8},
+                                                             "age": {"type": "integer", "minimum": 0, "maximum": 150},
+                                                             "tags": {"type": "array", "items": {"enum": ["a", "b"]}}},
+                           "required": ["name"]}, '{"name":"ab\\"c","age":42,"tags":["a"]}')
+    g("schema-strict-nullable", 4, {"type": "object", "properties": {"x": {"type": ["number", "null"]},
+                                                                      "d": {"type": "string", "format": "date"}}},
+      '{"x":-1.5e3,"d":"2024-02-29"}')
+    g("schema-ref-tree", 0, {"$defs": {"n": {"type": "object", "properties": {
+        "v": {"type": "integer"}, "c": {"type": "array", "items": {"$ref": "#/$defs/n"}}},
+        "required": ["v", "c"], "additionalProperties": False}}, "$ref": "#/$defs/n"},
+      '{"v":1,"c":[{"v":2,"c":[]}]}')
+    g("schema-anyof-const", 0, {"anyOf": [{"type": "object", "properties": {"k": {"const": "a"}, "r": {
+        "type": "number", "exclusiveMinimum": 0}}, "required": ["k", "r"], "additionalProperties": False},
+        {"type": "array", "prefixItems": [{"type": "boolean"}, {"type": "null"}], "items": False}]},
+      '[true,null]')
+    g("schema-pattern-format", 0, {"type": "object", "properties": {
+        "id": {"type": "string", "pattern": "^[A-Z]{2}-[0-9]+$"}, "u": {"type": "string", "format": "uuid"},
+        "e": {"type": "string", "format": "email"}, "t": {"type": "string", "format": "date-time"}}},
+      '{"id":"AB-12","u":"3f1c9a2e-8b7d-4c6a-9e5f-0a1b2c3d4e5f","e":"a@b.co","t":"2024-01-01T00:00:00Z"}')
+    g("schema-any", 0, True, '{"a":[1,2.5,"x",null,true,{}]}')
+    g("schema-bad-json", 0, '{"type":', "")
+    g("schema-unsupported", 0, {"type": "string", "not": {"const": "x"}}, '"y"')
+    g("regex-email", 1, "[a-z0-9._%+-]+@[a-z0-9.-]+\\.[a-z]{2,}", "ab.c@example.com")
+    g("regex-alt-rep", 1, "^(foo|ba[rz]){1,3}(?:x*?y)?\\d{2}$", "foobarbazxy12")
+    g("regex-unicode", 1, "[\u00e0-\u00ff]+ \\w+ [^a-z\\s]", "\u00e9\u00e8 abc X")
+    g("regex-bad", 1, "(ab", "ab")
+    g("regex-backref", 1, "(a)\\1", "aa")
+    g("gbnf-json-ish", 2, 'root ::= "{" ws pair ("," ws pair)* "}"\npair ::= str ":" ws val\n'
+                          'str ::= "\\"" [a-z]* "\\""\nval ::= str | [0-9]+ | "true" | "false"\nws ::= [ ]?\n',
+      '{"a": 12, "bc":"x"}')
+    g("gbnf-recursion", 2, 'root ::= expr\nexpr ::= term (("+" | "-") term)*\nterm ::= [0-9]+ | "(" expr ")"\n',
+      "(1+2)-3")
+    g("gbnf-repeat", 2, 'root ::= [a-c]{2,4} "x"? [^\\n]{0,3}\n', "abcx\u00e9!")
+    g("gbnf-bad", 2, "root ::= (", "")
+    g("choice", 3, "yes\nno\nmaybe\nyes please", "yes please")
+
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["grammar"]:  # only fuzz_grammar's seeds (no numpy needed)
+        for f in glob.glob(os.path.join(CORPUS, "grammar", "seed-*")):
+            os.unlink(f)
+        grammar_seeds()
+    else:
+        main()

@@ -649,6 +649,68 @@ static uint32_t rnd(uint32_t n) {
 
 static uint64_t hash_weak(uint64_t ph, const int32_t *t, int n) { return kvc_hash_tokens(ph, t, n) & 3; }
 
+/* The prefix-cache events replayed into a set of hashes: it must always be
+ * the pool's set of distinct indexed hashes (kvc_pool_prefix_hashes), each
+ * STORED hash must be its tokens' hash chained on its parent, and a parent
+ * must already be known when its child is announced. */
+typedef struct ev_shadow {
+  kvc_pool *p;
+  uint64_t set[64];
+  int n;
+  int64_t n_stored, n_removed;
+  char err[160];
+} ev_shadow;
+
+static int ev_find(const ev_shadow *e, uint64_t h) {
+  for (int i = 0; i < e->n; i++)
+    if (e->set[i] == h) return i;
+  return -1;
+}
+
+static void ev_record(void *ctx, const kvc_event *ev) {
+  ev_shadow *e = ctx;
+  if (e->err[0]) return;
+  if (ev->kind == KVC_EV_STORED) {
+    e->n_stored++;
+    if (ev_find(e, ev->hash) >= 0) snprintf(e->err, sizeof e->err, "STORED %llx twice", (unsigned long long)ev->hash);
+    else if (ev->n_tokens != kvc_pool_geom(e->p)->block_size) snprintf(e->err, sizeof e->err, "STORED with %d tokens", ev->n_tokens);
+    else if (e->p->hash_fn(ev->parent_hash, ev->tokens, ev->n_tokens) != ev->hash)
+      snprintf(e->err, sizeof e->err, "STORED hash is not its tokens' hash on its parent");
+    else if (!ev->has_parent && ev->parent_hash != KVC_HASH_SEED)
+      snprintf(e->err, sizeof e->err, "first block's parent hash is not the seed");
+    else if (ev->has_parent && ev_find(e, ev->parent_hash) < 0)
+      snprintf(e->err, sizeof e->err, "STORED before its parent %llx", (unsigned long long)ev->parent_hash);
+    else if (e->n == 64) snprintf(e->err, sizeof e->err, "more than 64 hashes");
+    else e->set[e->n++] = ev->hash;
+  } else {
+    e->n_removed++;
+    int i = ev_find(e, ev->hash);
+    if (i < 0) snprintf(e->err, sizeof e->err, "REMOVED %llx, never stored", (unsigned long long)ev->hash);
+    else e->set[i] = e->set[--e->n];
+  }
+}
+
+static int cmp_h(const void *a, const void *b) {
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+static int ev_ok(ev_shadow *e, char *why, size_t wl) {
+  if (e->err[0]) {
+    snprintf(why, wl, "events: %s", e->err);
+    return 0;
+  }
+  uint64_t got[64], want[64];
+  int n = kvc_pool_prefix_hashes(e->p, got, 64);
+  memcpy(want, e->set, sizeof(uint64_t) * (size_t)e->n);
+  qsort(want, (size_t)e->n, sizeof *want, cmp_h);
+  if (n != e->n || memcmp(got, want, sizeof(uint64_t) * (size_t)n)) {
+    snprintf(why, wl, "events replay to %d hashes, the pool indexes %d distinct", e->n, n);
+    return 0;
+  }
+  return 1;
+}
+
 /* The table must be unchanged and everything readable back. */
 static int shadow_ok(kvc_pool *p, shadow *sh, int nsh, int64_t q, int64_t h, char *why, size_t wl) {
   if (kvc_pool_check(p, why, wl) != 0) return 0;
@@ -689,6 +751,10 @@ static void run_random(uint64_t seed, int n_ops) {
   T(p);
   if (seed % 4 == 2) kvc_pool_set_hash_fn(p, hash_const);
   if (seed % 4 == 3) kvc_pool_set_hash_fn(p, hash_weak);
+  static ev_shadow evs;
+  memset(&evs, 0, sizeof evs);
+  evs.p = p;
+  kvc_pool_set_event_fn(p, ev_record, &evs);
   int bs = g.block_size;
   int vocab = 2 + (int)rnd(3);
 
@@ -801,7 +867,7 @@ static void run_random(uint64_t seed, int n_ops) {
       if (x->len > 0 || x->reserved > 0)
         T(kvc_seq_match_prefix(p, x->s, z, 8) == MFS_ESTATE);
     }
-    if (!shadow_ok(p, sh, nsh, q, h, why, sizeof why)) {
+    if (!shadow_ok(p, sh, nsh, q, h, why, sizeof why) || !ev_ok(&evs, why, sizeof why)) {
       fprintf(stderr, "seed %llu op %d (r=%u): %s\n", (unsigned long long)seed, op, r, why);
       T(0);
     }
@@ -813,6 +879,7 @@ static void run_random(uint64_t seed, int n_ops) {
          seed % 4 == 2 ? "const" : seed % 4 == 3 ? "weak" : "full", n_hit, n_full, n_cow,
          (long long)h, (long long)q);
   T(n_hit > 0 && n_full > 0 && (n_cow > 0 || bs == 1));
+  T(evs.n_stored > 0 && (evs.n_removed > 0 || seed % 4 == 2)); /* const: one hash, rarely all evicted */
   while (nsh) kvc_seq_free(p, sh[--nsh].s);
   T_OK(p);
   kvc_stats st;

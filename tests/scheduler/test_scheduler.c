@@ -399,6 +399,90 @@ static int select_forced_isa(void) {
   return 0;
 }
 
+
+/* Structured outputs: constrained choices match their constraint (checked
+ * here by hand, not with the grammar module), end with STOP as soon as the
+ * text is complete, LENGTH when max_tokens comes first, and free requests
+ * batched beside them give their solo tokens. Token i is byte i (EOS, id 2,
+ * has none). */
+static int regex_ok(const int32_t *t, int n) { /* [a-c]{3}(x|yz) */
+  if (n != 4 && n != 5) return 0;
+  for (int i = 0; i < 3; i++)
+    if (t[i] < 'a' || t[i] > 'c') return 0;
+  return n == 4 ? t[3] == 'x' : t[3] == 'y' && t[4] == 'z';
+}
+
+static void test_constrained(void) {
+  int V = info->vocab;
+  char bytes[256];
+  const char *bp[256];
+  uint32_t lens[256];
+  for (int i = 0; i < V && i < 256; i++) bytes[i] = (char)i, bp[i] = &bytes[i], lens[i] = i == 2 ? 0 : 1;
+  int32_t eos = 2;
+  gr_vocab *v;
+  CHECK(gr_vocab_new(V, bp, lens, &eos, 1, &v) == 0, "vocab");
+  gr_grammar *g;
+  gr_error err;
+  CHECK(gr_compile_regex("[a-c]{3}(x|yz)", 14, &g, &err) == 0, "regex: %s", err.msg);
+  gr_index *ix;
+  CHECK(gr_index_new(g, v, &ix) == 0, "index");
+  gr_grammar_unref(g);
+  const char *js = "{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\",\"minimum\":0,"
+                   "\"maximum\":99}},\"required\":[\"a\"],\"additionalProperties\":false}";
+  CHECK(gr_compile_json_schema(js, strlen(js), 0, &g, &err) == 0, "schema: %s", err.msg);
+  gr_index *jx;
+  CHECK(gr_index_new(g, v, &jx) == 0, "index");
+  gr_grammar_unref(g);
+  sched *s = mk(8, 64, pool_bytes(256, 16), 16);
+  /* free requests alone */
+  static result solo[4], mixed[8];
+  memset(solo, 0, sizeof solo);
+  memset(mixed, 0, sizeof mixed);
+  sched_request_params p;
+  for (int i = 0; i < 4; i++) {
+    params(&p, prompts[i], plen[i], 24);
+    CHECK(sched_request_submit(s, &p, &solo[i].id) == 0, "submit");
+  }
+  run_until_done(s, solo, 4, 60);
+  /* the same beside constrained ones (greedy, seeded n=3, JSON, max_tokens 2) */
+  for (int i = 0; i < 4; i++) {
+    params(&p, prompts[i], plen[i], 24);
+    CHECK(sched_request_submit(s, &p, &mixed[i].id) == 0, "submit");
+    params(&p, prompts[i + 4], plen[i + 4], 40);
+    p.constraint = i == 2 ? jx : ix;
+    if (i == 1) {
+      p.n = 3;
+      p.sampling.temperature = 1;
+      p.sampling.has_seed = 1;
+      p.sampling.seed = 7;
+    }
+    if (i == 3) p.max_tokens = 2;
+    CHECK(sched_request_submit(s, &p, &mixed[i + 4].id) == 0, "submit");
+  }
+  run_until_done(s, mixed, 8, 60);
+  for (int i = 0; i < 4; i++)
+    CHECK(mixed[i].done && !memcmp(solo[i].toks[0], mixed[i].toks[0], 24 * sizeof(int32_t)),
+          "free request %d beside constrained ones differs from solo", i);
+  CHECK(regex_ok(mixed[4].toks[0], mixed[4].ntok[0]) && mixed[4].why[0] == SCHED_FINISH_STOP,
+        "greedy regex output (%d tokens, finish %d)", mixed[4].ntok[0], mixed[4].why[0]);
+  for (int c = 0; c < 3; c++)
+    CHECK(regex_ok(mixed[5].toks[c], mixed[5].ntok[c]) && mixed[5].why[c] == SCHED_FINISH_STOP,
+          "sampled choice %d (%d tokens)", c, mixed[5].ntok[c]);
+  /* JSON: {"a":N} with 0 <= N <= 99, written by hand here */
+  char out[64] = {0};
+  for (int k = 0; k < mixed[6].ntok[0] && k < 63; k++) out[k] = (char)mixed[6].toks[0][k];
+  int nval = -1, used = 0;
+  CHECK(sscanf(out, "{\"a\":%d}%n", &nval, &used) == 1 && used == (int)strlen(out) && nval >= 0 && nval <= 99 &&
+            (out[5] != '0' || out[6] == '}') && mixed[6].why[0] == SCHED_FINISH_STOP,
+        "json output '%s'", out);
+  CHECK(mixed[7].ntok[0] == 2 && mixed[7].why[0] == SCHED_FINISH_LENGTH, "max_tokens 2: %d tokens, finish %d",
+        mixed[7].ntok[0], mixed[7].why[0]);
+  sched_free(s);
+  gr_index_unref(ix); /* the scheduler dropped its references with the requests */
+  gr_index_unref(jx);
+  gr_vocab_free(v);
+}
+
 int main(int argc, char **argv) {
   if (argc < 2) {
     fprintf(stderr, "usage: test_scheduler MODEL_DIR\n");
@@ -422,6 +506,7 @@ int main(int argc, char **argv) {
   test_queue_full();
   test_fork_and_prompt_logprobs();
   test_cancel_one_choice();
+  test_constrained();
   eng_model_free(model);
   const char *isa = getenv("MFASERVE_ISA");
   CHECK(!isa || !*isa || !strcmp(isa, "auto") || !strcmp(eng_isa_name(), isa), "kernel level %s at the end",

@@ -213,7 +213,7 @@ test('errors: the client raises its own exception types', async () => {
                400, (e) => eq(e.code, 'context_length_exceeded', 'code'));
   await expect(() => client.chat.completions.create({ model: M, messages: [] }), OpenAI.BadRequestError, 400);
   await expect(() => client.chat.completions.create({ model: M, messages: [{ role: 'user', content: 'x' }],
-                                                      tools: [{ type: 'function', function: { name: 'f' } }] }),
+                                                      tools: [{ type: 'retrieval' }] }),
                OpenAI.BadRequestError, 400);
   await expect(() => client.completions.create({ model: M, prompt: 'x', logprobs: 21 }), OpenAI.BadRequestError, 400);
   await expect(() => client.completions.create({ model: M, prompt: 'x', stop: ['a', 'b', 'c', 'd', 'e'] }),

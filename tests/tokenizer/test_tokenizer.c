@@ -454,6 +454,70 @@ static void test_stream(void) {
   tok_free(NULL);
 }
 
+/* ---- JSON forms the vocab/merges scanner (tok_json.c) must read as cJSON does ---- */
+
+static void test_json_forms(void) {
+  tok_tokenizer *t;
+  char err[256];
+  /* escapes in member names and tokens, both merge forms, odd whitespace */
+  const char *json =
+      "{\"mod\\u0065l\" : {\"type\":\"BPE\", \"merges\" :\t[ \"a b\" ,\r\n [\"a\", \"\\u0000\"] ],"
+      " \"vo\\u0063ab\":{ \"a\" :0,\"b\":1 , \"ab\":2,\"\\n\":3,\"\\u00e9\":4,\"\\ud83d\\ude00\":5,"
+      "\"a\\u0000\":6,\"\\u0000\":7, \"\\\"\\\\\\/\\b\\f\\r\\t\":8 } } ,\"decoder\":null}";
+  CHECK(load(json, NULL, &t, err, sizeof err) == 0);
+  if (t) {
+    CHECK(tok_vocab_size(t) == 9);
+    CHECK(!strcmp(enc(t, "ab", 0), "2") && !strcmp(enc(t, "\n", 0), "3"));
+    CHECK(tok_token_id(t, "\xC3\xA9") == 4 && tok_token_id(t, "\xF0\x9F\x98\x80") == 5);
+    CHECK(tok_token_id(t, "\"\\/\b\f\r\t") == 8);
+    int32_t *ids;
+    size_t n;
+    CHECK(tok_encode(t, "a\0a", 3, 0, &ids, &n) == 0 && n == 2 && ids[0] == 6 && ids[1] == 0);
+    free(ids);
+    tok_free(t);
+  }
+  /* a UTF-8 byte order mark before the object (cJSON skips it, and so did the loader) */
+  CHECK(load("\xEF\xBB\xBF{\"model\":{\"type\":\"BPE\",\"vocab\":{\"x\":0}}}", NULL, &t, err, sizeof err) == 0);
+  if (t) {
+    CHECK(tok_token_id(t, "x") == 0);
+    tok_free(t);
+  }
+  /* only the first "model" and the first "vocab" count */
+  CHECK(load("{\"model\":{\"type\":\"BPE\",\"vocab\":{\"x\":0},\"vocab\":{\"y\":0}},"
+             "\"model\":{\"type\":\"BPE\",\"vocab\":{\"z\":0}}}", NULL, &t, err, sizeof err) == 0);
+  if (t) {
+    CHECK(tok_token_id(t, "x") == 0 && tok_token_id(t, "y") < 0 && tok_token_id(t, "z") < 0);
+    tok_free(t);
+  }
+  /* merges in the file before the vocab; a merge half longer than any token is left out */
+  size_t big = 9000;
+  char *long_json = malloc(big + 256), *p = long_json;
+  p += sprintf(p, "{\"model\":{\"merges\":[\"");
+  memset(p, 'a', big);
+  p += big;
+  sprintf(p, " b\", \"a b\"], \"vocab\":{\"a\":0,\"b\":1,\"ab\":2}}}");
+  CHECK(load(long_json, NULL, &t, err, sizeof err) == 0 || !fprintf(stderr, "%s\n", err));
+  if (t) {
+    CHECK(!strcmp(enc(t, "ab", 0), "2"));
+    tok_free(t);
+  }
+  p = long_json + sprintf(long_json, "{\"model\":{\"merges\":[\"");
+  memset(p, 'a', big);
+  sprintf(p + big, "\"], \"vocab\":{\"a\":0}}}");
+  CHECK(load(long_json, NULL, &t, err, sizeof err) == MFS_EFORMAT && strstr(err, "merges[0]"));
+  free(long_json);
+  /* nesting far deeper than any tokenizer.json: an error, not a stack overflow */
+  size_t depth = 100000;
+  char *deep = malloc(2 * depth + 64);
+  p = deep + sprintf(deep, "{\"x\":");
+  memset(p, '[', depth);
+  memset(p + depth, ']', depth);
+  sprintf(p + 2 * depth, ",\"model\":{}}");
+  CHECK(load(deep, NULL, &t, err, sizeof err) == MFS_EFORMAT && strstr(err, "not valid JSON") &&
+        strstr(err, "deep"));
+  free(deep);
+}
+
 /* ---- malformed / unsupported files ---- */
 
 static void test_malformed(void) {
@@ -479,6 +543,28 @@ static void test_malformed(void) {
       {"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"continuing_subword_prefix\":\"##\"}}",
        "continuing_subword_prefix", MFS_EUNSUPPORTED},
       {"[1,2]", "model", MFS_EFORMAT},
+      /* read by tok_json.c: strict JSON, ids that are integers in range */
+      {"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\x01\":0}}}", "control character", MFS_EFORMAT},
+      {"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"\\udc00\":0}}}", "surrogate", MFS_EFORMAT},
+      {"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"\\ud800x\":0}}}", "surrogate", MFS_EFORMAT},
+      {"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"\\q\":0}}}", "escape", MFS_EFORMAT},
+      {"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":01}}}", "at byte 37", MFS_EFORMAT},
+      {"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,}}}", "not valid JSON", MFS_EFORMAT},
+      {"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":1.5}}}", "id of \"a\"", MFS_EFORMAT},
+      {"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":-1}}}", "id of \"a\"", MFS_EFORMAT},
+      {"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":99999999999999999999}}}", "id of \"a\"", MFS_EFORMAT},
+      {"{\"model\":{\"type\":\"BPE\",\"vocab\":[\"a\"]}}", "model.vocab is not an object", MFS_EFORMAT},
+      {"{\"model\":{\"type\":\"BPE\",\"vocab\":[],\"vocab\":{\"a\":0}}}", "model.vocab is not an object", MFS_EFORMAT},
+      {"{\"model\":{\"type\":\"BPE\",\"vocab\":{}}}", "empty", MFS_EFORMAT},
+      {"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":{}}}", "model.merges is not an array", MFS_EFORMAT},
+      {"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[\"a a\",5]}}", "merges[1]", MFS_EFORMAT},
+      {"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[[\"a\"]]}}", "merges[0]", MFS_EFORMAT},
+      {"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[[\"a\",\"a\",\"a\"]]}}", "merges[0]", MFS_EFORMAT},
+      {"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[[\"a\",1]]}}", "merges[0]", MFS_EFORMAT},
+      {"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[\"a\\u0000\"]}}", "is not \"a b\"", MFS_EFORMAT},
+      {"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0}},\"x\":[1 2]}", "not valid JSON", MFS_EFORMAT},
+      {"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0}},\"x\":tru}", "not valid JSON", MFS_EFORMAT},
+      {"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0}},\"x\":1.}", "not valid JSON", MFS_EFORMAT},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     tok_tokenizer *t = (tok_tokenizer *)1;
@@ -615,6 +701,7 @@ int main(void) {
   test_split();
   test_sentencepiece();
   test_stream();
+  test_json_forms();
   test_malformed();
   test_hostile();
   test_threads();

@@ -76,6 +76,10 @@ int32_t tok_vocab_size(const tok_tokenizer *t);
 /* The token's string as written in tokenizer.json (e.g. "Ġthe"), or NULL
  * for an id with no token. Lives as long as t. */
 const char *tok_token_str(const tok_tokenizer *t, int32_t id);
+/* The raw bytes token id decodes to on its own (before any UTF-8 repair;
+ * a byte-level token may hold part of a character), or NULL for an id with
+ * no token. *len gets their count. Lives as long as t. */
+const char *tok_token_bytes(const tok_tokenizer *t, int32_t id, size_t *len);
 /* Looks up a token string exactly (vocab or added tokens); -1 if absent. */
 int32_t tok_token_id(const tok_tokenizer *t, const char *str);
 /* BOS/EOS ids from tokenizer_config.json (bos_token/eos_token), -1 if none. */
