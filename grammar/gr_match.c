@@ -266,15 +266,27 @@ static int grow(void **p, size_t *cap, size_t need, size_t elem) {
   return 0;
 }
 
-static int rehash_nodes(gr_index *ix, size_t cap) {
+/* An open-addressing table of cap slots (-1: empty) holding ids 0..n-1,
+ * placed by key(ix, id); NULL when out of memory. */
+static int32_t *rehash(const gr_index *ix, int n, size_t cap, size_t (*key)(const gr_index *, int)) {
   int32_t *h = malloc(cap * sizeof *h);
-  if (!h) return -1;
+  if (!h) return NULL;
   memset(h, 0xff, cap * sizeof *h);
-  for (int i = 0; i < ix->n_nodes; i++) {
-    size_t j = mix64(((uint64_t)(uint32_t)ix->npos[i] << 32) | (uint32_t)ix->npar[i]) & (cap - 1);
+  for (int i = 0; i < n; i++) {
+    size_t j = key(ix, i) & (cap - 1);
     while (h[j] >= 0) j = (j + 1) & (cap - 1);
     h[j] = i;
   }
+  return h;
+}
+
+static size_t node_key(const gr_index *ix, int i) {
+  return (size_t)mix64(((uint64_t)(uint32_t)ix->npos[i] << 32) | (uint32_t)ix->npar[i]);
+}
+
+static int rehash_nodes(gr_index *ix, size_t cap) {
+  int32_t *h = rehash(ix, ix->n_nodes, cap, node_key);
+  if (!h) return -1;
   free(ix->nhash);
   ix->nhash = h;
   ix->nhash_cap = cap;
@@ -314,15 +326,13 @@ static uint64_t state_key(const int32_t *v, int n, int acc) {
   return h;
 }
 
+static size_t state_key_of(const gr_index *ix, int i) {
+  return (size_t)state_key(ix->spool + ix->soff[i], ix->slen[i], ix->sacc[i]);
+}
+
 static int rehash_states(gr_index *ix, size_t cap) {
-  int32_t *h = malloc(cap * sizeof *h);
+  int32_t *h = rehash(ix, ix->n_states, cap, state_key_of);
   if (!h) return -1;
-  memset(h, 0xff, cap * sizeof *h);
-  for (int i = 0; i < ix->n_states; i++) {
-    size_t j = state_key(ix->spool + ix->soff[i], ix->slen[i], ix->sacc[i]) & (cap - 1);
-    while (h[j] >= 0) j = (j + 1) & (cap - 1);
-    h[j] = i;
-  }
   free(ix->shash);
   ix->shash = h;
   ix->shash_cap = cap;
