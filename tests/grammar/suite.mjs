@@ -108,7 +108,10 @@ for (const file of fs.readdirSync(suiteDir).filter((f) => f.endsWith('.json')).s
   }
 }
 
-const child = spawn(bin, [], { stdio: ['pipe', 'pipe', 'inherit'] });
+// a cross-built gr_check runs through the emulator CTest names (tests/CMakeLists.txt)
+const emu = (process.env.MFS_TEST_EMULATOR || '').split(' ').filter(Boolean);
+const child = emu.length ? spawn(emu[0], [...emu.slice(1), bin], { stdio: ['pipe', 'pipe', 'inherit'] })
+                         : spawn(bin, [], { stdio: ['pipe', 'pipe', 'inherit'] });
 let buf = '';
 const lines = [];
 child.stdout.on('data', (d) => { buf += d; });
