@@ -51,7 +51,7 @@ int cmd_serve(int argc, char **argv) {
   int max_connections = 1000;
   double receive_timeout = 30;
   double shutdown_timeout = 30;
-  const char *kv_events_endpoint = NULL, *kv_events_topic = "";
+  const char *kv_events_endpoint = NULL, *kv_events_topic = "", *kv_events_replay = NULL;
   int kv_events_queue = 65536;
   cli_flag flags[] = {
       {"model", "MFASERVE_MODEL", CLI_STR, &model, "model directory (config.json, safetensors, tokenizer.json)"},
@@ -91,6 +91,9 @@ int cmd_serve(int argc, char **argv) {
        "first frame of every KV-event message (llm-d reads kv@POD@MODEL)"},
       {"kv-events-queue", "MFASERVE_KV_EVENTS_QUEUE", CLI_INT, &kv_events_queue,
        "KV events waiting for the publisher thread at most; beyond them events are dropped and counted"},
+      {"kv-events-replay-endpoint", "MFASERVE_KV_EVENTS_REPLAY_ENDPOINT", CLI_STR, &kv_events_replay,
+       "bind a ZMQ ROUTER there that re-sends the last 10000 KV-event batches from a sequence number on "
+       "(vLLM's replay protocol); off when unset"},
       CLI_ISA_FLAG(isa),
       CLI_MMAP_FLAG(use_mmap),
       CLI_QUANT_FLAG(quant),
@@ -158,6 +161,7 @@ int cmd_serve(int argc, char **argv) {
       .kv_events_endpoint = kv_events_endpoint,
       .kv_events_topic = kv_events_topic,
       .kv_events_queue = kv_events_queue,
+      .kv_events_replay_endpoint = kv_events_replay,
   };
   srv *s;
   char err[512];

@@ -12,7 +12,14 @@
  *
  * Batches: the thread takes up to max_batch_events entries at once (a GAP
  * only as the first of a batch) under the mutex, then encodes and sends
- * outside it. A STORED entry whose parent is the previous STORED entry's
+ * outside it. It sleeps in zmq_poll on an eventfd (written by a push that
+ * finds the queue empty, by unpausing and by stopping) and, with a replay
+ * endpoint, on the ROUTER socket, so it both sends and answers replays.
+ *
+ * Replay (vLLM's replay_endpoint): the last replay_batches payloads are
+ * kept (copies, from malloc). A request [identity, "", start (8 bytes
+ * big-endian)] is answered with [identity, "", seq, payload] for each kept
+ * batch whose seq >= start, then [identity, "", -1 (8 bytes), ""]. A STORED entry whose parent is the previous STORED entry's
  * hash joins its BlockStored event (vLLM sends a request's new blocks as one
  * event); consecutive REMOVED entries share one BlockRemoved.
  */
@@ -24,7 +31,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <time.h>
+#include <unistd.h>
 #include <zmq.h>
 
 #include "common.h"
@@ -36,14 +45,20 @@ typedef struct kve_ent {
   uint8_t kind, has_parent;
 } kve_ent;
 
+typedef struct kve_kept {
+  uint64_t seq;
+  char *data; /* from malloc; owned */
+  size_t len;
+} kve_kept;
+
 struct kve_publisher {
   int block_size, cap, max_batch;
   char *topic; /* from malloc; owned */
   size_t topic_len;
-  void *zctx, *sock;
+  void *zctx, *sock, *replay; /* replay: ROUTER or NULL */
+  int efd;                    /* eventfd waking the thread, -1 before it exists */
 
   pthread_mutex_t mu;
-  pthread_cond_t cv;
   pthread_t th;
   int th_started;
   /* under mu */
@@ -59,7 +74,15 @@ struct kve_publisher {
   int32_t *btok; /* [max_batch][block_size] */
   uint64_t seq;
   msgpack_sbuffer sbuf;
+  kve_kept *kept; /* [n_keep] ring of sent payloads, for replay */
+  int n_keep, keep_head, keep_n;
 };
+
+static void wake(kve_publisher *p) {
+  uint64_t one = 1;
+  if (write(p->efd, &one, sizeof one) < 0) { /* EAGAIN: a wake-up is already pending */
+  }
+}
 
 /* ---- queue (producer side) -------------------------------------------- */
 
@@ -91,7 +114,7 @@ void kve_publisher_on_event(void *ctx, const kvc_event *ev) {
     if (!tokens && e.kind == E_STORED) /* zero ids rather than stale ones */
       memset(p->qtok + (size_t)((p->head + p->n - 1) % p->cap) * p->block_size, 0,
              (size_t)p->block_size * sizeof(int32_t));
-    if (was_empty) pthread_cond_signal(&p->cv);
+    if (was_empty) wake(p);
   }
   pthread_mutex_unlock(&p->mu);
 }
@@ -175,6 +198,23 @@ static void send_batch(kve_publisher *p, int k) {
   if (rc >= 0) rc = zmq_send(p->sock, p->sbuf.data, p->sbuf.size, ZMQ_DONTWAIT);
   if (rc < 0) mfs_log(MFS_LOG_WARN, "kvevents", "sending batch %llu: %s", (unsigned long long)p->seq,
                       zmq_strerror(zmq_errno()));
+  if (p->replay) {
+    kve_kept *k = &p->kept[(p->keep_head + p->keep_n) % p->n_keep];
+    if (p->keep_n == p->n_keep) { /* full: the oldest goes */
+      k = &p->kept[p->keep_head];
+      p->keep_head = (p->keep_head + 1) % p->n_keep;
+      p->keep_n--;
+      free(k->data);
+      k->data = NULL;
+    }
+    k->data = malloc(p->sbuf.size ? p->sbuf.size : 1);
+    if (k->data) {
+      memcpy(k->data, p->sbuf.data, p->sbuf.size);
+      k->len = p->sbuf.size;
+      k->seq = p->seq;
+      p->keep_n++;
+    }
+  }
   p->seq++;
   pthread_mutex_lock(&p->mu);
   p->st.published_events += (uint64_t)k;
@@ -182,14 +222,65 @@ static void send_batch(kve_publisher *p, int k) {
   pthread_mutex_unlock(&p->mu);
 }
 
+static void be64(uint8_t *out, uint64_t v) {
+  for (int i = 0; i < 8; i++) out[i] = (uint8_t)(v >> (56 - 8 * i));
+}
+
+/* Answers one replay request, if a well-formed one is waiting. */
+static void serve_replay(kve_publisher *p) {
+  zmq_msg_t f[3];
+  int n = 0, total = 0, more = 1; /* f keeps the first 3 of total frames */
+  while (more) {
+    zmq_msg_t x;
+    zmq_msg_init(&x);
+    if (zmq_msg_recv(&x, p->replay, ZMQ_DONTWAIT) < 0) {
+      zmq_msg_close(&x);
+      break;
+    }
+    more = zmq_msg_more(&x);
+    total++;
+    if (n < 3)
+      f[n++] = x;
+    else
+      zmq_msg_close(&x);
+  }
+  if (total == 3 && zmq_msg_size(&f[1]) == 0 && zmq_msg_size(&f[2]) == 8) {
+    const uint8_t *b = zmq_msg_data(&f[2]);
+    uint64_t start = 0;
+    for (int i = 0; i < 8; i++) start = start << 8 | b[i];
+    for (int i = 0; i < p->keep_n; i++) {
+      const kve_kept *k = &p->kept[(p->keep_head + i) % p->n_keep];
+      if (k->seq < start) continue;
+      uint8_t seq[8];
+      be64(seq, k->seq);
+      zmq_send(p->replay, zmq_msg_data(&f[0]), zmq_msg_size(&f[0]), ZMQ_SNDMORE | ZMQ_DONTWAIT);
+      zmq_send(p->replay, "", 0, ZMQ_SNDMORE | ZMQ_DONTWAIT);
+      zmq_send(p->replay, seq, 8, ZMQ_SNDMORE | ZMQ_DONTWAIT);
+      zmq_send(p->replay, k->data, k->len, ZMQ_DONTWAIT);
+    }
+    uint8_t end[8];
+    be64(end, UINT64_MAX); /* -1 as a signed 8-byte big-endian integer */
+    zmq_send(p->replay, zmq_msg_data(&f[0]), zmq_msg_size(&f[0]), ZMQ_SNDMORE | ZMQ_DONTWAIT);
+    zmq_send(p->replay, "", 0, ZMQ_SNDMORE | ZMQ_DONTWAIT);
+    zmq_send(p->replay, end, 8, ZMQ_SNDMORE | ZMQ_DONTWAIT);
+    zmq_send(p->replay, "", 0, ZMQ_DONTWAIT);
+  } else if (total) {
+    mfs_log(MFS_LOG_WARN, "kvevents", "replay: ignored a request of %d frame(s) after the identity; want "
+            "[\"\", 8-byte big-endian start]", total - 1);
+  }
+  for (int i = 0; i < n; i++) zmq_msg_close(&f[i]);
+}
+
 static void *publisher_main(void *arg) {
   kve_publisher *p = arg;
-  pthread_mutex_lock(&p->mu);
   for (;;) {
-    while (!p->stop && (p->n == 0 || p->paused)) pthread_cond_wait(&p->cv, &p->mu);
-    if (p->n == 0) break; /* stopping, all sent */
+    pthread_mutex_lock(&p->mu);
+    if (p->stop && p->n == 0) {
+      pthread_mutex_unlock(&p->mu);
+      break;
+    }
     int k = 0;
-    while (k < p->max_batch && p->n > 0) {
+    while ((!p->paused || p->stop) && k < p->max_batch && p->n > 0) {
       const kve_ent *e = &p->q[p->head];
       if (e->kind == E_GAP && k > 0) break; /* a gap starts the next batch */
       p->b[k] = *e;
@@ -200,10 +291,20 @@ static void *publisher_main(void *arg) {
       k++;
     }
     pthread_mutex_unlock(&p->mu);
-    send_batch(p, k);
-    pthread_mutex_lock(&p->mu);
+    if (k) send_batch(p, k);
+    zmq_pollitem_t it[2] = {{NULL, p->efd, ZMQ_POLLIN, 0}, {p->replay, 0, ZMQ_POLLIN, 0}};
+    /* with something sent, only a look at the replay socket, then on */
+    if (zmq_poll(it, p->replay ? 2 : 1, k ? 0 : -1) < 0 && zmq_errno() != EINTR) {
+      mfs_log(MFS_LOG_WARN, "kvevents", "zmq_poll: %s", zmq_strerror(zmq_errno()));
+      usleep(10000);
+    }
+    if (it[0].revents & ZMQ_POLLIN) {
+      uint64_t v;
+      if (read(p->efd, &v, sizeof v) < 0) { /* EAGAIN: read by an earlier round */
+      }
+    }
+    if (p->replay && (it[1].revents & ZMQ_POLLIN)) serve_replay(p);
   }
-  pthread_mutex_unlock(&p->mu);
   p->b[0] = (kve_ent){0, 0, E_CLEARED, 0}; /* the pool is going away */
   send_batch(p, 1);
   return NULL;
@@ -244,7 +345,7 @@ static int publisher_new(kve_publisher **out, const kve_opts *o, int paused, cha
   kve_publisher *p = calloc(1, sizeof *p);
   if (!p) return MFS_ENOMEM;
   pthread_mutex_init(&p->mu, NULL);
-  pthread_cond_init(&p->cv, NULL);
+  p->efd = -1;
   msgpack_sbuffer_init(&p->sbuf);
   p->block_size = o->block_size;
   p->cap = o->queue_events > 0 ? o->queue_events : 65536;
@@ -259,6 +360,15 @@ static int publisher_new(kve_publisher **out, const kve_opts *o, int paused, cha
   p->btok = malloc((size_t)p->max_batch * (size_t)p->block_size * sizeof *p->btok);
   int rc = MFS_ENOMEM;
   if (!p->topic || !p->q || !p->qtok || !p->b || !p->btok) goto fail;
+  if (o->replay_endpoint && *o->replay_endpoint) {
+    p->n_keep = o->replay_batches > 0 ? o->replay_batches : 10000;
+    if (!(p->kept = calloc((size_t)p->n_keep, sizeof *p->kept))) goto fail;
+  }
+  if ((p->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0) {
+    snprintf(err, errlen, "--kv-events-endpoint: eventfd: %s", strerror(errno));
+    rc = MFS_EIO;
+    goto fail;
+  }
   memcpy(p->topic, topic, p->topic_len + 1);
   rc = MFS_EINVAL;
   p->zctx = zmq_ctx_new();
@@ -277,14 +387,31 @@ static int publisher_new(kve_publisher **out, const kve_opts *o, int paused, cha
     if (e == EADDRINUSE || e == EADDRNOTAVAIL || e == EACCES) rc = MFS_EIO; /* a good endpoint, not now */
     goto fail;
   }
+  if (p->kept) { /* always bound, as vLLM does */
+    if (!port_ok(o->replay_endpoint)) {
+      snprintf(err, errlen, "--kv-events-replay-endpoint '%s': a tcp:// endpoint needs host:port with a port of "
+               "1..65535 (or *)", o->replay_endpoint);
+      goto fail;
+    }
+    if (!(p->replay = zmq_socket(p->zctx, ZMQ_ROUTER)) || zmq_bind(p->replay, o->replay_endpoint) != 0) {
+      int e = zmq_errno();
+      snprintf(err, errlen, "--kv-events-replay-endpoint '%s': cannot bind: %s", o->replay_endpoint,
+               zmq_strerror(e));
+      if (e == EADDRINUSE || e == EADDRNOTAVAIL || e == EACCES) rc = MFS_EIO;
+      goto fail;
+    }
+    int linger = 0;
+    zmq_setsockopt(p->replay, ZMQ_LINGER, &linger, sizeof linger);
+  }
   kve_ent clear = {0, 0, E_CLEARED, 0}; /* sequence 0: a fresh pool */
   ring_put(p, &clear, NULL);
   p->paused = paused;
   rc = MFS_ENOMEM;
   if (pthread_create(&p->th, NULL, publisher_main, p)) goto fail;
   p->th_started = 1;
-  mfs_log(MFS_LOG_INFO, "kvevents", "KV events: %s %s, topic '%s', queue of %d events", bind ? "bound to" : "connecting to",
-          o->endpoint, p->topic, p->cap);
+  mfs_log(MFS_LOG_INFO, "kvevents", "KV events: %s %s, topic '%s', queue of %d events%s%s%s",
+          bind ? "bound to" : "connecting to", o->endpoint, p->topic, p->cap, p->replay ? "; replay on " : "",
+          p->replay ? o->replay_endpoint : "", p->replay ? "" : "; no replay endpoint");
   *out = p;
   return 0;
 fail:
@@ -305,15 +432,18 @@ void kve_publisher_free(kve_publisher *p) {
   if (p->th_started) {
     pthread_mutex_lock(&p->mu);
     p->stop = 1;
-    pthread_cond_signal(&p->cv);
     pthread_mutex_unlock(&p->mu);
+    wake(p);
     pthread_join(p->th, NULL);
   }
+  if (p->replay) zmq_close(p->replay);
   if (p->sock) zmq_close(p->sock); /* lingers up to 1 s for what is unsent */
   if (p->zctx) zmq_ctx_term(p->zctx);
+  if (p->efd >= 0) close(p->efd);
+  for (int i = 0; i < p->n_keep; i++) free(p->kept[i].data);
+  free(p->kept);
   msgpack_sbuffer_destroy(&p->sbuf);
   pthread_mutex_destroy(&p->mu);
-  pthread_cond_destroy(&p->cv);
   free(p->topic);
   free(p->q);
   free(p->qtok);
@@ -331,6 +461,6 @@ void kve_publisher_stats(kve_publisher *p, kve_stats *out) {
 void kve_publisher_pause(kve_publisher *p, int paused) {
   pthread_mutex_lock(&p->mu);
   p->paused = paused;
-  pthread_cond_signal(&p->cv);
   pthread_mutex_unlock(&p->mu);
+  wake(p);
 }

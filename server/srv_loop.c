@@ -659,7 +659,8 @@ int srv_new(srv **out, const srv_opts *o, char *err, size_t errlen) {
   const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_BIND_PORT);
   s->port = di ? di->port : o->port;
   if (o->kv_events_endpoint && *o->kv_events_endpoint) {
-    kve_opts ko = {o->kv_events_endpoint, o->kv_events_topic, o->block_size, o->kv_events_queue, 0};
+    kve_opts ko = {o->kv_events_endpoint, o->kv_events_topic, o->block_size, o->kv_events_queue, 0,
+                   o->kv_events_replay_endpoint, 0};
     int rc = kve_publisher_new(&s->kvev, &ko, err, errlen);
     if (rc) {
       srv_free(s);

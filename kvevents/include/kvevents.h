@@ -37,6 +37,12 @@ typedef struct kve_opts {
   int block_size;       /* tokens per block of the pool whose events come */
   int queue_events;     /* events the queue holds; <= 0: 65536 */
   int max_batch_events; /* queue entries per batch at most; <= 0: 1024 */
+  /* NULL or "": none. Else a ROUTER socket bound there answers vLLM's
+   * replay requests: a client (DEALER, or REQ for one reply) sends
+   * ["", start seq as 8 bytes big-endian] and gets ["", seq, payload] for
+   * each kept batch from start on, then ["", -1 as 8 bytes, ""]. */
+  const char *replay_endpoint;
+  int replay_batches;   /* batches kept for replay; <= 0: 10000 (vLLM's buffer_steps) */
 } kve_opts;
 
 typedef struct kve_publisher kve_publisher;

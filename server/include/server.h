@@ -43,6 +43,7 @@ typedef struct srv_opts {
   const char *kv_events_endpoint; /* NULL or "": no KV events; else the ZMQ endpoint (kvevents.h) */
   const char *kv_events_topic;    /* first frame of each KV-event message; NULL: "" */
   int kv_events_queue;            /* KV events queued for the publisher at most; <= 0: 65536 */
+  const char *kv_events_replay_endpoint; /* NULL or "": none; else where past batches are replayed */
 } srv_opts;
 
 typedef struct srv srv;

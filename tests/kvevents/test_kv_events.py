@@ -18,7 +18,8 @@ from its token ids and parent with docs/kv-events.md's scheme (written here
 independently of the C code), and after round 1 the hashes of each prompt's
 full blocks, computed from the prompt alone as a router would, must all be
 announced. Sequence numbers must run without gaps; /metrics must count what
-arrived; SIGTERM must end the stream with AllBlocksCleared.
+arrived; the replay socket must re-send every received batch byte for byte;
+SIGTERM must end the stream with AllBlocksCleared.
 
   test_kv_events.py --bin build/mfaserve
 Skips (77) without python3-zmq / python3-msgpack.
@@ -94,6 +95,7 @@ class Replay:
         self.sock.connect(endpoint)
         self.hashes = set()
         self.seqs = []
+        self.payloads = {}
         self.entries = 0  # blocks stored/removed + AllBlocksCleared, as the server counts them
         self.stored = self.removed = self.cleared = 0
         self.last_cleared = False
@@ -105,6 +107,7 @@ class Replay:
         check(topic == b"kv@test-pod@kvev", "topic %r" % topic)
         check(len(seq) == 8, "sequence frame of %d bytes" % len(seq))
         self.seqs.append(int.from_bytes(seq, "big"))
+        self.payloads[self.seqs[-1]] = payload
         batch = msgpack.unpackb(payload, raw=False)
         if not check(isinstance(batch, list) and len(batch) == 3, "batch %r is not [ts, events, dp_rank]" % (batch,)):
             return
@@ -201,11 +204,12 @@ def compare(srv, sub, name):
     return s
 
 
-port = free_port()
+port, rport = free_port(), free_port()
 rng = random.Random(16)
 with Server(args.bin, extra=["--block-size", str(BS), "--kv-cache-memory", "12K", "--max-num-seqs", "8",
                              "--max-num-batched-tokens", "64", "--kv-events-endpoint", "tcp://*:%d" % port,
-                             "--kv-events-topic", "kv@test-pod@kvev"]) as srv:
+                             "--kv-events-topic", "kv@test-pod@kvev",
+                             "--kv-events-replay-endpoint", "tcp://*:%d" % rport]) as srv:
     sub = Replay("tcp://127.0.0.1:%d" % port)
     time.sleep(1.0)  # a SUB gets only what is sent after it has joined
     s0 = cache_stats(srv)
@@ -257,6 +261,23 @@ with Server(args.bin, extra=["--block-size", str(BS), "--kv-cache-memory", "12K"
     check(metrics.get("mfaserve:kv_events_published_total") == sub.entries + sub.seqs[0],
           "published_total %s, received %d entries after sequence %d"
           % (metrics.get("mfaserve:kv_events_published_total"), sub.entries, sub.seqs[0]))
+    # the replay socket re-sends what was published, byte for byte
+    dealer = sub.ctx.socket(zmq.DEALER)
+    dealer.connect("tcp://127.0.0.1:%d" % rport)
+    dealer.send_multipart([b"", sub.seqs[0].to_bytes(8, "big")])
+    replayed = {}
+    while dealer.poll(5000):
+        empty, seq, payload = dealer.recv_multipart()
+        if seq == b"\xff" * 8:
+            check(payload == b"", "replay end marker with a payload")
+            break
+        replayed[int.from_bytes(seq, "big")] = payload
+    else:
+        check(False, "replay: no end marker within 5 s")
+    check(replayed == sub.payloads, "replay from %d: %d batches, %d received (%d differ)"
+          % (sub.seqs[0], len(replayed), len(sub.payloads),
+             sum(1 for k in sub.payloads if replayed.get(k) != sub.payloads[k])))
+    dealer.close(0)
     last = sub.seqs[-1]
     rc = srv.stop()
     check(rc == 0, "server exit code %s after SIGTERM" % rc)

@@ -7,6 +7,9 @@
  * - the bounded queue: with the publisher paused, pushes beyond its room are
  *   dropped and counted exactly; the batch after the drop skips a sequence
  *   number and starts with AllBlocksCleared;
+ * - replay: a DEALER asking from a sequence number gets the kept batches
+ *   byte for byte (the lost one absent, the oldest dropped past
+ *   replay_batches) and the end marker; a malformed request is ignored;
  * - kve_publisher_free sends a last AllBlocksCleared;
  * - endpoints ZMQ rejects are errors, not crashes.
  */
@@ -37,6 +40,7 @@ typedef struct msg {
   uint64_t seq;
   char topic[64];
   char *payload; /* from malloc: the decoded strings point into it */
+  size_t len;
   msgpack_unpacked up;
 } msg;
 
@@ -61,6 +65,7 @@ static int recv_msg(void *sub, msg *m, int timeout_ms) {
     const uint8_t *s = zmq_msg_data(&part[1]);
     for (int i = 0; i < 8; i++) m->seq = m->seq << 8 | s[i];
     size_t len = zmq_msg_size(&part[2]);
+    m->len = len;
     m->payload = malloc(len ? len : 1);
     if (m->payload) {
       memcpy(m->payload, zmq_msg_data(&part[2]), len);
@@ -128,6 +133,56 @@ static int is_removed(msgpack_object e, const uint64_t *h, int nh) {
   return 1;
 }
 
+/* What a subscriber received, to compare with replayed copies. */
+typedef struct seen {
+  uint64_t seq;
+  char *data;
+  size_t len;
+} seen;
+
+static void keep(seen *s, const msg *m) {
+  s->seq = m->seq;
+  s->len = m->len;
+  s->data = malloc(m->len ? m->len : 1);
+  if (s->data) memcpy(s->data, m->payload, m->len);
+}
+
+/* Asks the replay socket for batches from start on (a DEALER: ["", start])
+ * and checks the answer: want[0..n) byte for byte, then the end marker. */
+static void replay_expect(void *dealer, uint64_t start, const seen *want, int n) {
+  uint8_t sb[8];
+  for (int i = 0; i < 8; i++) sb[i] = (uint8_t)(start >> (56 - 8 * i));
+  T(zmq_send(dealer, "", 0, ZMQ_SNDMORE) == 0 && zmq_send(dealer, sb, 8, 0) == 8);
+  for (int r = 0; r <= n; r++) {
+    zmq_pollitem_t it = {dealer, 0, ZMQ_POLLIN, 0};
+    if (zmq_poll(&it, 1, 3000) <= 0) {
+      T(!"replay answered");
+      return;
+    }
+    zmq_msg_t f[3];
+    int k = 0, more = 1;
+    while (more && k < 3) {
+      zmq_msg_init(&f[k]);
+      zmq_msg_recv(&f[k], dealer, 0);
+      more = zmq_msg_more(&f[k]);
+      k++;
+    }
+    T(k == 3 && !more && zmq_msg_size(&f[0]) == 0 && zmq_msg_size(&f[1]) == 8);
+    if (k == 3 && zmq_msg_size(&f[1]) == 8) {
+      const uint8_t *s = zmq_msg_data(&f[1]);
+      uint64_t seq = 0;
+      for (int i = 0; i < 8; i++) seq = seq << 8 | s[i];
+      if (r < n) {
+        T(seq == want[r].seq && zmq_msg_size(&f[2]) == want[r].len &&
+          !memcmp(zmq_msg_data(&f[2]), want[r].data, want[r].len));
+      } else {
+        T(seq == UINT64_MAX && zmq_msg_size(&f[2]) == 0); /* the end: -1, "" */
+      }
+    }
+    for (int i = 0; i < k; i++) zmq_msg_close(&f[i]);
+  }
+}
+
 static void push_stored(kve_publisher *p, uint64_t h, const uint64_t *parent, const int32_t *toks) {
   kvc_event ev = {KVC_EV_STORED, h, parent ? *parent : KVC_HASH_SEED, parent != NULL, toks, BS};
   kve_publisher_on_event(p, &ev);
@@ -142,7 +197,9 @@ static void test_wire_and_drops(void) {
   char ep[128];
   snprintf(ep, sizeof ep, "ipc:///tmp/mfs-test-kvevents-%d", (int)getpid());
   enum { CAP = 5 };
-  kve_opts o = {ep, "kv@pod@model", BS, CAP, 0};
+  char rep[128];
+  snprintf(rep, sizeof rep, "ipc:///tmp/mfs-test-kvevents-replay-%d", (int)getpid());
+  kve_opts o = {ep, "kv@pod@model", BS, CAP, 0, rep, 3};
   kve_publisher *p = NULL;
   char err[256];
   T(kve_publisher_new_paused(&p, &o, err, sizeof err) == 0);
@@ -169,6 +226,8 @@ static void test_wire_and_drops(void) {
   msg m;
   T(recv_msg(sub, &m, 3000));
   T(m.seq == 0 && !strcmp(m.topic, "kv@pod@model"));
+  seen got[5] = {{0}};
+  keep(&got[0], &m);
   const msgpack_object_array *ev = events_of(&m);
   T(ev && ev->size == 3);
   if (ev && ev->size == 3) {
@@ -184,6 +243,7 @@ static void test_wire_and_drops(void) {
   push_stored(p, h3, &h2, t3); /* h2 is not this batch's: its parent stays explicit */
   T(recv_msg(sub, &m, 3000));
   T(m.seq == 2); /* 1 is the lost batch */
+  keep(&got[1], &m);
   ev = events_of(&m);
   T(ev && ev->size == 2);
   if (ev && ev->size == 2) {
@@ -203,13 +263,31 @@ static void test_wire_and_drops(void) {
   push_removed(p, h3);
   T(recv_msg(sub, &m, 3000));
   T(m.seq == 3);
+  keep(&got[2], &m);
   ev = events_of(&m);
   T(ev && ev->size == 1 && is_removed(ev->ptr[0], &h3, 1));
   msg_free(&m);
 
-  kve_publisher_free(p);
+  /* Replay (3 batches kept): from 1 on gives 2 and 3 (1 was lost); a
+   * malformed request gets nothing and breaks nothing. */
+  void *dealer = zmq_socket(zctx, ZMQ_DEALER);
+  T(zmq_connect(dealer, rep) == 0);
+  replay_expect(dealer, 1, &got[1], 2);
+  T(zmq_send(dealer, "x", 1, 0) == 1);
+  replay_expect(dealer, 0, &got[0], 3);
+  push_removed(p, h1);
   T(recv_msg(sub, &m, 3000));
   T(m.seq == 4);
+  keep(&got[3], &m);
+  msg_free(&m);
+  replay_expect(dealer, 0, &got[1], 3); /* seq 0 fell out of the 3 kept */
+  replay_expect(dealer, 5, NULL, 0);
+
+  kve_publisher_free(p);
+  for (int i = 0; i < 5; i++) free(got[i].data);
+  zmq_close(dealer);
+  T(recv_msg(sub, &m, 3000));
+  T(m.seq == 5);
   ev = events_of(&m);
   T(ev && ev->size == 1 && is_cleared(ev->ptr[0]));
   msg_free(&m);
@@ -221,14 +299,14 @@ static void test_wire_and_drops(void) {
 static void test_bad_endpoints(void) {
   const char *bad[] = {"bogus://x", "tcp://*:notaport", "tcp://*:99999", ""};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-    kve_opts o = {bad[i], NULL, BS, 16, 0};
+    kve_opts o = {bad[i], NULL, BS, 16, 0, NULL, 0};
     kve_publisher *p = NULL;
     char err[256] = "";
     T(kve_publisher_new(&p, &o, err, sizeof err) == MFS_EINVAL);
     T(p == NULL && err[0]);
     printf("  '%s': %s\n", bad[i], err);
   }
-  kve_opts o = {"ipc:///tmp/x", NULL, 0, 16, 0}; /* no block size */
+  kve_opts o = {"ipc:///tmp/x", NULL, 0, 16, 0, NULL, 0}; /* no block size */
   kve_publisher *p = NULL;
   char err[256];
   T(kve_publisher_new(&p, &o, err, sizeof err) == MFS_EINVAL && !p);
