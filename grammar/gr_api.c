@@ -119,9 +119,11 @@ int gr_compile_tool_calls(const gr_tool *tools, int n, const char *open, const c
                    : gr_json_object_gx(&b);
     if (!args) {
       if (err && !strstr(err->where, "tools[")) { /* prefix the location with the tool */
-        char w[sizeof err->where];
+        char w[sizeof where + sizeof err->where];
         snprintf(w, sizeof w, "%s%s", where, err->where[0] == '#' ? err->where + 1 : err->where);
-        snprintf(err->where, sizeof err->where, "%s", w);
+        size_t n = strnlen(w, sizeof err->where - 1); /* cut to fit */
+        memcpy(err->where, w, n);
+        err->where[n] = 0;
       }
       return finish_with(&b, NULL, out);
     }

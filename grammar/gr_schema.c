@@ -694,7 +694,7 @@ static gx *number_bounded(sc *c, const nbound *bs, int nb, int integer) {
     }
   }
   /* prune states from which no accepting state is reachable */
-  uint8_t *live = calloc((size_t)d.n, 1);
+  uint8_t *live = calloc((size_t)(unsigned)d.n + 1, 1);
   if (!live) {
     nd_free(&d);
     return b->oom = 1, NULL;
@@ -889,12 +889,14 @@ static gx *string_gx(sc *c, const cJSON *s, const char *path) {
     gx *x = gr_regex_gx(b, pat->valuestring, strlen(pat->valuestring), 1, 1);
     if (!x) {
       if (saved) { /* put the schema location in front of the regex's own */
-        char w[sizeof saved->where];
+        char w[sizeof p + sizeof saved->where + 8], m[sizeof saved->msg + sizeof p + 8];
         snprintf(w, sizeof w, "%s (%s)", p, saved->where);
-        snprintf(saved->where, sizeof saved->where, "%s", w);
-        char m[sizeof saved->msg];
         snprintf(m, sizeof m, "%s (at %s)", saved->msg, p);
-        snprintf(saved->msg, sizeof saved->msg, "%s", m);
+        size_t nw = strnlen(w, sizeof saved->where - 1), nm = strnlen(m, sizeof saved->msg - 1); /* cut to fit */
+        memcpy(saved->where, w, nw);
+        saved->where[nw] = 0;
+        memcpy(saved->msg, m, nm);
+        saved->msg[nm] = 0;
       }
       return NULL;
     }
