@@ -201,7 +201,7 @@ static gx *literal(gp *p) {
   for (;;) {
     if (p->i >= p->n) return BAD(p, at, "unterminated string", "%s", "'\"' without its closing '\"'"), NULL;
     if (peek(p, 0) == '"') break;
-    uint32_t cp;
+    uint32_t cp = 0;
     if (character(p, &cp)) return NULL;
     n += utf8_put(cp, buf + n);
   }
@@ -218,7 +218,7 @@ static gx *char_class(gp *p) {
   for (;;) {
     if (p->i >= p->n) return BAD(p, at, "unterminated class", "%s", "'[' without its ']'"), NULL;
     if (peek(p, 0) == ']') break;
-    uint32_t lo, hi;
+    uint32_t lo = 0, hi;
     size_t ia = p->i;
     if (character(p, &lo)) return NULL;
     hi = lo;
