@@ -108,7 +108,10 @@ if [ $want_test = 1 ]; then
   fi
   # npm packages for the test oracles and clients (the registry is reachable)
   for d in tools/tokenizer-oracle tests/server tests/deploy tests/grammar; do
-    if [ -f "$d/package.json" ] && [ ! -d "$d/node_modules" ]; then
+    # again when the lock file changed since the last install (npm keeps
+    # its own copy in node_modules/.package-lock.json)
+    if [ -f "$d/package.json" ] && { [ ! -d "$d/node_modules" ] ||
+         [ "$d/package-lock.json" -nt "$d/node_modules/.package-lock.json" ]; }; then
       echo "setup: npm ci in $d"
       (cd "$d" && npm ci --no-audit --no-fund --loglevel=error)
     fi
