@@ -111,17 +111,16 @@ int32_t smp_sample(smp_scratch *s, const smp_input *in, uint64_t *rng) {
   }
   for (int i = 0; i < in->n_suppress; i++)
     if (in->suppress[i] >= 0 && in->suppress[i] < V) w[in->suppress[i]] = -INFINITY;
+  int first_allowed = -1;
   if (in->allow) {
-    int first = -1;
     for (int i = 0; i < V; i++)
       if (!(in->allow[i >> 5] >> (i & 31) & 1)) w[i] = -INFINITY;
-      else if (first < 0) first = i;
-    /* every allowed id at -inf or NaN (a bias of -inf, broken logits): the
-     * constraint still holds */
-    int b = argmax_first(w, V);
-    if (first >= 0 && !(in->allow[b >> 5] >> (b & 31) & 1)) return first;
+      else if (first_allowed < 0) first_allowed = i;
   }
   int best = argmax_first(w, V);
+  /* every allowed id at -inf or NaN (a bias of -inf, broken logits): the
+   * constraint still holds */
+  if (in->allow && first_allowed >= 0 && !(in->allow[best >> 5] >> (best & 31) & 1)) return first_allowed;
   if (p->temperature <= 0 || p->top_k == 1) return best;
   /* probabilities at temperature */
   double mx = w[best], sum = 0;

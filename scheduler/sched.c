@@ -504,10 +504,14 @@ static void emit_prompt_logprob(sched *s, sreq *r, int index, const float *logit
   ev_commit(s);
 }
 
+static int is_eos(const sched *s, int32_t t) {
+  for (int i = 0; i < s->info->n_eos; i++)
+    if (t == s->info->eos_ids[i]) return 1;
+  return 0;
+}
+
 static int is_stop_token(const sched *s, const sreq *r, int32_t t) {
-  if (!r->p.ignore_eos)
-    for (int i = 0; i < s->info->n_eos; i++)
-      if (t == s->info->eos_ids[i]) return 1;
+  if (!r->p.ignore_eos && is_eos(s, t)) return 1;
   for (int i = 0; i < r->p.n_stop_ids; i++)
     if (t == r->p.stop_ids[i]) return 1;
   return 0;
@@ -515,12 +519,6 @@ static int is_stop_token(const sched *s, const sreq *r, int32_t t) {
 
 /* Samples the next token of q from logits, emits it, and finishes q when a
  * stop condition holds. */
-static int is_eos(const sched *s, int32_t t) {
-  for (int i = 0; i < s->info->n_eos; i++)
-    if (t == s->info->eos_ids[i]) return 1;
-  return 0;
-}
-
 static void sample_and_emit(sched *s, sseq *q, const float *logits) {
   sreq *r = q->r;
   int ns = 0;
