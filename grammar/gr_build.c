@@ -434,9 +434,7 @@ static int emit_byte_range(lower *L, ivec *a, unsigned lo, unsigned hi) {
 static int lower_into(lower *L, const gx *x, ivec *a);
 static int lower_rule_of(lower *L, const gx *x); /* x as a rule of its own */
 
-/* UTF-8: the code points [lo, hi] (same encoded length) as byte sequences,
- * appended as alternatives of rule r. */
-static int enc(uint32_t c, uint8_t *o) {
+int gr_utf8_put(uint32_t c, uint8_t *o) {
   if (c < 0x80) return o[0] = (uint8_t)c, 1;
   if (c < 0x800) return o[0] = (uint8_t)(0xC0 | c >> 6), o[1] = (uint8_t)(0x80 | (c & 63)), 2;
   if (c < 0x10000)
@@ -445,6 +443,9 @@ static int enc(uint32_t c, uint8_t *o) {
   return o[0] = (uint8_t)(0xF0 | c >> 18), o[1] = (uint8_t)(0x80 | ((c >> 12) & 63)),
          o[2] = (uint8_t)(0x80 | ((c >> 6) & 63)), o[3] = (uint8_t)(0x80 | (c & 63)), 4;
 }
+
+/* UTF-8: the code points [lo, hi] (same encoded length) as byte sequences,
+ * appended as alternatives of rule r. */
 
 static int utf8_split(lower *L, int r, uint32_t lo, uint32_t hi) {
   static const uint32_t lim[4] = {0x7F, 0x7FF, 0xFFFF, 0x10FFFF};
@@ -463,8 +464,8 @@ static int utf8_split(lower *L, int r, uint32_t lo, uint32_t hi) {
     }
   }
   uint8_t a1[4], b1[4];
-  int n = enc(lo, a1);
-  enc(hi, b1);
+  int n = gr_utf8_put(lo, a1);
+  gr_utf8_put(hi, b1);
   ivec *a = lr_alt(L, r);
   if (!a) return L->err = MFS_ENOMEM, -1;
   for (int i = 0; i < n; i++)

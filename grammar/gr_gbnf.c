@@ -183,15 +183,6 @@ static int character(gp *p, uint32_t *cp) {
   return 0;
 }
 
-static size_t utf8_put(uint32_t c, char *o) {
-  if (c < 0x80) return o[0] = (char)c, 1;
-  if (c < 0x800) return o[0] = (char)(0xC0 | c >> 6), o[1] = (char)(0x80 | (c & 63)), 2;
-  if (c < 0x10000)
-    return o[0] = (char)(0xE0 | c >> 12), o[1] = (char)(0x80 | ((c >> 6) & 63)), o[2] = (char)(0x80 | (c & 63)), 3;
-  return o[0] = (char)(0xF0 | c >> 18), o[1] = (char)(0x80 | ((c >> 12) & 63)), o[2] = (char)(0x80 | ((c >> 6) & 63)),
-         o[3] = (char)(0x80 | (c & 63)), 4;
-}
-
 static gx *literal(gp *p) {
   size_t at = p->i++;
   size_t n = 0, e = p->i;
@@ -203,7 +194,7 @@ static gx *literal(gp *p) {
     if (peek(p, 0) == '"') break;
     uint32_t cp = 0;
     if (character(p, &cp)) return NULL;
-    n += utf8_put(cp, buf + n);
+    n += (size_t)gr_utf8_put(cp, (uint8_t *)buf + n);
   }
   p->i++;
   return gx_lit(p->b, buf, n);

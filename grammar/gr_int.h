@@ -88,6 +88,9 @@ gx *gx_ref(gr_builder *b, int rule);
 /* Complement of a code point class within [0, GR_MAX_CP] minus surrogates. */
 gx *gx_chars_not(gr_builder *b, const uint32_t *pairs, int n);
 
+/* Writes code point c as UTF-8 at o (room for 4 bytes); returns the length. */
+int gr_utf8_put(uint32_t c, uint8_t *o);
+
 /* A new rule (body set later with gb_set); returns its index or -1 (oom). */
 int gb_rule(gr_builder *b, const char *name);
 int gb_find_rule(const gr_builder *b, const char *name); /* -1 if absent */

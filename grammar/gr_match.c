@@ -155,25 +155,12 @@ int gr_vocab_new(int n_vocab, const char *const *bytes, const uint32_t *lens, co
   }
   v->end[0] = nn;
   v->n_nodes = nn;
-  /* token lists: replay the same walk to find each token's node */
+  /* token lists: a node is made by the first token that has its bytes as
+   * a prefix, which is the token with exactly those bytes when there is
+   * one (it sorts first); so the sorted tokens end at nodes in increasing
+   * order, and their ids in that order are the lists already */
   for (int i = 0; i < nn; i++) v->tok_off[i + 1] = v->tok_off[i] + ntok[i];
-  memset(ntok, 0, (size_t)nn * sizeof *ntok);
-  nn = 1;
-  depth = 0;
-  prev = NULL;
-  for (int k = 0; k < n; k++) {
-    const vtok *c = &t[k];
-    uint32_t common = 0;
-    if (prev) {
-      uint32_t m = prev->n < c->n ? prev->n : c->n;
-      while (common < m && prev->s[common] == c->s[common]) common++;
-    }
-    while ((uint32_t)depth > common) depth--;
-    while ((uint32_t)depth < c->n) path[++depth] = nn++;
-    int node = path[depth];
-    v->toks[v->tok_off[node] + ntok[node]++] = c->id;
-    prev = c;
-  }
+  for (int k = 0; k < n; k++) v->toks[k] = t[k].id;
   /* subtree facts, children before parents (DFS order reversed) */
   memset(v->plain, 1, (size_t)nn);
   for (int i = nn - 1; i >= 1; i--) {

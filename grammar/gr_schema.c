@@ -1192,7 +1192,7 @@ static int merge_into(sc *c, cJSON *dst, const cJSON *src, const char *path, int
         }
       }
     } else if (!strcmp(k, "type")) {
-      int t1 = types_of(c, cur->type == cJSON_String || cJSON_IsArray(cur) ? dst : dst, 0);
+      int t1 = types_of(c, dst, 0);
       cJSON *tmp = cJSON_CreateObject();
       cJSON_AddItemToObject(tmp, "type", cJSON_Duplicate(e, 1));
       int t2 = types_of(c, tmp, 0);
@@ -1226,7 +1226,7 @@ static int only_annotations_besides(const cJSON *s, const char *k1, const char *
   return 1;
 }
 
-static gx *literal_values(sc *c, const cJSON *vals, int types, const char *path) {
+static gx *literal_values(sc *c, const cJSON *vals, int types) {
   gr_builder *b = c->b;
   int n = cJSON_GetArraySize(vals);
   gx **alts = gb_alloc(b, (size_t)(n + 1) * sizeof *alts);
@@ -1242,7 +1242,6 @@ static gx *literal_values(sc *c, const cJSON *vals, int types, const char *path)
     alts[na++] = gx_lit(b, s.p, s.n);
     free(s.p);
   }
-  (void)path;
   return gx_alt(b, alts, na);
 }
 
@@ -1417,9 +1416,9 @@ static gx *compile_obj(sc *c, const cJSON *s, const char *path) {
       cJSON *arr = cJSON_CreateArray();
       cJSON_AddItemToArray(arr, cJSON_Duplicate(co, 1));
       cJSON_AddItemToArray(c->owned, arr);
-      return literal_values(c, arr, types, p);
+      return literal_values(c, arr, types);
     }
-    return literal_values(c, en, types, p);
+    return literal_values(c, en, types);
   }
   gx *alts[7];
   int na = 0;
