@@ -206,9 +206,7 @@ static int schema_text(srv_job *j, const cJSON *v, const char *param, char **out
   return 0;
 }
 
-static int choice_list(srv_job *j, const cJSON *v, const char *param, char kind_out[1], const char ***ch,
-                       size_t **cl, int *n) {
-  (void)kind_out;
+static int choice_list(srv_job *j, const cJSON *v, const char *param, const char ***ch, size_t **cl, int *n) {
   if (!cJSON_IsArray(v) || !v->child) {
     srv_error_set(&j->err, SRV_E_INVALID, param, "'%s' must be a non-empty array of strings.", param);
     return -1;
@@ -304,7 +302,7 @@ int srv_constraint_parse(srv_job *j, srv_gen *g, const struct cJSON *root) {
         kind = k[0] == 'r' ? 'r' : 'g', src = e->valuestring, len = strlen(src), param = "structured_outputs";
       } else if (!strcmp(k, "choice")) {
         if (one_constraint(j, &seen, "structured_outputs.choice") ||
-            choice_list(j, e, "structured_outputs", &kind, &ch, &cl, &nch))
+            choice_list(j, e, "structured_outputs", &ch, &cl, &nch))
           goto out;
         kind = 'c', param = "structured_outputs";
       } else if (!strcmp(k, "disable_any_whitespace") || !strcmp(k, "disable_additional_properties") ||
@@ -328,7 +326,7 @@ int srv_constraint_parse(srv_job *j, srv_gen *g, const struct cJSON *root) {
       if (schema_text(j, e, guided[i], &owned, &len)) goto out;
       kind = 'j', src = owned;
     } else if (i == 2) {
-      if (choice_list(j, e, guided[i], &kind, &ch, &cl, &nch)) goto out;
+      if (choice_list(j, e, guided[i], &ch, &cl, &nch)) goto out;
       kind = 'c';
     } else {
       if (!cJSON_IsString(e)) {
@@ -454,7 +452,7 @@ int srv_tools_parse(srv_job *j, srv_gen *g, const struct cJSON *root, char **blo
       goto out;
     }
     for (int k = 0; k < i; k++)
-      if (!strcmp(gt[k].name, nm->valuestring) && k < ng) {
+      if (!strcmp(gt[k].name, nm->valuestring)) {
         srv_error_set(&j->err, SRV_E_INVALID, param, "Two tools are named '%s'.", nm->valuestring);
         goto out;
       }
