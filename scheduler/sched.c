@@ -531,8 +531,8 @@ static void sample_and_emit(sched *s, sseq *q, const float *logits) {
       return;
     }
     if (n == 0) { /* complete with no EOS id to say so, or (a grammar bug) stuck */
-      seq_finish(s, q, gr_matcher_complete(&q->gm) ? SCHED_FINISH_STOP : SCHED_FINISH_ERROR,
-                 gr_matcher_complete(&q->gm) ? 0 : MFS_ESTATE);
+      int complete = gr_matcher_complete(&q->gm);
+      seq_finish(s, q, complete ? SCHED_FINISH_STOP : SCHED_FINISH_ERROR, complete ? 0 : MFS_ESTATE);
       return;
     }
     allow = s->gmask;

@@ -413,7 +413,7 @@ static void tool_calls_json(const srv_gen *g, int choice, const cJSON *calls, in
 /* Where streamed content must stop while tools are in use: at a
  * <tool_call> tag, or at a tail that may be the start of one. */
 static size_t tool_cut(const srv_choice *c) {
-  static const char tag[] = "<tool_call>";
+  static const char tag[] = SRV_TOOL_OPEN;
   const char *t = c->text.p;
   size_t n = c->text.len;
   if (!t) return 0;

@@ -354,6 +354,11 @@ void srv_grammar_deinit(srv *s);
  * g->sp.constraint (a reference g owns). 0 or -1 with j->err set. */
 struct cJSON;
 int srv_constraint_parse(srv_job *j, srv_gen *g, const struct cJSON *root);
+/* The tool-call format (docs/structured-outputs.md): what the prompt asks
+ * for, what a required call is constrained to, what past calls are written
+ * as, and what the output is parsed for, from these two tags. */
+#define SRV_TOOL_OPEN "<tool_call>"
+#define SRV_TOOL_CLOSE "</tool_call>"
 int srv_tools_parse(srv_job *j, srv_gen *g, const struct cJSON *root, char **block);
 int srv_tools_split(const char *text, size_t len, sb *content, struct cJSON **calls);
 int srv_constraint_compile(srv_job *j, char kind, const char *src, size_t len, const char *const *choices,

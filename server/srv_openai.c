@@ -293,11 +293,11 @@ static int render_chat(srv_job *j, const cJSON *msgs, int add_gen, const char *t
           goto fail;
         }
         if (text.len) sb_puts(&text, "\n");
-        sb_puts(&text, "<tool_call>\n{\"name\":");
+        sb_puts(&text, SRV_TOOL_OPEN "\n{\"name\":");
         sb_json_str(&text, nm->valuestring, strlen(nm->valuestring));
         sb_puts(&text, ",\"arguments\":");
         sb_puts(&text, ar->valuestring[0] ? ar->valuestring : "{}");
-        sb_puts(&text, "}\n</tool_call>");
+        sb_puts(&text, "}\n" SRV_TOOL_CLOSE);
       }
     }
     if (!strcmp(r, "tool")) { /* a result goes back as the user's turn, as Qwen's and Hermes' templates do */

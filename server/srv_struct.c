@@ -148,7 +148,7 @@ int srv_constraint_compile(srv_job *j, char kind, const char *src, size_t len, c
   case 'r': rc = gr_compile_regex(src, len, &g, &err); break;
   case 'g': rc = gr_compile_gbnf(src, len, &g, &err); break;
   case 'c': rc = gr_compile_choice(choices, clens, nchoices, &g, &err); break;
-  case 't': rc = gr_compile_tool_calls(tools, ntools, "<tool_call>\n", "\n</tool_call>", "\n", parallel, &g, &err); break;
+  case 't': rc = gr_compile_tool_calls(tools, ntools, SRV_TOOL_OPEN "\n", "\n" SRV_TOOL_CLOSE, "\n", parallel, &g, &err); break;
   default: rc = MFS_EINVAL;
   }
   if (rc) {
@@ -510,7 +510,7 @@ out:
  * content. Returns the number of calls; *calls (a cJSON array of
  * {"name","arguments"}, or NULL) and *content belong to the caller. */
 int srv_tools_split(const char *text, size_t len, sb *content, struct cJSON **calls) {
-  static const char open[] = "<tool_call>", close[] = "</tool_call>";
+  static const char open[] = SRV_TOOL_OPEN, close[] = SRV_TOOL_CLOSE;
   *calls = NULL;
   size_t i = 0;
   int n = 0;
