@@ -98,6 +98,8 @@ test('max_tokens before the value is complete: finish_reason length', async () =
     temperature: 0,
   });
   eq(r.choices[0].finish_reason, 'length', 'finish_reason');
+  const t = r.choices[0].message.content;
+  assert('{"name":"'.startsWith(t) || t.startsWith('{"name":"'), 'a prefix of the value as the grammar writes it: ' + t);
   let parsed = true;
   try { JSON.parse(r.choices[0].message.content); } catch { parsed = false; }
   assert(!parsed, 'a 4-token prefix of the object should not be complete JSON: ' + r.choices[0].message.content);
@@ -108,11 +110,15 @@ test('response_format json_object: a JSON object, n=3', async () => {
     model: M, messages: [{ role: 'user', content: 'Config:' }], response_format: { type: 'json_object' },
     max_tokens: 200, temperature: 1.0, seed: 5, n: 3,
   });
+  let complete = 0;
   for (const c of r.choices) {
+    assert(c.message.content.startsWith('{'), 'an object from its first byte: ' + c.message.content.slice(0, 40));
     if (c.finish_reason === 'length') continue; // json_object has no size bound; a cut value is allowed
     const v = JSON.parse(c.message.content);
     assert(v && typeof v === 'object' && !Array.isArray(v), 'object: ' + c.message.content);
+    complete++;
   }
+  assert(complete >= 1, 'no choice finished within max_tokens: the parse check never ran');
 });
 
 test('completions: structured_outputs.regex, guided_regex, choice, GBNF', async () => {
@@ -148,12 +154,19 @@ test('guided_json with $ref recursion, formats and bounds; streamed completions 
                      required: ['id', 'when', 'size'], additionalProperties: false } },
     $ref: '#/$defs/node',
   };
+  let complete = 0;
   for (let seed = 1; seed <= 3; seed++) {
     const r = await client.completions.create({ model: M, prompt: 'Tree:', max_tokens: 250, temperature: 1, seed,
                                                 guided_json: schema });
-    if (r.choices[0].finish_reason === 'length') continue; // recursion has no depth bound
-    validate(schema, JSON.parse(r.choices[0].text), `tree seed ${seed}`);
+    const t = r.choices[0].text;
+    if (r.choices[0].finish_reason === 'length') { // recursion has no depth bound: a cut value, as written
+      assert(t.startsWith('{"id":"'), 'a cut tree still starts as the grammar writes it: ' + t.slice(0, 40));
+      continue;
+    }
+    validate(schema, JSON.parse(t), `tree seed ${seed}`);
+    complete++;
   }
+  assert(complete >= 1, 'no tree finished within max_tokens: the check above never ran');
 });
 
 test('a constraint that cannot be honoured is a 400 naming the keyword, never an unconstrained answer', async () => {
