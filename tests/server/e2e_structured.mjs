@@ -249,8 +249,16 @@ test('tools: the result goes back as a tool message; tool_choice errors are 400s
                { role: 'tool', tool_call_id: 'call_1', content: '{"temp": 3}' }],
   });
   eq(r.choices.length, 1, 'answered');
-  const tk = await post(srv.base, '/tokenize', { messages: [{ role: 'tool', tool_call_id: 'x', content: 'RESULT42' }] });
-  eq(tk.status, 200, 'tokenize a tool message');
+  // the prompt the template made: the call as the model writes one, the result wrapped
+  const tk = await post(srv.base, '/tokenize', { messages: [
+    { role: 'assistant', content: null, tool_calls: [{ id: 'c', type: 'function',
+      function: { name: 'get_weather', arguments: '{"city":"Oslo","unit":"c"}' } }] },
+    { role: 'tool', tool_call_id: 'c', content: 'RESULT42' }] });
+  eq(tk.status, 200, 'tokenize tool messages');
+  const dt = await post(srv.base, '/detokenize', { tokens: tk.json.tokens });
+  assert(dt.json.prompt.includes('<tool_call>\n{"name":"get_weather","arguments":{"city":"Oslo","unit":"c"}}\n</tool_call>'),
+         'the past call in the prompt: ' + dt.json.prompt);
+  assert(dt.json.prompt.includes('<tool_response>\nRESULT42\n</tool_response>'), 'the result in the prompt: ' + dt.json.prompt);
   for (const [extra, word] of [[{ tool_choice: { type: 'function', function: { name: 'nope' } } }, 'nope'],
                                [{ tool_choice: 'required', tools: undefined }, 'no \'tools\'']]) {
     const e = await post(srv.base, '/v1/chat/completions',
