@@ -9,6 +9,8 @@
 #   OUT       where results go; results.tar there is rewritten every 15 s (one file: the
 #             device tool brings back at most 8), holding per run train.log, history.json
 #             (every evaluation so far) and final.json (the end)
+#   EXPORT    1: each run also exports its best weights as a model directory (HF names;
+#             $W/out/RUN/NAME/), with samples and reference logits; default 0
 #   EXTRA     more train.py arguments for every run (a CPU smoke test: --max-docs ... --d 64 ...)
 set -u
 OUT=${OUT:-/tmp/rep_out}
@@ -27,11 +29,11 @@ WEIGHTS=${WEIGHTS:-gcide=0.3,kjv=0.5,web=0.5,mhcc=0.5,tdavid=0.5,scofield=0.5,br
 common="--corpus .corpus/transport/corpus.tar.xz --tokenizer $TOK --cache $W/corpus.pt --weights $WEIGHTS
         --d 512 --layers 8 --heads 16 --head-dim 64 --q-rank 256 --kv-rank 256 --rope-dim 32
         --match-params $TARGET --seq 1024 --batch 64 --accum 2 --lr 1.5e-3 --wd 0.1 --dropout 0.0
-        --warmup-steps 100 --min-lr-frac 0.1 --eval-frac 0.1 --export 0 --budget 100000 --final-reserve 0"
-pack() {  # results.tar: whole files only (tar of a copy, renamed into place)
+        --warmup-steps 100 --min-lr-frac 0.1 --eval-frac 0.1 --export ${EXPORT:-0} --budget 100000 --final-reserve 0"
+pack() {  # results.tar: whole files only (tar of a copy, renamed into place); the exported
+          # weights (EXPORT=1) stay out, `replicate_job.sh fetch` brings them back 8 at a time
   rm -rf $W/pack; mkdir -p $W/pack
-  cp -r $W/out/. $W/pack/ 2>/dev/null
-  find $W/pack -name "*.tmp" -delete
+  (cd $W/out && find . -type f ! -name "*.safetensors" ! -name "*.tmp" -print0 | xargs -0 -r cp --parents -t $W/pack) 2>/dev/null
   tar -C $W/pack -cf "$OUT/results.tar.new" . && mv "$OUT/results.tar.new" "$OUT/results.tar"
 }
 ${PY:-python3} tools/train/train.py $common --out $W/prep --work $W/prepwork --prepare-only 1 ${EXTRA:-} > $W/out/prepare.log 2>&1 ||

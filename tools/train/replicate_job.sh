@@ -6,9 +6,19 @@
 # job has finished or a run failed (then the job is stopped: fix it and start again).
 #   replicate_job.sh start SECONDS   (needs BUDGET; KINDS, EXTRA pass on)
 #   replicate_job.sh poll SECONDS
+#   replicate_job.sh fetch RUN...    copies the runs' exported shards (EXPORT=1) to $OUT as
+#                                    RUN__model-0000N-of-0000M.safetensors (8 files per call at most)
 set -u
 J=/tmp/rjob
-cmd=${1:?start or poll}; limit=${2:?seconds}
+cmd=${1:?start, poll or fetch}
+if [ "$cmd" = fetch ]; then
+  shift
+  for run in "$@"; do
+    for f in /tmp/rep_runs/out/$run/*/model-*.safetensors; do cp "$f" "$OUT/${run}__$(basename "$f")" || exit 1; done
+  done
+  ls -la "$OUT"; exit 0
+fi
+limit=${2:?seconds}
 if [ "$cmd" = start ]; then
   rm -rf $J; mkdir -p $J/.corpus $J/models/mfa-kr-29m
   cp -r .corpus/transport $J/.corpus/ && mkdir -p $J/tools && cp -r tools/train $J/tools/ && cp models/mfa-kr-29m/tokenizer.json $J/models/mfa-kr-29m/ || exit 1

@@ -532,8 +532,7 @@ def main():
             elif history and len(history) > 4 and all(h["heldout"]["macro_loss"] > best["loss"] + 0.02 for h in history[-4:]):
                 log("early stop: held-out loss rose for 4 evaluations")
                 break
-            if not args.export:
-                save_json("history.json", dict(meta=meta, history=history, best=best))
+            save_json("history.json", dict(meta=meta, history=history, best=best))
     log("training done", step, "steps", tokens_seen, "tokens; best", best)
     if best_state is None:  # no evaluation happened (a deadline before the first step)
         best_state = {k: v.detach().to("cpu", torch.bfloat16, copy=True) for k, v in model.export_state().items()}
@@ -557,10 +556,9 @@ def main():
                  steps=step, tokens_seen=tokens_seen, train_tokens=int(data.numel()),
                  train_seconds=time.time() - t_start)
     log("FINAL (exported bf16 weights, fp32 compute)", json.dumps(final))
+    save_json("history.json", dict(meta=meta, history=history, best=best))
+    save_json("final.json", dict(final, meta=meta, cut_short=cut_short, total_steps=total, batch=args.batch, seq=seq))
     if not args.export:
-        final.update(meta=meta, cut_short=cut_short, total_steps=total, batch=args.batch, seq=seq)
-        save_json("history.json", dict(meta=meta, history=history, best=best))
-        save_json("final.json", final)
         log("all done", round(time.time() - T0, 1), "s")
         return
     samples = exporter.make_samples(fmodel32, tok, eos)
@@ -581,7 +579,8 @@ def main():
             for m in tf.getmembers():
                 if m.name.endswith("SOURCES.json"):
                     sources_meta = json.load(tf.extractfile(m))
-    card = exporter.model_card(name, cfg, nparam, final, samples, sources_meta, history, vars(args))
+    # the card describes the bundled MFA-KR model; the replication's other kinds get none
+    card = exporter.model_card(name, cfg, nparam, final, samples, sources_meta, history, vars(args)) if cfg.get("key_reuse") else None
     exporter.write_model_dir(mdir, best_state, cfg, tok_path, nshards=args.shards, card=card)
     hpath = os.path.join(args.work, "history.json")
     with open(hpath, "w") as f:
