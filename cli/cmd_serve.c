@@ -10,6 +10,7 @@
 #include "cli.h"
 #include "common.h"
 #include "engine.h"
+#include "scheduler.h"
 #include "server.h"
 #include "session.h"
 
@@ -53,6 +54,8 @@ int cmd_serve(int argc, char **argv) {
   double shutdown_timeout = 30;
   const char *kv_events_endpoint = NULL, *kv_events_topic = "", *kv_events_replay = NULL;
   int kv_events_queue = 65536;
+  const char *speculative = "none", *spec_config = NULL;
+  int spec_tokens = 4, ngram_max = 4, ngram_min = 2;
   cli_flag flags[] = {
       {"model", "MFASERVE_MODEL", CLI_STR, &model, "model directory (config.json, safetensors, tokenizer.json)"},
       {"host", "MFASERVE_HOST", CLI_STR, &host, "address to listen on (numeric IPv4 or IPv6)"},
@@ -94,6 +97,18 @@ int cmd_serve(int argc, char **argv) {
       {"kv-events-replay-endpoint", "MFASERVE_KV_EVENTS_REPLAY_ENDPOINT", CLI_STR, &kv_events_replay,
        "bind a ZMQ ROUTER there that re-sends the last 10000 KV-event batches from a sequence number on "
        "(vLLM's replay protocol); off when unset"},
+      {"speculative", "MFASERVE_SPECULATIVE", CLI_STR, &speculative,
+       "none, or ngram: speculative decoding by prompt lookup (drafts copied from the sequence's own prompt and "
+       "output, verified in one step; outputs distributed as without it; docs/speculative-decoding.md)"},
+      {"num-speculative-tokens", "MFASERVE_NUM_SPECULATIVE_TOKENS", CLI_INT, &spec_tokens,
+       "draft tokens per sequence and step at most (1..16)"},
+      {"ngram-prompt-lookup-max", "MFASERVE_NGRAM_PROMPT_LOOKUP_MAX", CLI_INT, &ngram_max,
+       "longest n-gram matched (tried first)"},
+      {"ngram-prompt-lookup-min", "MFASERVE_NGRAM_PROMPT_LOOKUP_MIN", CLI_INT, &ngram_min,
+       "shortest n-gram matched"},
+      {"speculative-config", "MFASERVE_SPECULATIVE_CONFIG", CLI_STR, &spec_config,
+       "vLLM's form, JSON: {\"method\":\"ngram\",\"num_speculative_tokens\":K,\"prompt_lookup_max\":N,"
+       "\"prompt_lookup_min\":M} (overrides the four flags above)"},
       CLI_ISA_FLAG(isa),
       CLI_MMAP_FLAG(use_mmap),
       CLI_QUANT_FLAG(quant),
@@ -133,6 +148,19 @@ int cmd_serve(int argc, char **argv) {
                     "--max-queued-requests and --max-model-len >= 0\n");
     return 2;
   }
+  if (spec_config && cli_parse_spec_config(spec_config, &speculative, &spec_tokens, &ngram_max, &ngram_min)) return 2;
+  if (strcmp(speculative, "none") && strcmp(speculative, "ngram")) {
+    fprintf(stderr, "mfaserve serve: --speculative '%s': expected none or ngram (prompt lookup; no draft models)\n",
+            speculative);
+    return 2;
+  }
+  int spec_on = !strcmp(speculative, "ngram");
+  if (spec_on && (spec_tokens < 1 || spec_tokens > SCHED_MAX_SPEC || ngram_min < 1 || ngram_max < ngram_min)) {
+    fprintf(stderr, "mfaserve serve: speculative decoding needs 1 <= --num-speculative-tokens <= %d and "
+                    "1 <= --ngram-prompt-lookup-min <= --ngram-prompt-lookup-max (got %d, %d, %d)\n",
+            SCHED_MAX_SPEC, spec_tokens, ngram_min, ngram_max);
+    return 2;
+  }
   if (!model) {
     fprintf(stderr, "mfaserve serve: no model: pass --model DIR or set MFASERVE_MODEL (models/default, the bundled "
                     "model, is not next to this binary or in the current directory)\n");
@@ -162,6 +190,9 @@ int cmd_serve(int argc, char **argv) {
       .kv_events_topic = kv_events_topic,
       .kv_events_queue = kv_events_queue,
       .kv_events_replay_endpoint = kv_events_replay,
+      .spec_tokens = spec_on ? spec_tokens : 0,
+      .spec_ngram_min = ngram_min,
+      .spec_ngram_max = ngram_max,
   };
   srv *s;
   char err[512];

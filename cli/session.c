@@ -7,6 +7,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include <cjson/cJSON.h>
+
 #include "common.h"
 
 static void load_progress(double f, void *u) {
@@ -22,6 +24,51 @@ int cli_parse_kv_dtype(const char *s, kvc_dtype *out) {
   else if (!strcasecmp(s, "int8") || !strcasecmp(s, "i8") || !strcasecmp(s, "q8_0")) *out = KVC_I8;
   else return -1;
   return 0;
+}
+
+int cli_parse_spec_config(const char *json, const char **method, int *tokens, int *max, int *min) {
+  cJSON *j = cJSON_Parse(json);
+  int rc = 2;
+  const char *bad = NULL;
+  if (!cJSON_IsObject(j)) {
+    fprintf(stderr, "mfaserve: --speculative-config: not a JSON object: %s\n", json);
+    goto out;
+  }
+  const cJSON *m = cJSON_GetObjectItemCaseSensitive(j, "method");
+  if (!cJSON_IsString(m) || (strcmp(m->valuestring, "ngram") && strcmp(m->valuestring, "[ngram]"))) {
+    fprintf(stderr, "mfaserve: --speculative-config: \"method\" must be \"ngram\" (prompt lookup; draft models, "
+                    "EAGLE and MTP are not supported)\n");
+    goto out;
+  }
+  static const char *const keys[] = {"num_speculative_tokens", "prompt_lookup_max", "prompt_lookup_min"};
+  int *dst[] = {tokens, max, min}, got[3] = {0, 0, 0};
+  for (const cJSON *it = j->child; it; it = it->next) {
+    int k = -1;
+    for (int i = 0; i < 3; i++)
+      if (!strcmp(it->string, keys[i])) k = i;
+    if (k < 0) {
+      if (strcmp(it->string, "method")) bad = it->string;
+      continue;
+    }
+    if (!cJSON_IsNumber(it) || it->valuedouble != (double)(int)it->valuedouble || it->valuedouble < 1) {
+      fprintf(stderr, "mfaserve: --speculative-config: \"%s\" must be a positive integer\n", keys[k]);
+      goto out;
+    }
+    *dst[k] = (int)it->valuedouble;
+    got[k] = 1;
+  }
+  if (bad) {
+    fprintf(stderr, "mfaserve: --speculative-config: unknown key \"%s\" (known: method, num_speculative_tokens, "
+                    "prompt_lookup_max, prompt_lookup_min)\n", bad);
+    goto out;
+  }
+  if (got[1] && !got[2]) *min = *max; /* vLLM: one size alone is both */
+  if (got[2] && !got[1]) *max = *min;
+  *method = "ngram";
+  rc = 0;
+out:
+  cJSON_Delete(j);
+  return rc;
 }
 
 int cli_quant_apply(const char *type) {

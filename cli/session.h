@@ -38,5 +38,10 @@ int cli_session_reset(cli_session *s);
 int cli_session_feed(cli_session *s, const int32_t *toks, int n, eng_logits_mode mode, float *logits);
 
 int cli_parse_kv_dtype(const char *s, kvc_dtype *out);
+/* vLLM's --speculative-config JSON ({"method": "ngram", "num_speculative_tokens": K,
+ * "prompt_lookup_max": N, "prompt_lookup_min": M}; absent keys keep *tokens,
+ * *max, *min; one of the lookup sizes alone sets both, as in vLLM): sets
+ * *method to "ngram". 0, or 2 with a message naming the key printed. */
+int cli_parse_spec_config(const char *json, const char **method, int *tokens, int *max, int *min);
 
 #endif

@@ -94,6 +94,8 @@ struct sched {
   int32_t *step_tokens;
   int32_t *suppress;
   uint32_t *gmask;     /* [ceil(V/32)] the constrained sequence's allowed ids */
+  int *step_draft_n;   /* draft tokens of each step's sequence (0: none) */
+  int32_t *step_draft; /* [max_num_seqs][SCHED_MAX_SPEC] the drafts */
 
   /* events */
   pthread_mutex_t ev_mu;
@@ -626,6 +628,10 @@ static void publish_stats(sched *s, int force_snapshot) {
   s->st.generation_tokens_total = s->ctr.generation_tokens_total;
   s->st.preemptions_total = s->ctr.preemptions_total;
   s->st.steps_total = s->ctr.steps_total;
+  s->st.spec_drafts_total = s->ctr.spec_drafts_total;
+  s->st.spec_draft_tokens_total = s->ctr.spec_draft_tokens_total;
+  s->st.spec_accepted_tokens_total = s->ctr.spec_accepted_tokens_total;
+  memcpy(s->st.spec_accepted_per_pos_total, s->ctr.spec_accepted_per_pos_total, sizeof s->st.spec_accepted_per_pos_total);
   memcpy(s->st.finished_total, s->ctr.finished_total, sizeof s->st.finished_total);
   kvc_pool_stats(s->kv, &s->st.kv);
   s->st.kv.prefix_queries_tokens = s->prefix_queries;
@@ -654,14 +660,79 @@ static void publish_stats(sched *s, int force_snapshot) {
   pthread_mutex_unlock(&s->snap_mu);
 }
 
+/* Prompt lookup: the tokens that followed the most recent earlier
+ * occurrence of the sequence's last g tokens, for the longest g in
+ * [gmin, gmax] that occurs; at most k. Returns how many (0: no match). */
+static int ngram_propose(const int32_t *t, int n, int gmin, int gmax, int k, int32_t *out) {
+  for (int g = MFS_MIN(gmax, n - 1); g >= gmin; g--) {
+    const int32_t *suf = t + n - g;
+    for (int j = n - g - 1; j >= 0; j--)
+      if (t[j] == suf[0] && !memcmp(t + j, suf, (size_t)g * sizeof *t)) {
+        int m = MFS_MIN(k, n - (j + g));
+        memcpy(out, t + j + g, (size_t)m * sizeof *t);
+        return m;
+      }
+  }
+  return 0;
+}
+
+/* A draft for q, a decoding sequence, of at most `room` tokens; it is
+ * written into q->toks past n_toks (so the batch copies it with the pending
+ * token) and into out. Returns its length. */
+static int seq_draft(sched *s, sseq *q, int room, int32_t *out) {
+  sreq *r = q->r;
+  if (s->o.spec_tokens <= 0 || !r->forked || q->n_out == 0 || q->n_toks - q->n_computed != 1) return 0;
+  /* no point drafting past the last token the request may emit or the context */
+  int k = MFS_MIN(MFS_MIN(s->o.spec_tokens, room), r->p.max_tokens - q->n_out - 1);
+  k = MFS_MIN(k, s->o.max_model_len - q->n_toks - 1);
+  if (k <= 0) return 0;
+  int m = ngram_propose(q->toks, q->n_toks, s->o.spec_ngram_min, s->o.spec_ngram_max, k, out);
+  if (m <= 0) return 0;
+  while (q->n_toks + m > q->cap_toks) {
+    int cap = q->cap_toks * 2;
+    int32_t *nt = realloc(q->toks, (size_t)cap * sizeof *nt);
+    if (!nt) return 0;
+    q->toks = nt;
+    q->cap_toks = cap;
+  }
+  memcpy(q->toks + q->n_toks, out, (size_t)m * sizeof *out);
+  return m;
+}
+
+/* After a step that computed q's pending token and a draft of nd tokens
+ * (rows row .. row+nd of the logits): samples from the rows in order, as
+ * many as agree with the draft plus one, committing the draft tokens kept. */
+static void spec_verify(sched *s, sseq *q, int row, const int32_t *draft, int nd) {
+  int V = s->info->vocab, acc = 0;
+  kvc_seq_commit(s->kv, q->kv, q->toks + q->n_computed, 1);
+  q->n_computed++;
+  for (int i = 0; i <= nd; i++) {
+    sample_and_emit(s, q, s->logits + (size_t)(row + i) * V);
+    if (!q->kv || i == nd || q->toks[q->n_toks - 1] != draft[i]) break; /* finished, or the draft ends or disagrees */
+    /* the sampled token is the draft's, whose KV this step wrote */
+    kvc_seq_commit(s->kv, q->kv, draft + i, 1);
+    q->n_computed++;
+    s->ctr.spec_accepted_per_pos_total[i]++;
+    acc++;
+  }
+  s->ctr.spec_drafts_total++;
+  s->ctr.spec_draft_tokens_total += nd;
+  s->ctr.spec_accepted_tokens_total += acc;
+}
+
 static void step(sched *s) {
   int budget = s->o.max_num_batched_tokens, ns = 0, rows = 0, ntok = 0;
   int V = s->info->vocab;
   /* 1. running sequences, oldest admitted first */
+  int visited = 0;
   for (sseq *q = s->running.head, *next; q && budget > 0 && ns < s->o.max_num_seqs; q = next) {
     next = q->next;
     int n = MFS_MIN(q->n_toks - q->n_computed, budget);
+    /* a draft takes only budget left after one token for each running sequence */
+    int nd = seq_draft(s, q, budget - 1 - (s->running.n - ++visited), s->step_draft + (size_t)ns * SCHED_MAX_SPEC);
     int rc;
+    /* a draft never preempts anyone: without room for it, the step goes without */
+    if (nd && kvc_seq_reserve(s->kv, q->kv, q->n_computed + n + nd) != 0) nd = 0;
     while ((rc = kvc_seq_reserve(s->kv, q->kv, q->n_computed + n)) == KVC_FULL) {
       sseq *v = pick_victim(s, ns);
       if (!v || v == q) break;
@@ -681,6 +752,8 @@ static void step(sched *s) {
       seq_finish(s, q, SCHED_FINISH_ERROR, rc);
       continue;
     }
+    s->step_draft_n[ns] = nd;
+    n += nd;
     s->step_n[ns] = n;
     s->step_seqs[ns++] = q;
     budget -= n;
@@ -717,6 +790,7 @@ static void step(sched *s) {
     q->admit_order = ++s->admit_counter;
     q->running = 1;
     sq_push_back(&s->running, q);
+    s->step_draft_n[ns] = 0;
     s->step_n[ns] = n;
     s->step_seqs[ns++] = q;
     budget -= n;
@@ -732,7 +806,7 @@ static void step(sched *s) {
     st->n_new = n;
     int reaches_end = q->n_computed + n == q->n_toks;
     int want_prompt_lp = q->r->p.prompt_logprobs >= 0 && !q->r->forked && q->r->prompt_lp_next < q->r->p.n_prompt;
-    st->logits = want_prompt_lp ? ENG_LOGITS_ALL : reaches_end ? ENG_LOGITS_LAST : ENG_LOGITS_NONE;
+    st->logits = want_prompt_lp || s->step_draft_n[i] ? ENG_LOGITS_ALL : reaches_end ? ENG_LOGITS_LAST : ENG_LOGITS_NONE;
     s->step_row[i] = rows;
     rows += st->logits == ENG_LOGITS_ALL ? n : st->logits == ENG_LOGITS_LAST ? 1 : 0;
     memcpy(s->step_tokens + ntok, q->toks + q->n_computed, (size_t)n * sizeof(int32_t));
@@ -751,6 +825,10 @@ static void step(sched *s) {
     sseq *q = s->step_seqs[i];
     sreq *r = q->r;
     const eng_seq_step *st = &s->steps[i];
+    if (s->step_draft_n[i]) {
+      spec_verify(s, q, s->step_row[i], s->step_draft + (size_t)i * SCHED_MAX_SPEC, s->step_draft_n[i]);
+      continue;
+    }
     kvc_seq_commit(s->kv, q->kv, q->toks + q->n_computed, st->n_new);
     if (q->n_computed < r->p.n_prompt)
       s->ctr.prompt_tokens_total += MFS_MIN(st->n_new, r->p.n_prompt - q->n_computed);
@@ -866,6 +944,8 @@ void sched_free(sched *s) {
   free(s->step_tokens);
   free(s->suppress);
   free(s->gmask);
+  free(s->step_draft_n);
+  free(s->step_draft);
   free(s->ring);
   free(s->cancels);
   free(s->snap_state);
@@ -883,7 +963,9 @@ void sched_free(sched *s) {
 
 int sched_new(sched **out, const eng_model *m, const sched_opts *o) {
   const eng_model_info *in = eng_model_get_info(m);
-  if (!o || o->max_num_seqs < 1 || o->max_num_batched_tokens < 1 || o->max_queued < 0 || o->block_size < 1)
+  if (!o || o->max_num_seqs < 1 || o->max_num_batched_tokens < 1 || o->max_queued < 0 || o->block_size < 1 ||
+      o->spec_tokens < 0 || o->spec_tokens > SCHED_MAX_SPEC ||
+      (o->spec_tokens && (o->spec_ngram_min < 1 || o->spec_ngram_max < o->spec_ngram_min)))
     return MFS_EINVAL;
   sched *s = calloc(1, sizeof *s);
   if (!s) return MFS_ENOMEM;
@@ -913,6 +995,9 @@ int sched_new(sched **out, const eng_model *m, const sched_opts *o) {
   s->step_tokens = malloc((size_t)o->max_num_batched_tokens * sizeof *s->step_tokens);
   s->suppress = malloc((SCHED_MAX_STOP_IDS + 8) * sizeof *s->suppress);
   s->gmask = malloc(((size_t)in->vocab + 31) / 32 * sizeof *s->gmask);
+  s->step_draft_n = calloc((size_t)o->max_num_seqs, sizeof *s->step_draft_n);
+  s->step_draft = malloc((size_t)o->max_num_seqs * SCHED_MAX_SPEC * sizeof *s->step_draft);
+  if (!s->step_draft_n || !s->step_draft) goto fail;
   s->ev_cap = o->event_capacity > 0 ? o->event_capacity : MFS_MAX(4096, 4 * o->max_num_batched_tokens);
   s->ring = malloc((size_t)s->ev_cap * sizeof *s->ring);
   kvc_stats ks;
@@ -930,6 +1015,7 @@ int sched_new(sched **out, const eng_model *m, const sched_opts *o) {
   s->st.max_model_len = s->o.max_model_len;
   s->st.max_num_seqs = o->max_num_seqs;
   s->st.block_size = o->block_size;
+  s->st.spec_tokens = o->spec_tokens;
   publish_stats(s, 1);
   if (pthread_create(&s->th, NULL, sched_main, s)) goto fail;
   s->th_started = 1;

@@ -247,6 +247,9 @@ static void do_load(uv_work_t *w) {
       .notify_u = &s->ev_async,
       .kv_event_fn = s->kvev ? kve_publisher_on_event : NULL,
       .kv_event_u = s->kvev,
+      .spec_tokens = s->o.spec_tokens,
+      .spec_ngram_min = s->o.spec_ngram_min,
+      .spec_ngram_max = s->o.spec_ngram_max,
   };
   rc = sched_new(&s->sched, s->model, &so);
   if (rc) {
@@ -257,6 +260,9 @@ static void do_load(uv_work_t *w) {
              mfs_strerror(rc));
     return;
   }
+  if (s->o.spec_tokens)
+    LOG(MFS_LOG_INFO, "speculative decoding: n-gram prompt lookup, up to %d draft tokens from the longest matching "
+        "%d..%d-gram", s->o.spec_tokens, s->o.spec_ngram_max, s->o.spec_ngram_min);
   LOG(MFS_LOG_INFO, "model, tokenizer and KV pool ready in %.2f s", mfs_now() - t0);
 }
 

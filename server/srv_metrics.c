@@ -90,6 +90,23 @@ static void finished(sb *o, const char *pfx, const srv *s) {
   }
 }
 
+/* Speculative decoding, with vLLM's (v1) counters and meanings; only when
+ * it is on (--speculative ngram), as vLLM exports them. */
+static void spec_decode(sb *o, const char *pfx, const srv *s, const sched_stats *st) {
+  if (st->spec_tokens <= 0) return;
+  counter(o, pfx, s, "spec_decode_num_drafts_total", "Number of spec decoding drafts (sequence steps that carried one).",
+          (double)st->spec_drafts_total);
+  counter(o, pfx, s, "spec_decode_num_draft_tokens_total", "Number of draft tokens.", (double)st->spec_draft_tokens_total);
+  counter(o, pfx, s, "spec_decode_num_accepted_tokens_total", "Number of accepted tokens.",
+          (double)st->spec_accepted_tokens_total);
+  metric(o, pfx, "counter", "spec_decode_num_accepted_tokens_per_pos_total", "Accepted tokens per draft position.");
+  for (int i = 0; i < st->spec_tokens && i < SCHED_MAX_SPEC; i++) {
+    sb_printf(o, "%sspec_decode_num_accepted_tokens_per_pos_total{", pfx);
+    label_model(o, s);
+    sb_printf(o, ",position=\"%d\"} %lld\n", i, (long long)st->spec_accepted_per_pos_total[i]);
+  }
+}
+
 /* What routers and autoscalers read from vLLM, under vLLM's names and
  * labels: the Gateway API Inference Extension's endpoint picker
  * (num_requests_waiting, kv_cache_usage_perc or the older
@@ -116,6 +133,7 @@ static void vllm_compat(srv *s, sb *o, const sched_stats *st) {
   hist(o, P, s, &s->h_itl, "time_per_output_token_seconds"); /* vLLM's older name of the same interval */
   hist(o, P, s, &s->h_e2e, NULL);
   hist(o, P, s, &s->h_queue, NULL);
+  spec_decode(o, P, s, st);
   metric(o, P, "gauge", "cache_config_info", "Information of the KV-cache configuration (always 1).");
   sb_printf(o, "vllm:cache_config_info{block_size=\"%d\",cache_dtype=\"%s\",enable_prefix_caching=\"True\","
                "num_cpu_blocks=\"0\",num_gpu_blocks=\"%lld\"} 1\n",
@@ -178,6 +196,7 @@ void srv_metrics_text(srv *s, sb *o) {
   hist(o, "mfaserve:", s, &s->h_itl, NULL);
   hist(o, "mfaserve:", s, &s->h_e2e, NULL);
   hist(o, "mfaserve:", s, &s->h_queue, NULL);
+  spec_decode(o, "mfaserve:", s, &st);
   if (s->o.metrics_vllm) vllm_compat(s, o, &st);
 }
 

@@ -33,6 +33,7 @@
 #define SCHED_MAX_LOGPROBS 20
 #define SCHED_MAX_STOP_IDS 16
 #define SCHED_MAX_BIAS 300
+#define SCHED_MAX_SPEC 16 /* draft tokens per sequence and step at most */
 
 typedef struct sched_sampling {
   float temperature;        /* 0: greedy */
@@ -120,6 +121,22 @@ typedef struct sched_opts {
   void *notify_u;
   kvc_event_fn kv_event_fn;   /* NULL, or the pool's prefix-cache events (scheduler thread; kvcache.h) */
   void *kv_event_u;
+  /* Prompt-lookup (n-gram) speculative decoding; spec_tokens 0: off. Each
+   * decode step, a sequence whose last spec_ngram_max..spec_ngram_min
+   * tokens (longest first) occurred before in its prompt or output gets
+   * the up to spec_tokens tokens that followed the most recent occurrence
+   * as a draft; the engine computes the pending token and the draft in one
+   * step, and the tokens are then sampled one by one from those rows
+   * exactly as without speculation (same filters, same RNG draws), the
+   * draft kept while it agrees with what was sampled. For a draft token d
+   * this accepts d with probability p(d) and otherwise samples from p
+   * without d, renormalized: rejection sampling with a point-mass draft,
+   * so outputs are distributed as without speculation, and a seeded or
+   * greedy request gives the same tokens (up to the engine's rounding in
+   * a batch of another shape, as for any change of batch). Drafts use
+   * step budget left after one token for every running sequence. */
+  int spec_tokens;            /* 0..SCHED_MAX_SPEC */
+  int spec_ngram_min, spec_ngram_max; /* 1 <= min <= max */
 } sched_opts;
 
 typedef struct sched sched;
@@ -169,6 +186,12 @@ typedef struct sched_stats {
   int64_t steps_total;
   int64_t finished_total[SCHED_FINISH_N];
   int max_model_len, max_num_seqs, block_size;
+  /* speculative decoding (vLLM's spec_decode_* counters): sequence-steps
+   * that carried a draft, draft tokens proposed, draft tokens accepted, and
+   * acceptances by position in the draft (0 = first draft token) */
+  int spec_tokens;
+  int64_t spec_drafts_total, spec_draft_tokens_total, spec_accepted_tokens_total;
+  int64_t spec_accepted_per_pos_total[SCHED_MAX_SPEC];
 } sched_stats;
 
 /* Any thread: a consistent snapshot, published at the end of each step: it

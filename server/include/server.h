@@ -44,6 +44,8 @@ typedef struct srv_opts {
   const char *kv_events_topic;    /* first frame of each KV-event message; NULL: "" */
   int kv_events_queue;            /* KV events queued for the publisher at most; <= 0: 65536 */
   const char *kv_events_replay_endpoint; /* NULL or "": none; else where past batches are replayed */
+  int spec_tokens;           /* prompt-lookup speculative decoding: draft tokens at most (0: off; scheduler.h) */
+  int spec_ngram_min, spec_ngram_max;
 } srv_opts;
 
 typedef struct srv srv;

@@ -92,6 +92,7 @@ static void stats_when_idle(sched *s, sched_stats *st) {
 }
 
 static kvc_dtype kv_dt = KVC_F32; /* the pools mk and pool_bytes make */
+static int spec_k;                 /* mk's schedulers: speculative draft tokens (0: off) */
 
 static sched *mk(int max_seqs, int max_tokens, uint64_t kv_bytes, int block) {
   sched_opts o = {0};
@@ -103,6 +104,9 @@ static sched *mk(int max_seqs, int max_tokens, uint64_t kv_bytes, int block) {
   o.kv_bytes = kv_bytes;
   o.kv_dtype = kv_dt;
   o.n_threads = 2;
+  o.spec_tokens = spec_k;
+  o.spec_ngram_min = 1;
+  o.spec_ngram_max = 3;
   sched *s;
   int rc = sched_new(&s, model, &o);
   if (rc) {
@@ -483,6 +487,154 @@ static void test_constrained(void) {
   gr_vocab_free(v);
 }
 
+/* Speculative decoding (n-gram prompt lookup) changes how many steps a
+ * sequence takes, never its tokens: greedy and seeded requests give the
+ * same tokens with and without it, also batched and with preemption forced
+ * by a small pool; unseeded sampling's distribution at a verified position
+ * is the same (chi-square); and the drafts were both accepted and rejected,
+ * so neither path went untested. */
+#define NSPEC 24
+static int32_t spec_prompts[NSPEC][64];
+static int spec_plen[NSPEC];
+
+static void run_set(result *rs, const sched_request_params *ps, int n, int max_seqs, uint64_t kv, sched_stats *st) {
+  memset(rs, 0, (size_t)n * sizeof *rs);
+  sched *s = mk(max_seqs, 256, kv, 16);
+  for (int i = 0; i < n; i++) CHECK(sched_request_submit(s, &ps[i], &rs[i].id) == 0, "submit %d", i);
+  run_until_done(s, rs, n, 120);
+  if (st) stats_when_idle(s, st);
+  sched_free(s);
+}
+
+/* Wilson-Hilferty: chi-square with df degrees of freedom as a standard normal z */
+static double chi2_z(double x, int df) {
+  double k = 2.0 / (9.0 * df);
+  return (cbrt(x / df) - (1 - k)) / sqrt(k);
+}
+
+static void test_speculative(void) {
+  static result off[NSPEC], on[NSPEC];
+  static sched_request_params ps[NSPEC];
+  uint64_t st = 777;
+  for (int i = 0; i < NSPEC; i++) { /* half repetitive (drafts found), half random */
+    int period = 3 + i % 5;
+    spec_plen[i] = 20 + (i * 5) % 40;
+    for (int j = 0; j < spec_plen[i]; j++) {
+      st = st * 6364136223846793005ull + 1442695040888963407ull;
+      spec_prompts[i][j] = i % 2 ? prompts[i][j % plen[i]] : (int32_t)((st >> 33) % (uint64_t)info->vocab);
+      if (i % 2 && j >= period) spec_prompts[i][j] = spec_prompts[i][j - period];
+    }
+    params(&ps[i], spec_prompts[i], spec_plen[i], 40 + i % 9);
+    if (i % 3 == 1) { /* seeded sampling */
+      ps[i].sampling.temperature = 0.9f;
+      ps[i].sampling.top_p = 0.9f;
+      ps[i].sampling.top_k = 50;
+      ps[i].sampling.has_seed = 1;
+      ps[i].sampling.seed = 1000 + (uint64_t)i;
+    }
+    if (i % 4 == 2) ps[i].sampling.repetition_penalty = 1.3f; /* a filter that reads the output so far */
+    if (i % 5 == 3) ps[i].ignore_eos = 0, ps[i].n_stop_ids = 1, ps[i].stop_ids[0] = spec_prompts[i][1];
+  }
+  sched_stats s_off, s_on, s_small;
+  spec_k = 0;
+  run_set(off, ps, NSPEC, 16, pool_bytes(512, 16), &s_off);
+  for (int pass = 0; pass < 2; pass++) {
+    spec_k = 4;
+    /* pass 1: a pool of 20 blocks for 16 sequences of up to 7 blocks: preemptions */
+    run_set(on, ps, NSPEC, 16, pass ? pool_bytes(20, 16) : pool_bytes(512, 16), pass ? &s_small : &s_on);
+    for (int i = 0; i < NSPEC; i++) {
+      CHECK(on[i].done && on[i].ntok[0] == off[i].ntok[0] && on[i].why[0] == off[i].why[0],
+            "pass %d request %d: %d tokens (%s) with speculation, %d (%s) without", pass, i, on[i].ntok[0],
+            sched_finish_name(on[i].why[0]), off[i].ntok[0], sched_finish_name(off[i].why[0]));
+      CHECK(!memcmp(on[i].toks[0], off[i].toks[0], (size_t)MFS_MIN(on[i].ntok[0], MAXT) * sizeof(int32_t)),
+            "pass %d request %d: tokens differ with speculation", pass, i);
+    }
+  }
+  spec_k = 0;
+  CHECK(s_off.spec_drafts_total == 0 && s_off.spec_tokens == 0, "drafts while off");
+  CHECK(s_on.spec_drafts_total > 0 && s_on.spec_accepted_tokens_total > 0 &&
+            s_on.spec_accepted_tokens_total < s_on.spec_draft_tokens_total,
+        "drafts %lld, draft tokens %lld, accepted %lld: both paths must run", (long long)s_on.spec_drafts_total,
+        (long long)s_on.spec_draft_tokens_total, (long long)s_on.spec_accepted_tokens_total);
+  CHECK(s_on.steps_total < s_off.steps_total, "speculation saved no step (%lld vs %lld)", (long long)s_on.steps_total,
+        (long long)s_off.steps_total);
+  CHECK(s_small.preemptions_total > 0, "the small pool forced no preemption");
+  int64_t per_pos = 0;
+  for (int i = 0; i < SCHED_MAX_SPEC; i++) per_pos += s_on.spec_accepted_per_pos_total[i];
+  CHECK(per_pos == s_on.spec_accepted_tokens_total, "accepted per position sums to %lld, not %lld", (long long)per_pos,
+        (long long)s_on.spec_accepted_tokens_total);
+  CHECK(s_on.generation_tokens_total == s_off.generation_tokens_total, "generated %lld vs %lld tokens",
+        (long long)s_on.generation_tokens_total, (long long)s_off.generation_tokens_total);
+  printf("speculative: greedy and seeded outputs equal (%d requests; %lld drafts, %lld/%lld draft tokens accepted; "
+         "%lld vs %lld steps; %lld preemptions with the small pool)\n",
+         NSPEC, (long long)s_on.spec_drafts_total, (long long)s_on.spec_accepted_tokens_total,
+         (long long)s_on.spec_draft_tokens_total, (long long)s_on.steps_total, (long long)s_off.steps_total,
+         (long long)s_small.preemptions_total);
+
+  /* Unseeded-alike sampling (distinct seeds on each side): the distribution of
+   * the token at output position 2, the first one sampled from a verified
+   * row after a draft token (position 1 comes from the pending token's row), is the same with and without speculation. */
+  enum { NS = 2048, BATCH = 64 };
+  int32_t rep[40];
+  for (int j = 0; j < 40; j++) rep[j] = spec_prompts[1][j % 4];
+  static int cnt[2][4096];
+  memset(cnt, 0, sizeof cnt);
+  sched_stats sst;
+  memset(&sst, 0, sizeof sst);
+  for (int side = 0; side < 2; side++) {
+    spec_k = side ? 4 : 0;
+    static result rs[BATCH];
+    static sched_request_params bp[BATCH];
+    for (int b0 = 0; b0 < NS; b0 += BATCH) {
+      for (int i = 0; i < BATCH; i++) {
+        params(&bp[i], rep, 40, 3);
+        bp[i].sampling.temperature = 1.0f;
+        /* the prompt's four tokens made likely, so that drafts (the prompt's pattern) are accepted
+         * often but far from always */
+        bp[i].sampling.n_bias = 4;
+        for (int j = 0; j < 4; j++) bp[i].sampling.bias_ids[j] = rep[j], bp[i].sampling.bias_vals[j] = 6.0f;
+        bp[i].sampling.has_seed = 1;
+        bp[i].sampling.seed = (uint64_t)(side * 1000000 + b0 + i);
+      }
+      sched_stats one;
+      run_set(rs, bp, BATCH, 16, pool_bytes(512, 16), &one);
+      for (int i = 0; i < BATCH; i++)
+        if (rs[i].ntok[0] >= 3 && rs[i].toks[0][2] >= 0 && rs[i].toks[0][2] < 4096) cnt[side][rs[i].toks[0][2]]++;
+      if (side) {
+        sst.spec_draft_tokens_total += one.spec_draft_tokens_total;
+        sst.spec_accepted_tokens_total += one.spec_accepted_tokens_total;
+      }
+    }
+  }
+  spec_k = 0;
+  /* chi-square test of homogeneity over the tokens seen >= 10 times in all, the rest pooled */
+  double x2 = 0;
+  int df = -1;
+  int pooled[2] = {0, 0};
+  for (int t = 0; t < 4096; t++) {
+    int a = cnt[0][t], b = cnt[1][t];
+    if (a + b < 10) {
+      pooled[0] += a, pooled[1] += b;
+      continue;
+    }
+    double e = (a + b) / 2.0; /* equal sample sizes */
+    x2 += (a - e) * (a - e) / e + (b - e) * (b - e) / e;
+    df++;
+  }
+  if (pooled[0] + pooled[1] >= 10) {
+    double e = (pooled[0] + pooled[1]) / 2.0;
+    x2 += (pooled[0] - e) * (pooled[0] - e) / e + (pooled[1] - e) * (pooled[1] - e) / e;
+    df++;
+  }
+  double rate = sst.spec_draft_tokens_total ? (double)sst.spec_accepted_tokens_total / (double)sst.spec_draft_tokens_total : 0;
+  CHECK(df >= 3, "too few categories (%d) for the test", df);
+  CHECK(rate > 0.02 && rate < 0.98, "acceptance rate %.3f: the test needs both outcomes", rate);
+  double z = df > 0 ? chi2_z(x2, df) : 0;
+  CHECK(z < 3.3, "sampled distribution differs with speculation: chi2 %.1f, df %d, z %.2f", x2, df, z);
+  printf("speculative: sampling distribution at a verified position: chi2 %.1f with %d df (z %.2f; %d samples a side), "
+         "draft acceptance %.3f\n", x2, df, z, NS, rate);
+}
+
 int main(int argc, char **argv) {
   if (argc < 2) {
     fprintf(stderr, "usage: test_scheduler MODEL_DIR\n");
@@ -507,6 +659,7 @@ int main(int argc, char **argv) {
   test_fork_and_prompt_logprobs();
   test_cancel_one_choice();
   test_constrained();
+  test_speculative();
   eng_model_free(model);
   const char *isa = getenv("MFASERVE_ISA");
   CHECK(!isa || !*isa || !strcmp(isa, "auto") || !strcmp(eng_isa_name(), isa), "kernel level %s at the end",
