@@ -39,6 +39,7 @@ typedef struct sseq {
   uint64_t admit_order;     /* larger = admitted later (preemption victim) */
   int running;
   gr_matcher gm;            /* structured output: where the text so far stands (gm.ix NULL: none) */
+  float spec_hit, spec_try; /* speculation: draft tokens accepted / tried lately (decaying sums) */
 } sseq;
 
 struct sreq {
@@ -676,15 +677,42 @@ static int ngram_propose(const int32_t *t, int n, int gmin, int gmax, int k, int
   return 0;
 }
 
+/* How long a draft pays. A draft token is kept with probability a (the
+ * sequence's recent acceptance rate, from a prior of 1/2), so a draft of d
+ * tokens yields E(d) = 1 + a + ... + a^d tokens, while each token more in
+ * the step costs c (sched_opts.spec_row_cost) of a one-token step (on the 2-core machine
+ * BENCHMARKS.md describes, a 5-row step of the bundled model takes ~2x a
+ * one-row one). With B sequences in the step the rate is
+ * (B - 1 + E(d)) / (1 + c (B - 1 + d)); the d that maximizes it, at most k.
+ * At batch 1 a draft pays from a = c; with many sequences only drafts
+ * that are nearly always right do, as a verified row then delays them all. */
+static int spec_len(const sched *s, const sseq *q, int k, int batch) {
+  double a = (q->spec_hit + 1.0) / (q->spec_try + 2.0), e = 1, term = 1, c = s->o.spec_row_cost;
+  double best = (batch - 1 + e) / (1 + c * (batch - 1));
+  int d = 0;
+  for (int j = 1; j <= k; j++) {
+    term *= a;
+    e += term;
+    double v = (batch - 1 + e) / (1 + c * (batch - 1 + j));
+    if (v > best) best = v, d = j;
+  }
+  return d;
+}
+
 /* A draft for q, a decoding sequence, of at most `room` tokens; it is
  * written into q->toks past n_toks (so the batch copies it with the pending
  * token) and into out. Returns its length. */
 static int seq_draft(sched *s, sseq *q, int room, int32_t *out) {
   sreq *r = q->r;
   if (s->o.spec_tokens <= 0 || !r->forked || q->n_out == 0 || q->n_toks - q->n_computed != 1) return 0;
+  /* what the sequence's draft record says has faded a little: one that
+   * stopped drafting for a low rate tries again later */
+  q->spec_hit *= 0.95f;
+  q->spec_try *= 0.95f;
   /* no point drafting past the last token the request may emit or the context */
   int k = MFS_MIN(MFS_MIN(s->o.spec_tokens, room), r->p.max_tokens - q->n_out - 1);
   k = MFS_MIN(k, s->o.max_model_len - q->n_toks - 1);
+  if (k > 0) k = spec_len(s, q, k, s->running.n);
   if (k <= 0) return 0;
   int m = ngram_propose(q->toks, q->n_toks, s->o.spec_ngram_min, s->o.spec_ngram_max, k, out);
   if (m <= 0) return 0;
@@ -718,6 +746,9 @@ static void spec_verify(sched *s, sseq *q, int row, const int32_t *draft, int nd
   s->ctr.spec_drafts_total++;
   s->ctr.spec_draft_tokens_total += nd;
   s->ctr.spec_accepted_tokens_total += acc;
+  /* the positions tried: up to the first disagreement */
+  q->spec_hit += (float)acc;
+  q->spec_try += (float)MFS_MIN(acc + 1, nd);
 }
 
 static void step(sched *s) {
@@ -963,6 +994,7 @@ void sched_free(sched *s) {
 
 int sched_new(sched **out, const eng_model *m, const sched_opts *o) {
   const eng_model_info *in = eng_model_get_info(m);
+  if (o && o->spec_tokens && !(o->spec_row_cost >= 0)) return MFS_EINVAL;
   if (!o || o->max_num_seqs < 1 || o->max_num_batched_tokens < 1 || o->max_queued < 0 || o->block_size < 1 ||
       o->spec_tokens < 0 || o->spec_tokens > SCHED_MAX_SPEC ||
       (o->spec_tokens && (o->spec_ngram_min < 1 || o->spec_ngram_max < o->spec_ngram_min)))
@@ -972,6 +1004,7 @@ int sched_new(sched **out, const eng_model *m, const sched_opts *o) {
   s->m = m;
   s->info = in;
   s->o = *o;
+  if (s->o.spec_row_cost == 0) s->o.spec_row_cost = 0.25;
   if (s->o.max_model_len <= 0 || s->o.max_model_len > in->max_pos) s->o.max_model_len = in->max_pos;
   pthread_mutex_init(&s->mu, NULL);
   pthread_cond_init(&s->cv, NULL);

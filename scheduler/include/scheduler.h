@@ -134,9 +134,16 @@ typedef struct sched_opts {
    * so outputs are distributed as without speculation, and a seeded or
    * greedy request gives the same tokens (up to the engine's rounding in
    * a batch of another shape, as for any change of batch). Drafts use
-   * step budget left after one token for every running sequence. */
+   * step budget left after one token for every running sequence, and only
+   * as many tokens as pay for their verification (spec_row_cost). */
   int spec_tokens;            /* 0..SCHED_MAX_SPEC */
   int spec_ngram_min, spec_ngram_max; /* 1 <= min <= max */
+  /* The time one more token in a step adds, as a fraction of a one-token
+   * step (0: 0.25, measured on the bundled model at batch 1): the draft's
+   * length is chosen per sequence from it, the batch size and the
+   * sequence's recent acceptance rate (sched.c spec_len); near 0 every
+   * draft is as long as the match allows. */
+  double spec_row_cost;
 } sched_opts;
 
 typedef struct sched sched;

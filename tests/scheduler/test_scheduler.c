@@ -107,6 +107,7 @@ static sched *mk(int max_seqs, int max_tokens, uint64_t kv_bytes, int block) {
   o.spec_tokens = spec_k;
   o.spec_ngram_min = 1;
   o.spec_ngram_max = 3;
+  o.spec_row_cost = 1e-9; /* every draft as long as the match allows: both paths run often */
   sched *s;
   int rc = sched_new(&s, model, &o);
   if (rc) {
