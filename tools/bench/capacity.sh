@@ -32,12 +32,7 @@ for kind in ${KINDS:-mfa-kr mfa gqa mha}; do
     stop_server
     continue
   fi
-  # sample the running batch while the benchmark runs
-  ( while :; do
-      echo "$(metric $PORT mfaserve:num_requests_running) $(metric $PORT mfaserve:num_requests_waiting) $(metric $PORT mfaserve:num_preemptions_total)"
-      sleep 0.5
-    done ) > "$WORK/running-$kind.txt" 2>/dev/null &
-  SAMPLER=$!
+  sample_running $PORT "$WORK/running-$kind.txt"
   "$BIN" bench serve --base-url http://127.0.0.1:$PORT --num-prompts $PROMPTS \
       --max-concurrency $CONC --random-input-len $INPUT --random-output-len $OUTPUT \
       --vocab-range 1000:4000 --seed 1 --quiet --json "$RES/$NAME-$kind-$TAG.serve.json" \

@@ -22,11 +22,7 @@ for kind in ${KINDS:-mha gqa mqa mla mfa mfa-kr}; do
   blocks=$(metric $PORT mfaserve:kv_cache_num_blocks)
   bpt=$(metric $PORT mfaserve:kv_cache_bytes_per_token)
   log "$kind: $blocks blocks of 16 tokens, $bpt bytes/token"
-  ( while :; do
-      echo "$(metric $PORT mfaserve:num_requests_running) $(metric $PORT mfaserve:num_requests_waiting) $(metric $PORT mfaserve:num_preemptions_total)"
-      sleep 0.5
-    done ) > "$WORK/captrained-running-$kind.txt" 2>/dev/null &
-  SAMPLER=$!
+  sample_running $PORT "$WORK/captrained-running-$kind.txt"
   "$BIN" bench serve --base-url http://127.0.0.1:$PORT --num-prompts $PROMPTS \
       --max-concurrency $CONC --random-input-len $INPUT --random-output-len $OUTPUT \
       --vocab-range 1000:4000 --seed 1 --quiet --json "$WORK/captrained-$kind-$TAG.serve.json" \

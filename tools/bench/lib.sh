@@ -58,3 +58,13 @@ trap stop_server EXIT
 metric() {  # metric PORT NAME -> value of the first sample of NAME
   curl -sf "http://127.0.0.1:$1/metrics" | awk -v n="$2" '$1==n || index($1, n"{")==1 {print $2; exit}'
 }
+
+# sample_running PORT FILE: every 0.5 s, "running waiting preemptions" from the server's
+# /metrics into FILE, in the background (sets SAMPLER; kill it when the run ends)
+sample_running() {
+  ( while :; do
+      echo "$(metric $1 mfaserve:num_requests_running) $(metric $1 mfaserve:num_requests_waiting) $(metric $1 mfaserve:num_preemptions_total)"
+      sleep 0.5
+    done ) > "$2" 2>/dev/null &
+  SAMPLER=$!
+}
