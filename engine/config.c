@@ -1,6 +1,7 @@
 /* config.c: reads config.json into eng_model_info (HF key names, see
- * model-format.md). Every missing or mistyped key is an error that names
- * config.json, the key, and what was expected. */
+ * model-format.md; DeepseekV2ForCausalLM's in docs/mla-format.md). Every
+ * missing or mistyped key is an error that names config.json, the key, and
+ * what was expected. */
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
@@ -66,6 +67,39 @@ static int get_bool(cfg_ctx *c, const cJSON *j, const char *key, int def, int *o
   return 0;
 }
 
+/* DeepseekV2ForCausalLM (docs/mla-format.md): the head sizes, and refusals of
+ * what the engine does not run (routed experts on any layer, biases). */
+static int mla_config(cfg_ctx *c, const cJSON *j, eng_model_info *m) {
+  int rc, experts = 0, first_dense = 0, freq = 1, bias = 0;
+  if ((rc = get_int(c, j, "q_lora_rank", 0, 0, &m->q_rank)) || (rc = get_int(c, j, "kv_lora_rank", -1, 1, &m->kv_rank)) ||
+      (rc = get_int(c, j, "qk_nope_head_dim", -1, 1, &m->nope_dim)) ||
+      (rc = get_int(c, j, "qk_rope_head_dim", -1, 2, &m->rope_dim)) ||
+      (rc = get_int(c, j, "v_head_dim", -1, 1, &m->v_dim)) || (rc = get_int(c, j, "n_routed_experts", 0, 0, &experts)) ||
+      (rc = get_int(c, j, "first_k_dense_replace", 0, 0, &first_dense)) ||
+      (rc = get_int(c, j, "moe_layer_freq", 1, 1, &freq)) || (rc = get_bool(c, j, "attention_bias", 0, &bias)))
+    return rc;
+  if (m->rope_dim % 2 || m->rope_dim > MLA_ROPE_MAX)
+    return cfail(c, MFS_EFORMAT, "qk_rope_head_dim %d must be even (RoPE rotates pairs) and at most %d", m->rope_dim,
+                 MLA_ROPE_MAX);
+  /* HF's DeepseekV2: layer i is MoE when n_routed_experts is set, i >= first_k_dense_replace
+   * and i % moe_layer_freq == 0 */
+  for (int i = first_dense; experts > 0 && i < m->n_layers; i++)
+    if (i % freq == 0)
+      return cfail(c, MFS_EUNSUPPORTED,
+                   "key 'n_routed_experts' is %d, so layer %d is a mixture of experts (first_k_dense_replace %d, "
+                   "moe_layer_freq %d); only dense DeepseekV2 layers are supported (n_routed_experts null, or "
+                   "first_k_dense_replace >= num_hidden_layers)",
+                   experts, i, first_dense, freq);
+  if (bias)
+    return cfail(c, MFS_EUNSUPPORTED, "key 'attention_bias' is true; MLA projections with biases are not supported");
+  m->head_dim = m->nope_dim + m->rope_dim;
+  m->n_kv_heads = 1;
+  m->attn = ENG_ATTN_MLA;
+  m->kv_k_elems = m->kv_rank + m->rope_dim;
+  m->kv_v_elems = 0;
+  return 0;
+}
+
 int eng_config_load(eng_config *cfg, const char *dir, char *err, size_t errlen) {
   char path[4096];
   snprintf(path, sizeof path, "%s/config.json", dir);
@@ -89,16 +123,18 @@ int eng_config_load(eng_config *cfg, const char *dir, char *err, size_t errlen) 
   const cJSON *a0 = cJSON_GetArrayItem(ar, 0);
   if (!cJSON_IsArray(ar) || !cJSON_IsString(a0)) {
     rc = cfail(&c, MFS_EFORMAT,
-               "key 'architectures' is missing or not a list of strings (expected [\"MFAForCausalLM\"] "
-               "or [\"LlamaForCausalLM\"])");
+               "key 'architectures' is missing or not a list of strings (expected [\"MFAForCausalLM\"], "
+               "[\"LlamaForCausalLM\"] or [\"DeepseekV2ForCausalLM\"])");
     goto out;
   }
   snprintf(m->arch, sizeof m->arch, "%s", a0->valuestring);
   int is_mfa = !strcmp(a0->valuestring, "MFAForCausalLM");
   int is_llama = !strcmp(a0->valuestring, "LlamaForCausalLM");
-  if (!is_mfa && !is_llama) {
+  int is_mla = !strcmp(a0->valuestring, "DeepseekV2ForCausalLM");
+  if (!is_mfa && !is_llama && !is_mla) {
     rc = cfail(&c, MFS_EUNSUPPORTED,
-               "architecture '%s' is not supported (expected MFAForCausalLM or LlamaForCausalLM)",
+               "architecture '%s' is not supported (expected MFAForCausalLM, LlamaForCausalLM or "
+               "DeepseekV2ForCausalLM)",
                a0->valuestring);
     goto out;
   }
@@ -116,19 +152,26 @@ int eng_config_load(eng_config *cfg, const char *dir, char *err, size_t errlen) 
   m->rms_eps = (float)eps;
   m->rope_theta = (float)theta;
   int hd_default = m->d % m->n_heads == 0 ? m->d / m->n_heads : -1;
-  if ((rc = get_int(&c, j, "head_dim", hd_default, 2, &m->head_dim))) goto out;
-  if (m->head_dim < 0) {
+  if (is_mla) { /* its own head sizes; a head_dim key, if any, is not read */
+    if ((rc = mla_config(&c, j, m))) goto out;
+  } else if ((rc = get_int(&c, j, "head_dim", hd_default, 2, &m->head_dim))) {
+    goto out;
+  } else if (m->head_dim < 0) {
     rc = cfail(&c, MFS_EFORMAT, "key 'head_dim' is missing and hidden_size %d is not a multiple of num_attention_heads %d",
                m->d, m->n_heads);
     goto out;
-  }
-  if (m->head_dim % 2) {
+  } else if (m->head_dim % 2) {
     rc = cfail(&c, MFS_EFORMAT, "head_dim %d must be even for RoPE", m->head_dim);
     goto out;
   }
   const cJSON *rs = cJSON_GetObjectItemCaseSensitive(j, "rope_scaling");
   if (rs && !cJSON_IsNull(rs)) {
-    rc = cfail(&c, MFS_EUNSUPPORTED, "key 'rope_scaling' is set; only plain RoPE is supported (remove it or set null)");
+    const cJSON *ty = cJSON_GetObjectItemCaseSensitive(rs, "type");
+    if (!cJSON_IsString(ty)) ty = cJSON_GetObjectItemCaseSensitive(rs, "rope_type");
+    rc = cfail(&c, MFS_EUNSUPPORTED,
+               "key 'rope_scaling' is set%s%s%s; only plain RoPE is supported (remove it or set null)",
+               cJSON_IsString(ty) ? " (type '" : "", cJSON_IsString(ty) ? ty->valuestring : "",
+               cJSON_IsString(ty) ? "')" : "");
     goto out;
   }
   const cJSON *eos = cJSON_GetObjectItemCaseSensitive(j, "eos_token_id");
@@ -147,7 +190,9 @@ int eng_config_load(eng_config *cfg, const char *dir, char *err, size_t errlen) 
     rc = cfail(&c, MFS_EFORMAT, "key 'eos_token_id' must be an integer or a list of integers");
     goto out;
   }
-  if (is_mfa) {
+  if (is_mla) {
+    /* set by mla_config */
+  } else if (is_mfa) {
     int groups;
     if ((rc = get_int(&c, j, "share_q_dim", -1, 1, &m->q_rank)) ||
         (rc = get_int(&c, j, "num_attention_groups", 1, 1, &groups)) ||
@@ -204,6 +249,11 @@ int eng_config_load(eng_config *cfg, const char *dir, char *err, size_t errlen) 
   if (!rc && ((int64_t)m->n_heads * m->head_dim > (1 << 24) || (int64_t)m->n_kv_heads * m->head_dim > (1 << 24)))
     rc = cfail(&c, MFS_EFORMAT, "num_attention_heads x head_dim (%lld) must be at most 16777216",
                (long long)m->n_heads * m->head_dim);
+  if (!rc && is_mla &&
+      ((int64_t)m->n_heads * m->kv_k_elems > (1 << 24) || (int64_t)m->n_heads * (m->nope_dim + m->v_dim) > (1 << 24)))
+    rc = cfail(&c, MFS_EFORMAT,
+               "num_attention_heads x (kv_lora_rank + qk_rope_head_dim) and num_attention_heads x "
+               "(qk_nope_head_dim + v_head_dim) must be at most 16777216");
 out:
   cJSON_Delete(j);
   return rc;

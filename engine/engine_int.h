@@ -99,6 +99,9 @@ typedef struct eng_config {
   st_dtype quant; /* quantization_config.weight_type of a quantized directory; ST_F32 if none */
 } eng_config;
 
+/* MLA's qk_rope_head_dim at most (forward.c regroups it through a stack buffer). */
+#define MLA_ROPE_MAX 1024
+
 /* The quantized-directory format this reader knows (docs/quantized-weights.md). */
 #define ENG_QUANT_METHOD "mfaserve"
 #define ENG_QUANT_FORMAT_VERSION 1
@@ -117,15 +120,22 @@ typedef struct eng_mat {
   st_dtype dt;
 } eng_mat;
 
+/* MLA's sizes below: r = kv_rank, dn = nope_dim, dr = rope_dim, dv = v_dim,
+ * qr = q_rank, hd = dn + dr (engine.h). */
 typedef struct eng_layer {
   const float *attn_norm;   /* [d] */
   const float *ffn_norm;    /* [d] */
-  eng_mat wq;                /* MFA: q_proj [C, d]; Llama: q_proj [H*hd, d] */
-  const float *q_norm;      /* MFA: inter_norm [C] */
-  eng_mat wq_up;             /* MFA: wq [H*hd, C] */
-  eng_mat wk;                /* [KV*hd, d] */
-  eng_mat wv;                /* MFA, Llama: [KV*hd, d]; MFA-KR: NULL (folded) */
-  eng_mat wo;                /* [d, H*hd]; MFA-KR: o_proj @ M per head */
+  eng_mat wq;                /* MFA: q_proj [C, d]; Llama: q_proj [H*hd, d]; MLA: q_a_proj [qr, d], or
+                                q_proj [H*hd, d] when qr is 0 */
+  const float *q_norm;      /* MFA: inter_norm [C]; MLA: q_a_layernorm [qr] */
+  eng_mat wq_up;             /* MFA: wq [H*hd, C]; MLA: q_b_proj [H*hd, qr] */
+  eng_mat wk;                /* [KV*hd, d]; MLA: kv_a_proj_with_mqa [r + dr, d] */
+  eng_mat wv;                /* MFA, Llama: [KV*hd, d]; MFA-KR: NULL (folded); MLA: kv_b_proj [H*(dn+dv), r],
+                                of which the forward pass reads W_UV[h], rows h*(dn+dv)+dn .. +dv */
+  const float *kv_norm;     /* MLA: kv_a_layernorm [r] */
+  eng_mat w_uk_t;            /* MLA: [H*r, dn], head h's rows W_UK[h]^T (W_UK[h]: kv_b_proj's rows
+                                h*(dn+dv) .. +dn), the same values as wv transposed at load */
+  eng_mat wo;                /* [d, H*hd]; MFA-KR: o_proj @ M per head; MLA: [d, H*dv] */
   eng_mat w_gate, w_up;     /* [I, d] */
   eng_mat w_down;           /* [d, I] */
 } eng_layer;

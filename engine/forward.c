@@ -10,6 +10,14 @@
  * it needs from the paged pool into the worker's scratch (rotating MFA-KR's
  * pre-RoPE keys on the way, so one rotation per key per item serves all of
  * its heads), then runs scores and the weighted sum as two small GEMMs.
+ * MLA attends in the absorbed form (docs/mla-format.md): per head the
+ * query's no-RoPE part is mapped into the latent space (q_lat = W_UK[h]^T
+ * q_nope, a per-head product, hm_run), so its query [q_lat | q_rope] meets
+ * the cached row [c | k_rope] directly, and the value is the row's latent
+ * prefix c; the per-head output latent goes through W_UV[h] (hm_run again)
+ * and then o_proj. Attention itself is the same code as for the other kinds
+ * with one shared KV row per token (like MFA-KR), a key length kd = r + dr
+ * and a value length vd = r.
  *
  * Invariants: every buffer is reserved in eng_ctx_new; a step allocates
  * nothing. The KV of a step's new tokens is written to the pool before any
@@ -48,8 +56,13 @@ struct eng_ctx {
   const eng_model *m;
   tp_pool *tp;
   int nth, max_tokens, max_seqs, max_ctx;
-  float *rope;                 /* [max_ctx][hd]: cos(hd/2) then sin(hd/2) */
+  int kd, vd, rd;              /* attention's key and value length, RoPE dimension (MLA: r + dr, r, dr; else hd) */
+  float scale;                 /* softmax scale 1/sqrt(head_dim) */
+  float *rope;                 /* [max_ctx][rd]: cos(rd/2) then sin(rd/2) */
   float *x, *xn, *qa, *q, *k, *v, *att, *g, *u, *hrows; /* activations, see eng_ctx_new */
+  float *qm;                   /* MLA: [max_tokens][H][kd] the absorbed queries [q_lat | rotated q_rope] */
+  float **hbuf;                /* MLA, per thread: hm_run's rows [HM_ROWS][hm_k], then packed [HM_ROWS + MR][hm_k] */
+  int hm_k;
   int32_t *row_seq, *row_pos;  /* [max_tokens] */
   int32_t *lrows;              /* [max_tokens] rows needing logits */
   int *seq_row0;               /* [max_seqs] */
@@ -57,10 +70,10 @@ struct eng_ctx {
   int max_items;
   att_item *base;              /* [nth] items before splitting */
   att_group *groups;           /* [nth] */
-  float **part;                /* [2 nth] partial results: [item_rows_max][hd], then m and l */
-  float **kbuf, **vbuf;        /* per thread: keys, values [KV_TILE][hd] */
+  float **part;                /* [2 nth] partial results: [item_rows_max][vd], then m and l */
+  float **kbuf, **vbuf;        /* per thread: keys [KV_TILE][kd], values [KV_TILE][hd] (MLA: none, the keys' prefix) */
   float **sbuf;                /* per thread [KV_TILE][rows8 + 8] scores, then m, l, corr, valid [rows8] each */
-  float **qbuf, **obuf;        /* per thread: queries transposed [hd][rows8 + 8], outputs [rows][hd] */
+  float **qbuf, **obuf;        /* per thread: queries transposed [kd][rows8 + 8], outputs [rows][vd] */
   float **bpack;               /* per thread: the packed GEMM's weight panels (k_gemm_scratch_floats) */
   float *apack;                /* the packed GEMM's activation panels [ceil(T / MR) MR][max k] */
   int item_rows_max;
@@ -180,6 +193,62 @@ static void mm1(eng_ctx *c, float *out, const float *in, eng_mat w, int rows, in
   mm_run(c, &j);
 }
 
+/* ------------------------------------------------------ per-head products */
+
+/* MLA's per-head products: for every row r and head h,
+ *   out[r*ldo + h*ohs + j] = sum_i in[r*ldi + h*ihs + i] W_h[j][i],  j < n, i < k,
+ * with W_h the n rows of w ([*][k]) from row h*whs + woff: head h's block of
+ * a matrix. Work units are (head, run of up to HM_ROWS rows), claimed from a
+ * counter; a unit of one row is a GEMV on the input in place, longer runs
+ * copy their inputs into the worker's scratch (a row's head slice is not
+ * contiguous with the next row's) and use gemm_few or the packed GEMM. */
+#define HM_ROWS 64
+
+typedef struct {
+  eng_ctx *c;
+  const float *in;
+  int ldi, ihs;
+  float *out;
+  int ldo, ohs;
+  eng_mat w;
+  int whs, woff, n, k, rows, H, nrb;
+  _Atomic int next;
+} hm_job;
+
+static void hm_worker(void *arg, int ith, int nth) {
+  (void)nth;
+  hm_job *j = arg;
+  const k_table *kt = K();
+  int MR = kt->gemm_mr;
+  for (int u; (u = atomic_fetch_add(&j->next, 1)) < j->H * j->nrb;) {
+    int h = u / j->nrb, r0 = u % j->nrb * HM_ROWS, nr = MFS_MIN(HM_ROWS, j->rows - r0);
+    const void *w = st_at(j->w.p, j->w.dt, (size_t)h * j->whs + j->woff, (size_t)j->k, 0);
+    float *o = j->out + (size_t)r0 * j->ldo + (size_t)h * j->ohs;
+    const float *x = j->in + (size_t)r0 * j->ldi + (size_t)h * j->ihs;
+    if (nr == 1) {
+      kt->gemv(o, w, j->n, j->k, x, 0.0f, j->w.dt);
+      continue;
+    }
+    float *a = j->c->hbuf[ith], *ap = a + (size_t)HM_ROWS * j->c->hm_k; /* a: [nr][k] */
+    for (int r = 0; r < nr; r++) memcpy(a + (size_t)r * j->k, x + (size_t)r * j->ldi, (size_t)j->k * sizeof *a);
+    if (nr <= kt->few_max) {
+      kt->gemm_few(o, j->ldo, w, j->n, j->k, a, nr, 0.0f, j->w.dt);
+    } else {
+      k_gemm_pack_a(ap, a, nr, j->k, 0, (nr + MR - 1) / MR);
+      k_gemm_cols(o, (size_t)j->ldo, ap, nr, w, j->n, j->k, j->w.dt, 0.0f, j->c->bpack[ith]);
+    }
+  }
+}
+
+static void hm_run(eng_ctx *c, float *out, int ldo, int ohs, const float *in, int ldi, int ihs, eng_mat w, int whs,
+                   int woff, int n, int k) {
+  int H = c->m->info.n_heads;
+  hm_job j = {.c = c, .in = in, .ldi = ldi, .ihs = ihs, .out = out, .ldo = ldo, .ohs = ohs, .w = w, .whs = whs,
+              .woff = woff, .n = n, .k = k, .rows = c->n_rows, .H = H, .nrb = (c->n_rows + HM_ROWS - 1) / HM_ROWS};
+  if (c->n_rows * H < 4) hm_worker(&j, 0, 1);
+  else tp_pool_run(c->tp, hm_worker, &j);
+}
+
 /* ------------------------------------------------------- row-wise phases */
 
 typedef enum { PH_ATTN_NORM, PH_QNORM, PH_ROPE_STORE, PH_FFN_NORM, PH_SWIGLU, PH_FINAL_NORM } phase_kind;
@@ -221,6 +290,28 @@ static void store_kv(eng_ctx *c, int r) {
   }
 }
 
+/* MLA, row r: the RoPE parts of the key (in c->k's row, after the latent)
+ * and of every head's query (c->q, after q_nope; into c->qm after q_lat) are
+ * stored interleaved, [x0, y0, x1, y1, ...] (DeepSeek-V2's checkpoints): they
+ * are regrouped into halves [x0, x1, ..., y0, y1, ...] and rotated in the
+ * rotate_half form over rd dimensions (docs/mla-format.md). Then the row
+ * [latent | rotated rope key] goes to the pool. */
+static void mla_rope_store(eng_ctx *c, int r) {
+  const eng_model_info *in = &c->m->info;
+  int rd = c->rd, half = rd / 2, H = in->n_heads, hd = in->head_dim, dn = in->nope_dim, lr = in->kv_rank;
+  const float *cs = c->rope + (size_t)c->row_pos[r] * rd;
+  float tmp[MLA_ROPE_MAX];
+  const k_table *kt = K();
+  for (int h = 0; h <= H; h++) {
+    /* h < H: query head h; h == H: the shared key, rotated in place */
+    const float *src = h < H ? c->q + ((size_t)r * H + h) * hd + dn : c->k + (size_t)r * c->kd + lr;
+    float *dst = h < H ? c->qm + ((size_t)r * H + h) * c->kd + lr : c->k + (size_t)r * c->kd + lr;
+    for (int i = 0; i < half; i++) tmp[i] = src[2 * i], tmp[half + i] = src[2 * i + 1];
+    kt->rope_to(dst, tmp, cs, rd);
+  }
+  store_kv(c, r);
+}
+
 static void phase_worker(void *arg, int ith, int nth) {
   phase_job *pj = arg;
   eng_ctx *c = pj->c;
@@ -229,6 +320,7 @@ static void phase_worker(void *arg, int ith, int nth) {
   const eng_layer *ly = &m->layers[c->layer < in->n_layers ? c->layer : 0];
   int n = pj->kind == PH_FINAL_NORM ? c->n_lrows : c->n_rows;
   int d = in->d, hd = in->head_dim, H = in->n_heads, KV = in->n_kv_heads;
+  int mla = in->attn == ENG_ATTN_MLA;
   (void)ith;
   int step = MFS_MAX(1, n / (4 * nth)); /* rows are claimed in small runs */
   for (int r0; (r0 = atomic_fetch_add(&pj->next, step)) < n;)
@@ -241,11 +333,21 @@ static void phase_worker(void *arg, int ith, int nth) {
       k_rmsnorm(c->xn + (size_t)r * d, c->x + (size_t)r * d, ly->ffn_norm, d, in->rms_eps);
       break;
     case PH_QNORM: {
-      float *qa = c->qa + (size_t)r * in->q_rank;
-      k_rmsnorm(qa, qa, ly->q_norm, in->q_rank, in->rms_eps);
+      if (in->q_rank) {
+        float *qa = c->qa + (size_t)r * in->q_rank;
+        k_rmsnorm(qa, qa, ly->q_norm, in->q_rank, in->rms_eps);
+      }
+      if (mla) { /* kv_a_layernorm on the latent, the first r of [latent | rope key] */
+        float *lat = c->k + (size_t)r * c->kd;
+        k_rmsnorm(lat, lat, ly->kv_norm, in->kv_rank, in->rms_eps);
+      }
       break;
     }
     case PH_ROPE_STORE: {
+      if (mla) {
+        mla_rope_store(c, r);
+        break;
+      }
       const float *cs = c->rope + (size_t)c->row_pos[r] * hd;
       float *q = c->q + (size_t)r * H * hd;
       for (int h = 0; h < H; h++) k_rope(q + (size_t)h * hd, cs, hd);
@@ -287,14 +389,17 @@ static void phase(eng_ctx *c, phase_kind k) {
 #define KV_TILE 64
 #define SPLIT_MIN_KEYS 64 /* no part of a split context is shorter */
 
-/* Positions [j0, j1) of KV head g: keys (rotated) into Kt[KV_TILE][hd]
+/* Positions [j0, j1) of KV head g: keys (rotated) into Kt[KV_TILE][kd]
  * (rows up to the next multiple of 4 zeroed), values into Vt[KV_TILE][hd].
- * MFA-KR: the value is the stored pre-RoPE key and the key its rotation. */
+ * MFA-KR: the value is the stored pre-RoPE key and the key its rotation.
+ * MLA: the key is the whole stored row [latent | rotated rope key] and the
+ * value its latent prefix, read from Kt itself (Vt is not written). */
 static void gather_tile(eng_ctx *c, const eng_seq_step *s, int g, int j0, int j1, float *Kt, float *Vt) {
   const eng_model_info *in = &c->m->info;
   const kvc_geom *geo = kvc_pool_geom(c->b->kv);
-  int hd = in->head_dim, ke = in->kv_k_elems, ve = in->kv_v_elems, bs = geo->block_size;
-  int kr = in->attn == ENG_ATTN_MFA_KR, qg = geo->qgroup;
+  int hd = in->head_dim, ke = in->kv_k_elems, ve = in->kv_v_elems, bs = geo->block_size, kdim = c->kd;
+  int kr = in->attn == ENG_ATTN_MFA_KR, qg = geo->qgroup, has_v = ve > 0;
+  int n_el = in->attn == ENG_ATTN_MLA ? kdim : hd; /* elements read per key */
   size_t krow = kvc_k_row_bytes(geo), vrow = kvc_v_row_bytes(geo);
   const k_table *kt = K();
   for (int j = j0; j < j1;) {
@@ -303,108 +408,113 @@ static void gather_tile(eng_ctx *c, const eng_seq_step *s, int g, int j0, int j1
     const uint8_t *kb = (const uint8_t *)kvc_block_k(c->b->kv, blk, c->layer) + (size_t)off * krow;
     const uint8_t *vb = ve ? (const uint8_t *)kvc_block_v(c->b->kv, blk, c->layer) + (size_t)off * vrow : NULL;
     for (int i = 0; i < cnt; i++, j++, kb += krow, vb = vb ? vb + vrow : NULL) {
-      float *kd = Kt + (size_t)(j - j0) * hd, *vd = Vt + (size_t)(j - j0) * hd;
-      size_t o = (size_t)g * hd; /* head g's first element in a row */
+      float *kd = Kt + (size_t)(j - j0) * kdim, *vd = Vt + (size_t)(j - j0) * hd;
+      size_t o = (size_t)g * n_el; /* head g's first element in a row */
       /* MFA-KR: the stored row is the value; the key is its rotation */
       float *k_dst = kr ? vd : kd;
       switch (geo->dtype) {
       case KVC_F32:
-        memcpy(k_dst, (const float *)kb + o, (size_t)hd * 4);
-        if (!kr) memcpy(vd, (const float *)vb + o, (size_t)hd * 4);
+        memcpy(k_dst, (const float *)kb + o, (size_t)n_el * 4);
+        if (has_v) memcpy(vd, (const float *)vb + o, (size_t)hd * 4);
         break;
       case KVC_F16:
-        kt->widen(k_dst, (const uint16_t *)kb + o, (size_t)hd, ST_F16);
-        if (!kr) kt->widen(vd, (const uint16_t *)vb + o, (size_t)hd, ST_F16);
+        kt->widen(k_dst, (const uint16_t *)kb + o, (size_t)n_el, ST_F16);
+        if (has_v) kt->widen(vd, (const uint16_t *)vb + o, (size_t)hd, ST_F16);
         break;
       case KVC_I8:
-        kt->kv_dequant(k_dst, (const int8_t *)kb + o, (const uint16_t *)(kb + ke) + o / qg, hd, qg);
-        if (!kr) kt->kv_dequant(vd, (const int8_t *)vb + o, (const uint16_t *)(vb + ve) + o / qg, hd, qg);
+        kt->kv_dequant(k_dst, (const int8_t *)kb + o, (const uint16_t *)(kb + ke) + o / qg, n_el, qg);
+        if (has_v) kt->kv_dequant(vd, (const int8_t *)vb + o, (const uint16_t *)(vb + ve) + o / qg, hd, qg);
         break;
       }
       if (kr) kt->rope_to(kd, vd, c->rope + (size_t)j * hd, hd);
     }
   }
   int n = j1 - j0, n4 = (n + 3) & ~3;
-  memset(Kt + (size_t)n * hd, 0, (size_t)(n4 - n) * hd * sizeof *Kt);
+  memset(Kt + (size_t)n * kdim, 0, (size_t)(n4 - n) * kdim * sizeof *Kt);
 }
 
 /* A split group's parts are all done: att = sum_p O_p e^(m_p - m) / sum_p l_p e^(m_p - m). */
 static void attn_merge(eng_ctx *c, const att_group *gp) {
   const eng_model_info *in = &c->m->info;
-  int H = in->n_heads, hd = in->head_dim, R = c->item_rows_max, rows = (gp->t1 - gp->t0) * H;
+  int H = in->n_heads, vd = c->vd, R = c->item_rows_max, rows = (gp->t1 - gp->t0) * H;
   for (int r = 0; r < rows; r++) {
     float m = -1e30f, l = 0;
     for (int p = 0; p < gp->nparts; p++) {
-      float mp = c->part[gp->slot0 + p][(size_t)R * hd + r];
+      float mp = c->part[gp->slot0 + p][(size_t)R * vd + r];
       m = mp > m ? mp : m;
     }
-    float *dst = c->att + (size_t)(gp->t0 + r / H) * H * hd + (size_t)(r % H) * hd;
-    memset(dst, 0, (size_t)hd * sizeof *dst);
+    float *dst = c->att + (size_t)(gp->t0 + r / H) * H * vd + (size_t)(r % H) * vd;
+    memset(dst, 0, (size_t)vd * sizeof *dst);
     for (int p = 0; p < gp->nparts; p++) {
       const float *pt = c->part[gp->slot0 + p];
-      float mp = pt[(size_t)R * hd + r], lp = pt[(size_t)R * hd + R + r];
+      float mp = pt[(size_t)R * vd + r], lp = pt[(size_t)R * vd + R + r];
       if (lp == 0) continue; /* this part saw no key of this row */
       float w = expf(mp - m);
       l += lp * w;
-      for (int i = 0; i < hd; i++) dst[i] += pt[(size_t)r * hd + i] * w;
+      for (int i = 0; i < vd; i++) dst[i] += pt[(size_t)r * vd + i] * w;
     }
     float inv = 1.0f / l;
-    for (int i = 0; i < hd; i++) dst[i] *= inv;
+    for (int i = 0; i < vd; i++) dst[i] *= inv;
   }
 }
 
+/* One item: queries of head h at row t are q_att[(t*H + h)*kd ..] (c->q, or
+ * MLA's absorbed c->qm), keys kd long, values vd long (MLA: the keys' first
+ * vd elements, ldv = kd); outputs to c->att[(t*H + h)*vd ..]. */
 static void attn_item_run(eng_ctx *c, int ith, const att_item *it) {
   const eng_model_info *in = &c->m->info;
   const eng_seq_step *s = &c->b->seqs[it->seq];
-  int H = in->n_heads, KV = in->n_kv_heads, hd = in->head_dim, G = H / KV, R = c->item_rows_max;
+  int H = in->n_heads, KV = in->n_kv_heads, G = H / KV, R = c->item_rows_max, kd = c->kd, vd = c->vd;
   int row0 = c->seq_row0[it->seq], ntok = it->t1 - it->t0, rows = ntok * G, R8 = (rows + 7) & ~7;
   int ld = R8 + 8; /* row stride of Qt and S: off powers of two, so no cache-set conflicts */
   float *Qt = c->qbuf[ith], *O = c->obuf[ith], *Kt = c->kbuf[ith], *Vt = c->vbuf[ith];
   float *S = c->sbuf[ith], *M = S + (size_t)KV_TILE * ld, *L = M + R8, *corr = L + R8, *valid = corr + R8;
   float *part = it->part >= 0 ? c->part[it->part] : NULL;
   const k_table *kt = K();
-  float scale = 1.0f / sqrtf((float)hd);
+  int mla = in->attn == ENG_ATTN_MLA, ldv = mla ? kd : vd;
+  const float *qsrc = mla ? c->qm : c->q, *V = mla ? Kt : Vt;
+  float scale = c->scale;
   /* up to 4 rows (a decode of MHA or small-group GQA): one dot product per
    * row and key beats 8 padded lanes of the transposed layout */
-  int few = rows <= 4 && hd % 8 == 0;
+  int few = rows <= 4 && kd % 8 == 0;
   const float *qr[4] = {0};
   for (int g = 0; g < KV; g++) {
     /* row r: token r / G, head g * G + r % G; Q transposed: Qt[d][r] */
     for (int r = 0; r < R8; r++) {
-      const float *q = r < rows ? c->q + (size_t)(it->t0 + r / G) * H * hd + (size_t)(g * G + r % G) * hd : NULL;
+      const float *q = r < rows ? qsrc + (size_t)(it->t0 + r / G) * H * kd + (size_t)(g * G + r % G) * kd : NULL;
       if (few) {
         if (q) qr[r] = q;
       } else if (q) {
-        for (int d = 0; d < hd; d++) Qt[(size_t)d * ld + r] = q[d] * scale;
+        for (int d = 0; d < kd; d++) Qt[(size_t)d * ld + r] = q[d] * scale;
       } else {
-        for (int d = 0; d < hd; d++) Qt[(size_t)d * ld + r] = 0;
+        for (int d = 0; d < kd; d++) Qt[(size_t)d * ld + r] = 0;
       }
       M[r] = -1e30f; /* finite: a row with every key masked so far stays NaN-free */
       L[r] = 0;
     }
-    memset(O, 0, (size_t)rows * hd * sizeof *O);
+    memset(O, 0, (size_t)rows * vd * sizeof *O);
     for (int j0 = it->k0; j0 < it->k1; j0 += KV_TILE) {
       int j1 = MFS_MIN(it->k1, j0 + KV_TILE), cnt = j1 - j0;
       gather_tile(c, s, g, j0, j1, Kt, Vt);
       for (int r = 0; r < R8; r++) /* causal: row r sees keys [j0, j0 + valid) of this tile */
         valid[r] = r < rows ? (float)MFS_MIN(cnt, s->n_past + (it->t0 + r / G - row0) + 1 - j0) : 0.0f;
-      if (few) kt->attn_scores_few(S, ld, qr, rows, scale, Kt, cnt, hd);
-      else kt->attn_scores(S, ld, Qt, ld, R8, Kt, (cnt + 3) & ~3, hd);
+      if (few) kt->attn_scores_few(S, ld, qr, rows, scale, Kt, cnt, kd);
+      else kt->attn_scores(S, ld, Qt, ld, R8, Kt, (cnt + 3) & ~3, kd);
       kt->attn_softmax(S, ld, cnt, R8, valid, M, L, corr);
-      kt->attn_accum(O, S, ld, Vt, cnt, rows, hd, corr);
+      kt->attn_accum(O, S, ld, V, ldv, cnt, rows, vd, corr);
     }
     for (int r = 0; r < rows; r++) {
       int tok = r / G, h = g * G + r % G;
       if (part) { /* partial row tok * H + h: O, m, l */
         size_t pr = (size_t)tok * H + h;
-        memcpy(part + pr * hd, O + (size_t)r * hd, (size_t)hd * sizeof *O);
-        part[(size_t)R * hd + pr] = M[r];
-        part[(size_t)R * hd + R + pr] = L[r];
+        memcpy(part + pr * vd, O + (size_t)r * vd, (size_t)vd * sizeof *O);
+        part[(size_t)R * vd + pr] = M[r];
+        part[(size_t)R * vd + R + pr] = L[r];
         continue;
       }
       float inv = 1.0f / L[r];
-      float *dst = c->att + (size_t)(it->t0 + tok) * H * hd + (size_t)h * hd;
-      for (int i = 0; i < hd; i++) dst[i] = O[(size_t)r * hd + i] * inv;
+      float *dst = c->att + (size_t)(it->t0 + tok) * H * vd + (size_t)h * vd;
+      for (int i = 0; i < vd; i++) dst[i] = O[(size_t)r * vd + i] * inv;
     }
   }
   if (part) {
@@ -475,8 +585,10 @@ int eng_forward(eng_ctx *c, const eng_batch *b) {
   const eng_model_info *in = &m->info;
   if (!b || !b->kv || !b->seqs || !b->tokens || b->n_seqs < 1 || b->n_seqs > c->max_seqs) return MFS_EINVAL;
   const kvc_geom *geo = kvc_pool_geom(b->kv);
+  int mla = in->attn == ENG_ATTN_MLA;
   if (geo->n_layers != in->n_layers || geo->k_elems != in->kv_k_elems || geo->v_elems != in->kv_v_elems ||
-      (geo->dtype == KVC_I8 && in->head_dim % geo->qgroup))
+      (geo->dtype == KVC_I8 && (mla ? in->kv_rank % geo->qgroup || in->rope_dim % geo->qgroup
+                                    : in->head_dim % geo->qgroup)))
     return MFS_EINVAL;
   kvc_stats ks;
   kvc_pool_stats(b->kv, &ks);
@@ -511,7 +623,17 @@ int eng_forward(eng_ctx *c, const eng_batch *b) {
     const eng_layer *ly = &m->layers[l];
     c->layer = l;
     phase(c, PH_ATTN_NORM);
-    if (in->attn == ENG_ATTN_MFA || in->attn == ENG_ATTN_MFA_KR) {
+    if (mla) {
+      /* queries (q_a_proj, or q_proj) and [latent | rope key] from xn; the norms; q_b_proj; then
+       * q_lat[h] = W_UK[h]^T q_nope[h] into qm[r][h][0 .. r) (the rope part follows in PH_ROPE_STORE) */
+      int qr = in->q_rank, lr = in->kv_rank, dn = in->nope_dim, kd = c->kd;
+      mm_job j = {.in = c->xn, .rows = rows, .k = d, .n_parts = 2,
+                  .parts = {{ly->wq, qr ? c->qa : c->q, qr ? qr : H * hd}, {ly->wk, c->k, kd}}};
+      mm_run(c, &j);
+      phase(c, PH_QNORM);
+      if (qr) mm1(c, c->q, c->qa, ly->wq_up, rows, qr, H * hd, 0.0f);
+      hm_run(c, c->qm, H * kd, kd, c->q, H * hd, hd, ly->w_uk_t, lr, 0, lr, dn);
+    } else if (in->attn == ENG_ATTN_MFA || in->attn == ENG_ATTN_MFA_KR) {
       mm_job j = {.in = c->xn, .rows = rows, .k = d, .n_parts = 2, .parts = {{ly->wq, c->qa, in->q_rank}, {ly->wk, c->k, hd}}};
       if (ly->wv.p) j.parts[j.n_parts++] = (mm_part){ly->wv, c->v, hd};
       mm_run(c, &j);
@@ -525,7 +647,13 @@ int eng_forward(eng_ctx *c, const eng_batch *b) {
     phase(c, PH_ROPE_STORE);
     plan_items(c);
     tp_pool_run(c->tp, attn_worker, c);
-    mm1(c, c->x, c->att, ly->wo, rows, H * hd, d, 1.0f); /* x += o_proj(att) */
+    if (mla) { /* v[h] = W_UV[h] out_lat[h] (kv_b_proj's rows h*(dn+dv)+dn ..), then x += o_proj(v) */
+      int lr = in->kv_rank, dn = in->nope_dim, dv = in->v_dim;
+      hm_run(c, c->v, H * dv, dv, c->att, H * lr, lr, ly->wv, dn + dv, dn, dv, lr);
+      mm1(c, c->x, c->v, ly->wo, rows, H * dv, d, 1.0f);
+    } else {
+      mm1(c, c->x, c->att, ly->wo, rows, H * hd, d, 1.0f); /* x += o_proj(att) */
+    }
     phase(c, PH_FFN_NORM);
     mm_job j = {.in = c->xn, .rows = rows, .k = d, .n_parts = 2,
                 .parts = {{ly->w_gate, c->g, in->inter}, {ly->w_up, c->u, in->inter}}};
@@ -553,13 +681,13 @@ static float *falloc(size_t n) {
 void eng_ctx_free(eng_ctx *c) {
   if (!c) return;
   tp_pool_free(c->tp);
-  float **bufs[] = {c->kbuf, c->vbuf, c->sbuf, c->qbuf, c->obuf, c->bpack};
+  float **bufs[] = {c->kbuf, c->vbuf, c->sbuf, c->qbuf, c->obuf, c->bpack, c->hbuf};
   for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
     if (!bufs[i]) continue;
     for (int t = 0; t < c->nth; t++) free(bufs[i][t]);
     free(bufs[i]);
   }
-  float *acts[] = {c->rope, c->x, c->xn, c->qa, c->q, c->k, c->v, c->att, c->g, c->u, c->hrows, c->apack};
+  float *acts[] = {c->rope, c->x, c->xn, c->qa, c->q, c->k, c->v, c->att, c->g, c->u, c->hrows, c->apack, c->qm};
   for (size_t i = 0; i < sizeof acts / sizeof acts[0]; i++) free(acts[i]);
   free(c->row_seq);
   free(c->row_pos);
@@ -592,16 +720,25 @@ int eng_ctx_new(eng_ctx **out, const eng_model *m, const eng_ctx_opts *o) {
   if (tp_pool_new(&c->tp, c->nth)) goto fail;
   size_t T = (size_t)c->max_tokens, d = in->d, hd = in->head_dim, H = in->n_heads, KV = in->n_kv_heads;
   size_t C = in->q_rank > 0 ? (size_t)in->q_rank : 1;
-  if (!(c->rope = falloc((size_t)c->max_ctx * hd)) || !(c->x = falloc(T * d)) || !(c->xn = falloc(T * d)) ||
-      !(c->qa = falloc(T * C)) || !(c->q = falloc(T * H * hd)) || !(c->k = falloc(T * KV * hd)) ||
-      !(c->v = falloc(T * KV * hd)) || !(c->att = falloc(T * H * hd)) || !(c->g = falloc(T * in->inter)) ||
-      !(c->u = falloc(T * in->inter)) || !(c->hrows = falloc(T * d)))
+  int mla = in->attn == ENG_ATTN_MLA;
+  /* MLA: keys [latent | rope key] (r + dr), values the latent (r), RoPE over dr */
+  c->kd = mla ? in->kv_k_elems : in->head_dim;
+  c->vd = mla ? in->kv_rank : in->head_dim;
+  c->rd = mla ? in->rope_dim : in->head_dim;
+  c->scale = 1.0f / sqrtf((float)in->head_dim);
+  size_t kd = (size_t)c->kd, vd = (size_t)c->vd, rd = (size_t)c->rd, dv = (size_t)in->v_dim;
+  /* c->k: [T][KV*hd] keys (MLA: [T][kd] rows to cache); c->v: values (MLA: [T][H*dv] per-head outputs) */
+  if (!(c->rope = falloc((size_t)c->max_ctx * rd)) || !(c->x = falloc(T * d)) || !(c->xn = falloc(T * d)) ||
+      !(c->qa = falloc(T * C)) || !(c->q = falloc(T * H * hd)) || !(c->k = falloc(T * MFS_MAX(KV * hd, kd))) ||
+      !(c->v = falloc(T * MFS_MAX(KV * hd, H * dv))) || !(c->att = falloc(T * H * vd)) ||
+      !(c->g = falloc(T * in->inter)) || !(c->u = falloc(T * in->inter)) || !(c->hrows = falloc(T * d)) ||
+      (mla && !(c->qm = falloc(T * H * kd))))
     goto fail;
   for (int p = 0; p < c->max_ctx; p++)
-    for (size_t i = 0; i < hd / 2; i++) {
-      double inv = pow((double)in->rope_theta, -2.0 * (double)i / (double)hd);
-      c->rope[(size_t)p * hd + i] = (float)cos(p * inv);
-      c->rope[(size_t)p * hd + hd / 2 + i] = (float)sin(p * inv);
+    for (size_t i = 0; i < rd / 2; i++) {
+      double inv = pow((double)in->rope_theta, -2.0 * (double)i / (double)rd);
+      c->rope[(size_t)p * rd + i] = (float)cos(p * inv);
+      c->rope[(size_t)p * rd + rd / 2 + i] = (float)sin(p * inv);
     }
   c->row_seq = malloc(T * sizeof(int32_t));
   c->row_pos = malloc(T * sizeof(int32_t));
@@ -619,21 +756,24 @@ int eng_ctx_new(eng_ctx **out, const eng_model *m, const eng_ctx_opts *o) {
   c->item_rows_max = (int)(MFS_MIN((size_t)ITEM_TOKENS, T) * H); /* one item: tokens x heads */
   size_t rows8 = ((size_t)c->item_rows_max + 7) & ~(size_t)7;
   for (int p = 0; p < 2 * c->nth; p++)
-    if (!(c->part[p] = falloc((size_t)c->item_rows_max * (hd + 2)))) goto fail;
+    if (!(c->part[p] = falloc((size_t)c->item_rows_max * (vd + 2)))) goto fail;
   c->kbuf = calloc((size_t)c->nth, sizeof(float *));
   c->vbuf = calloc((size_t)c->nth, sizeof(float *));
   c->sbuf = calloc((size_t)c->nth, sizeof(float *));
   c->qbuf = calloc((size_t)c->nth, sizeof(float *));
   c->obuf = calloc((size_t)c->nth, sizeof(float *));
   c->bpack = calloc((size_t)c->nth, sizeof(float *));
-  if (!c->kbuf || !c->vbuf || !c->sbuf || !c->qbuf || !c->obuf || !c->bpack) goto fail;
-  size_t kmax = MFS_MAX(MFS_MAX(d, (size_t)in->inter), MFS_MAX(H * hd, C));
+  c->hbuf = calloc((size_t)c->nth, sizeof(float *));
+  if (!c->kbuf || !c->vbuf || !c->sbuf || !c->qbuf || !c->obuf || !c->bpack || !c->hbuf) goto fail;
+  size_t kmax = MFS_MAX(MFS_MAX(d, (size_t)in->inter), MFS_MAX(MFS_MAX(H * hd, H * dv), C));
   size_t MR = (size_t)K()->gemm_mr;
   if (!(c->apack = falloc((T + MR - 1) / MR * MR * kmax))) goto fail;
+  c->hm_k = MFS_MAX(in->nope_dim, in->kv_rank);
   for (int t = 0; t < c->nth; t++)
-    if (!(c->kbuf[t] = falloc((size_t)KV_TILE * hd)) || !(c->vbuf[t] = falloc((size_t)KV_TILE * hd)) ||
-        !(c->sbuf[t] = falloc((rows8 + 8) * KV_TILE + 4 * rows8)) || !(c->qbuf[t] = falloc((rows8 + 8) * hd)) ||
-        !(c->obuf[t] = falloc((size_t)c->item_rows_max * hd)) || !(c->bpack[t] = falloc(k_gemm_scratch_floats())))
+    if (!(c->kbuf[t] = falloc((size_t)KV_TILE * kd)) || !(c->vbuf[t] = falloc((size_t)KV_TILE * hd)) ||
+        !(c->sbuf[t] = falloc((rows8 + 8) * KV_TILE + 4 * rows8)) || !(c->qbuf[t] = falloc((rows8 + 8) * kd)) ||
+        !(c->obuf[t] = falloc((size_t)c->item_rows_max * vd)) || !(c->bpack[t] = falloc(k_gemm_scratch_floats())) ||
+        (mla && !(c->hbuf[t] = falloc((2 * (size_t)HM_ROWS + MR) * (size_t)c->hm_k))))
       goto fail;
   *out = c;
   return 0;

@@ -78,7 +78,10 @@ typedef struct k_table {
   void (*attn_scores_few)(float *S, int lds, const float *const *q, int R, float scale, const float *K, int T,
                           int hd);
   void (*attn_softmax)(float *S, int lds, int T, int R8, const float *valid, float *m, float *l, float *corr);
-  void (*attn_accum)(float *O, const float *P, int ldp, const float *V, int T, int R, int hd, const float *corr);
+  /* O[R][hd] (rows hd apart); V's rows are ldv >= hd apart: a value may be the
+   * first hd elements of a longer cached row (MLA: the latent of [latent | rope key]) */
+  void (*attn_accum)(float *O, const float *P, int ldp, const float *V, int ldv, int T, int R, int hd,
+                     const float *corr);
 
   /* Runs `iters` iterations of independent FMA chains that never touch
    * memory; returns the FLOPs done (the compute ceiling bench reports). */
@@ -172,7 +175,8 @@ void k_gen_attn_scores(float *S, int lds, const float *Qt, int ldq, int R8, cons
 void k_gen_attn_scores_few(float *S, int lds, const float *const *q, int R, float scale, const float *K, int T,
                            int hd);
 void k_gen_attn_softmax(float *S, int lds, int T, int R8, const float *valid, float *m, float *l, float *corr);
-void k_gen_attn_accum(float *O, const float *P, int ldp, const float *V, int T, int R, int hd, const float *corr);
+void k_gen_attn_accum(float *O, const float *P, int ldp, const float *V, int ldv, int T, int R, int hd,
+                      const float *corr);
 /* One int8 KV-cache row (kvcache.h): per group of `group` elements the
  * F16 scale s = max|x| / 127 and q = round(x / s), |q| <= 127. Runs once per
  * stored token, so one portable version serves every level. */

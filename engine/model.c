@@ -1,5 +1,6 @@
 /* model.c: builds an eng_model from a directory: config, tensors by name
- * and shape, F32 views or F32 copies, and MFA-KR's value-path fold.
+ * and shape, F32 views or F32 copies, MFA-KR's value-path fold, and MLA's
+ * per-head W_UK^T (kv_b_proj's key rows transposed, for the absorbed form).
  *
  * Ownership: F32 tensors whose data is 4-byte aligned are used in place
  * from the read-only mapping; everything converted or folded is an owned
@@ -245,6 +246,45 @@ static int fold_value_path(eng_model *m, eng_layer *ly, const float *wo_in, cons
   return 0;
 }
 
+/* MLA: ly->w_uk_t [H*r][dn] from kv_b_proj (ly->wv [H*(dn+dv)][r], any
+ * dtype, quantized included): row h*r + j, column i is W_UK[h][i][j] =
+ * kv_b_proj[h*(dn+dv) + i][j], exactly the values the engine reads from
+ * kv_b_proj. F16 / BF16 stay 16-bit (a transpose rounds nothing); F32 and
+ * quantized kv_b_proj give an F32 copy (re-quantizing the transpose would
+ * round the values again, and `mfaserve quantize` plus a load must equal
+ * --quantize). */
+static int mla_transpose_uk(eng_model *m, eng_layer *ly, char *err, size_t errlen) {
+  const eng_model_info *in = &m->info;
+  int H = in->n_heads, r = in->kv_rank, dn = in->nope_dim, dv = in->v_dim;
+  st_dtype dt = ly->wv.dt == ST_F16 || ly->wv.dt == ST_BF16 ? ly->wv.dt : ST_F32;
+  size_t n = (size_t)H * r * dn;
+  void *dst = own_bytes(m, st_bytes(dt, n));
+  float *row = malloc((size_t)r * sizeof *row);
+  if (!dst || !row) {
+    free(row);
+    return mfail(err, errlen, MFS_ENOMEM, "out of memory transposing kv_b_proj");
+  }
+  for (int h = 0; h < H; h++)
+    for (int i = 0; i < dn; i++) {
+      K()->widen(row, st_at(ly->wv.p, ly->wv.dt, (size_t)h * (dn + dv) + i, (size_t)r, 0), (size_t)r, ly->wv.dt);
+      for (int j = 0; j < r; j++) {
+        size_t o = ((size_t)h * r + j) * dn + i;
+        if (dt == ST_F32) {
+          ((float *)dst)[o] = row[j];
+        } else if (dt == ST_F16) {
+          ((uint16_t *)dst)[o] = k_f32_to_f16_1(row[j]); /* exact: the value came from F16 */
+        } else {
+          uint32_t u;
+          memcpy(&u, &row[j], 4);
+          ((uint16_t *)dst)[o] = (uint16_t)(u >> 16); /* exact: the value came from BF16 */
+        }
+      }
+    }
+  free(row);
+  ly->w_uk_t = (eng_mat){dst, dt};
+  return 0;
+}
+
 void eng_model_free(eng_model *m) {
   if (!m) return;
   for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
@@ -287,7 +327,8 @@ int eng_model_load(eng_model **out, const char *dir, void (*progress)(double, vo
   const int64_t d = in->d, H = in->n_heads, hd = in->head_dim, KV = in->n_kv_heads, I = in->inter,
                 V = in->vocab, C = in->q_rank;
   int mfa = in->attn == ENG_ATTN_MFA || in->attn == ENG_ATTN_MFA_KR;
-  int kr = in->attn == ENG_ATTN_MFA_KR;
+  int kr = in->attn == ENG_ATTN_MFA_KR, mla = in->attn == ENG_ATTN_MLA;
+  const int64_t r = in->kv_rank, dr = in->rope_dim, dn = in->nope_dim, dv = in->v_dim;
   if ((rc = get_mat(m, "model.embed_tokens.weight", V, d, &m->embed, err, errlen)) ||
       (rc = quantize_mat(m, &m->embed, V, d, "model.embed_tokens.weight", err, errlen)) ||
       (rc = get_w(m, "model.norm.weight", d, 0, &m->final_norm, err, errlen)))
@@ -318,8 +359,27 @@ int eng_model_load(eng_model **out, const char *dir, void (*progress)(double, vo
     M("mlp.gate_proj.weight", I, d, &ly->w_gate);
     M("mlp.up_proj.weight", I, d, &ly->w_up);
     M("mlp.down_proj.weight", d, I, &ly->w_down);
-    M("self_attn.k_proj.weight", KV * hd, d, &ly->wk);
-    if (mfa) {
+    if (mla) {
+      if (C) {
+        M("self_attn.q_a_proj.weight", C, d, &ly->wq);
+        W("self_attn.q_a_layernorm.weight", C, 0, &ly->q_norm);
+        M("self_attn.q_b_proj.weight", H * hd, C, &ly->wq_up);
+      } else {
+        M("self_attn.q_proj.weight", H * hd, d, &ly->wq);
+      }
+      M("self_attn.kv_a_proj_with_mqa.weight", r + dr, d, &ly->wk);
+      W("self_attn.kv_a_layernorm.weight", r, 0, &ly->kv_norm);
+      /* kv_b_proj: the step reads its W_UV rows in place and W_UK through the transpose */
+      snprintf(n, sizeof n, "model.layers.%d.self_attn.kv_b_proj.weight", l);
+      if ((rc = get_mat(m, n, H * (dn + dv), r, &ly->wv, err, errlen)) ||
+          (rc = quantize_mat(m, &ly->wv, H * (dn + dv), r, n, err, errlen)) ||
+          (rc = mla_transpose_uk(m, ly, err, errlen)))
+        goto fail;
+      MB(ly->wv, H * dv, r);
+      MB(ly->w_uk_t, H * r, dn);
+      M("self_attn.o_proj.weight", d, H * dv, &ly->wo);
+    } else if (mfa) {
+      M("self_attn.k_proj.weight", KV * hd, d, &ly->wk);
       M("self_attn.q_proj.weight", C, d, &ly->wq);
       W("self_attn.inter_norm.weight", C, 0, &ly->q_norm);
       M("self_attn.wq.weight", H * hd, C, &ly->wq_up);
@@ -338,6 +398,7 @@ int eng_model_load(eng_model **out, const char *dir, void (*progress)(double, vo
         M("self_attn.o_proj.weight", d, H * hd, &ly->wo);
       }
     } else {
+      M("self_attn.k_proj.weight", KV * hd, d, &ly->wk);
       M("self_attn.q_proj.weight", H * hd, d, &ly->wq);
       M("self_attn.v_proj.weight", KV * hd, d, &ly->wv);
       M("self_attn.o_proj.weight", d, H * hd, &ly->wo);
@@ -368,9 +429,21 @@ void eng_model_kv_geom(const eng_model *m, int block_size, kvc_dtype dtype, kvc_
    * else per head (engine.h) */
   int hd = m->info.head_dim;
   out->qgroup = hd % ENG_KV_I8_GROUP == 0 ? ENG_KV_I8_GROUP : hd % 32 == 0 ? 32 : hd;
+  if (m->info.attn == ENG_ATTN_MLA) { /* a group divides both cached vectors (engine.h) */
+    int a = m->info.kv_rank, b = m->info.rope_dim;
+    if (a % ENG_KV_I8_GROUP == 0 && b % ENG_KV_I8_GROUP == 0) out->qgroup = ENG_KV_I8_GROUP;
+    else if (a % 32 == 0 && b % 32 == 0) out->qgroup = 32;
+    else {
+      while (b) { /* gcd */
+        int t = a % b;
+        a = b, b = t;
+      }
+      out->qgroup = a;
+    }
+  }
 }
 
 const char *eng_attn_name(eng_attn_kind k) {
-  static const char *names[] = {"mha", "gqa", "mqa", "mfa", "mfa-kr"};
-  return (unsigned)k < 5 ? names[k] : "?";
+  static const char *names[] = {"mha", "gqa", "mqa", "mfa", "mfa-kr", "mla"};
+  return (unsigned)k < 6 ? names[k] : "?";
 }

@@ -309,8 +309,10 @@ static void g_tile(int kc, const float *restrict ap, const float *restrict bp, f
  *
  * Q arrives transposed (Qt[d][r], scaled), so the vector levels broadcast one
  * key element against 8 or 16 rows' queries; keys and values are row-major
- * as the cache stores them. m starts at a finite -1e30 (not -inf), so fully
- * masked rows never produce NaN. */
+ * as the cache stores them, and a value row may be the first hd elements of
+ * a longer row (attn_accum's ldv: MLA's latent inside [latent | rope key]).
+ * m starts at a finite -1e30 (not -inf), so fully masked rows never produce
+ * NaN. */
 
 /* S[t*lds + r] for t < T4 (a multiple of 4) and r < R8 (a multiple of 8) */
 void k_gen_attn_scores(float *S, int lds, const float *Qt, int ldq, int R8, const float *K, int T4, int hd) {
@@ -357,13 +359,13 @@ void k_gen_attn_softmax(float *S, int lds, int T, int R8, const float *valid, fl
   }
 }
 
-void k_gen_attn_accum(float *O, const float *P, int ldp, const float *V, int T, int R, int hd, const float *corr) {
+void k_gen_attn_accum(float *O, const float *P, int ldp, const float *V, int ldv, int T, int R, int hd, const float *corr) {
   for (int r = 0; r < R; r++) {
     float *restrict o = O + (size_t)r * hd;
     for (int i = 0; i < hd; i++) o[i] *= corr[r];
     for (int t = 0; t < T; t++) {
       float p = P[(size_t)t * ldp + r];
-      const float *restrict v = V + (size_t)t * hd;
+      const float *restrict v = V + (size_t)t * ldv;
       for (int i = 0; i < hd; i++) o[i] += p * v[i];
     }
   }

@@ -396,16 +396,16 @@ static void a2_attn_softmax(float *S, int lds, int T, int R8, const float *valid
   }
 }
 
-/* O[r][:] = O[r][:] corr[r] + sum_{t < T} P[t*ldp + r] V[t][:], r < R;
- * V is [T][hd] (hd a multiple of 8 for the vector paths). */
-static void a2_attn_accum(float *O, const float *P, int ldp, const float *V, int T, int R, int hd, const float *corr) {
+/* O[r][:] = O[r][:] corr[r] + sum_{t < T} P[t*ldp + r] V[t][:hd], r < R;
+ * V's rows are ldv >= hd apart (hd a multiple of 8 for the vector paths). */
+static void a2_attn_accum(float *O, const float *P, int ldp, const float *V, int ldv, int T, int R, int hd, const float *corr) {
   if (hd % 8) {
     for (int r = 0; r < R; r++) {
       float *o = O + (size_t)r * hd;
       for (int i = 0; i < hd; i++) o[i] *= corr[r];
       for (int t = 0; t < T; t++) {
         float p = P[(size_t)t * ldp + r];
-        for (int i = 0; i < hd; i++) o[i] += p * V[(size_t)t * hd + i];
+        for (int i = 0; i < hd; i++) o[i] += p * V[(size_t)t * ldv + i];
       }
     }
     return;
@@ -421,7 +421,7 @@ static void a2_attn_accum(float *O, const float *P, int ldp, const float *V, int
       __m256 b0 = _mm256_mul_ps(_mm256_loadu_ps(ob + i), cb), b1 = _mm256_mul_ps(_mm256_loadu_ps(ob + i + 8), cb);
       __m256 b2 = _mm256_mul_ps(_mm256_loadu_ps(ob + i + 16), cb), b3 = _mm256_mul_ps(_mm256_loadu_ps(ob + i + 24), cb);
       const float *v = V + i, *p = P + r;
-      for (int t = 0; t < T; t++, v += hd, p += ldp) {
+      for (int t = 0; t < T; t++, v += ldv, p += ldp) {
         __m256 v0 = _mm256_loadu_ps(v), v1 = _mm256_loadu_ps(v + 8), v2 = _mm256_loadu_ps(v + 16),
                v3 = _mm256_loadu_ps(v + 24);
         __m256 w = _mm256_broadcast_ss(p);
@@ -439,7 +439,7 @@ static void a2_attn_accum(float *O, const float *P, int ldp, const float *V, int
     for (; i < hd; i += 8) {
       __m256 a = _mm256_mul_ps(_mm256_loadu_ps(oa + i), ca), b = _mm256_mul_ps(_mm256_loadu_ps(ob + i), cb);
       const float *v = V + i, *p = P + r;
-      for (int t = 0; t < T; t++, v += hd, p += ldp) {
+      for (int t = 0; t < T; t++, v += ldv, p += ldp) {
         __m256 v0 = _mm256_loadu_ps(v);
         a = _mm256_fmadd_ps(_mm256_broadcast_ss(p), v0, a);
         b = _mm256_fmadd_ps(_mm256_broadcast_ss(p + 1), v0, b);
@@ -453,7 +453,7 @@ static void a2_attn_accum(float *O, const float *P, int ldp, const float *V, int
     for (int i = 0; i < hd; i += 8) {
       __m256 a = _mm256_mul_ps(_mm256_loadu_ps(o + i), c);
       const float *v = V + i, *p = P + r;
-      for (int t = 0; t < T; t++, v += hd, p += ldp) a = _mm256_fmadd_ps(_mm256_broadcast_ss(p), _mm256_loadu_ps(v), a);
+      for (int t = 0; t < T; t++, v += ldv, p += ldp) a = _mm256_fmadd_ps(_mm256_broadcast_ss(p), _mm256_loadu_ps(v), a);
       _mm256_storeu_ps(o + i, a);
     }
   }

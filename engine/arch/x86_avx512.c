@@ -603,9 +603,9 @@ static void z_attn_softmax(float *S, int lds, int T, int R8, const float *valid,
 
 /* O[r] = O[r] corr[r] + sum_t P[t][r] V[t]: 4 rows x 64 dims per block
  * (16 accumulators, 4 value loads and 4 broadcasts per key) */
-static void z_attn_accum(float *O, const float *P, int ldp, const float *V, int T, int R, int hd, const float *corr) {
+static void z_attn_accum(float *O, const float *P, int ldp, const float *V, int ldv, int T, int R, int hd, const float *corr) {
   if (hd % 16) {
-    k_table_avx2.attn_accum(O, P, ldp, V, T, R, hd, corr);
+    k_table_avx2.attn_accum(O, P, ldp, V, ldv, T, R, hd, corr);
     return;
   }
   int r = 0;
@@ -621,7 +621,7 @@ static void z_attn_accum(float *O, const float *P, int ldp, const float *V, int 
       }
       const float *vp = V + i, *p = P + r;
       if (nv == 4) {
-        for (int t = 0; t < T; t++, vp += hd, p += ldp) {
+        for (int t = 0; t < T; t++, vp += ldv, p += ldp) {
           __m512 v0 = _mm512_loadu_ps(vp), v1 = _mm512_loadu_ps(vp + 16), v2 = _mm512_loadu_ps(vp + 32),
                  v3 = _mm512_loadu_ps(vp + 48);
 #pragma GCC unroll 4
@@ -634,7 +634,7 @@ static void z_attn_accum(float *O, const float *P, int ldp, const float *V, int 
           }
         }
       } else {
-        for (int t = 0; t < T; t++, vp += hd, p += ldp)
+        for (int t = 0; t < T; t++, vp += ldv, p += ldp)
           for (int q = 0; q < 4; q++) {
             __m512 w = _mm512_set1_ps(p[q]);
             for (int v = 0; v < nv; v++) a[q][v] = _mm512_fmadd_ps(w, _mm512_loadu_ps(vp + 16 * v), a[q][v]);
@@ -650,7 +650,7 @@ static void z_attn_accum(float *O, const float *P, int ldp, const float *V, int 
     for (int i = 0; i < hd; i += 16) {
       __m512 a = _mm512_mul_ps(_mm512_loadu_ps(o + i), c);
       const float *v = V + i, *p = P + r;
-      for (int t = 0; t < T; t++, v += hd, p += ldp) a = _mm512_fmadd_ps(_mm512_set1_ps(*p), _mm512_loadu_ps(v), a);
+      for (int t = 0; t < T; t++, v += ldv, p += ldp) a = _mm512_fmadd_ps(_mm512_set1_ps(*p), _mm512_loadu_ps(v), a);
       _mm512_storeu_ps(o + i, a);
     }
   }

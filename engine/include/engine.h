@@ -4,7 +4,10 @@
  * single or sharded, F32/F16/BF16) as model-format.md specifies; F32 tensors
  * are used in place from a read-only mmap, others are converted to F32 once.
  * MFA-KR's value path is folded into o_proj at load, so its KV cache holds
- * only the pre-RoPE key.
+ * only the pre-RoPE key. MLA (DeepSeek-V2's latent attention, docs/mla-format.md)
+ * caches the normalized latent and the rotated decoupled key, and attends in
+ * the absorbed form: the queries are mapped into the latent space, so
+ * attention reads only the cached rows.
  *
  * eng_forward runs one step over a batch: the new tokens of several
  * sequences concatenated (decodes of 1 token, prefill chunks of many), with
@@ -24,12 +27,22 @@
 
 #include "kvcache.h"
 
-typedef enum { ENG_ATTN_MHA = 0, ENG_ATTN_GQA, ENG_ATTN_MQA, ENG_ATTN_MFA, ENG_ATTN_MFA_KR } eng_attn_kind;
+typedef enum { ENG_ATTN_MHA = 0, ENG_ATTN_GQA, ENG_ATTN_MQA, ENG_ATTN_MFA, ENG_ATTN_MFA_KR, ENG_ATTN_MLA } eng_attn_kind;
 
+/* MLA (DeepseekV2ForCausalLM) fills the shape fields this way:
+ *   head_dim    qk_nope_head_dim + qk_rope_head_dim: a head's query and key
+ *               length in the explicit form (the softmax scale is
+ *               1/sqrt(head_dim)); values have v_dim elements
+ *   n_kv_heads  1: one cached row per token and layer, shared by all heads
+ *   q_rank      q_lora_rank; 0 when the queries come from a plain q_proj
+ *   kv_k_elems  kv_rank + rope_dim: the row [latent | rotated rope key]
+ *   kv_v_elems  0: the value is the latent itself (absorbed form)
+ * kv_rank, nope_dim, rope_dim, v_dim are 0 for every other kind. */
 typedef struct eng_model_info {
   char arch[64];       /* architectures[0] */
   eng_attn_kind attn;
-  int d, n_layers, n_heads, n_kv_heads, head_dim, inter, vocab, q_rank /* C, MFA only */;
+  int d, n_layers, n_heads, n_kv_heads, head_dim, inter, vocab, q_rank /* C: MFA; q_lora_rank: MLA */;
+  int kv_rank, nope_dim, rope_dim, v_dim; /* MLA: kv_lora_rank, qk_nope/qk_rope/v_head_dim */
   int max_pos;
   float rms_eps, rope_theta;
   int tie_embeddings;
@@ -44,7 +57,7 @@ typedef struct eng_model_info {
   int kv_k_elems, kv_v_elems;     /* per token per layer, see kvcache.h */
 } eng_model_info;
 
-const char *eng_attn_name(eng_attn_kind k); /* "mha", "gqa", "mqa", "mfa", "mfa-kr" */
+const char *eng_attn_name(eng_attn_kind k); /* "mha", "gqa", "mqa", "mfa", "mfa-kr", "mla" */
 
 /* Kernel levels (instruction sets). The engine picks the best level the CPU
  * supports the first time it runs a kernel, unless MFASERVE_ISA names one
@@ -106,7 +119,10 @@ const eng_model_info *eng_model_get_info(const eng_model *m);
  * head_dim 64. Chosen by measurement (BENCHMARKS.md, "int8 KV cache": on the
  * bundled model 64 and 32 both cost under 0.0001 bits per byte, and 64 takes
  * 528 bytes per token against 544). Where 64 does not divide head_dim, 32
- * does or the whole head is one group. */
+ * does or the whole head is one group. MLA: the group must divide both
+ * cached vectors (the latent, kv_rank, and the rope key, rope_dim), so no
+ * scale spans both: 64 where it divides both, else 32, else their greatest
+ * common divisor. */
 #ifndef ENG_KV_I8_GROUP /* a build may set it, e.g. to measure another group (tools/bench/quality.sh) */
 #define ENG_KV_I8_GROUP 64
 #endif

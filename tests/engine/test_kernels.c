@@ -1191,11 +1191,12 @@ static long case_softmax(const k_table *t, int T, int R8, int lds, int vshift) {
   return bad;
 }
 
-/* O[r] = O[r] corr[r] + sum_t P[t][r] V[t], r < R, T any; vshift: the
- * self-check hands the kernel V one row off */
-static long case_accum(const k_table *t, int hd, int R, int T, int ldp, int vshift) {
-  case_begin(KS_ACCUM, "hd=%d R=%d T=%d ldp=%d", hd, R, T, ldp);
-  float *P = xmalloc((size_t)T * ldp * sizeof *P), *V = rvec((size_t)(T + vshift) * hd, 2.0f);
+/* O[r] = O[r] corr[r] + sum_t P[t][r] V[t][:hd], r < R, T any, V's rows ldv
+ * apart (MLA: the value is the first hd elements of a longer row); vshift:
+ * the self-check hands the kernel V one row off */
+static long case_accum(const k_table *t, int hd, int ldv, int R, int T, int ldp, int vshift) {
+  case_begin(KS_ACCUM, "hd=%d ldv=%d R=%d T=%d ldp=%d", hd, ldv, R, T, ldp);
+  float *P = xmalloc((size_t)T * ldp * sizeof *P), *V = rvec((size_t)(T + vshift) * ldv, 2.0f);
   for (size_t i = 0; i < (size_t)T * ldp; i++) P[i] = (float)rnd01();
   float *corr = xmalloc(R * sizeof *corr);
   for (int r = 0; r < R; r++) {
@@ -1211,14 +1212,14 @@ static long case_accum(const k_table *t, int hd, int R, int T, int ldp, int vshi
     for (int i = 0; i < hd; i++) {
       double s = (double)O0[(size_t)r * hd + i] * corr[r], a = fabs(s);
       for (int tt = 0; tt < T; tt++) {
-        double p = (double)P[(size_t)tt * ldp + r] * V[(size_t)tt * hd + i];
+        double p = (double)P[(size_t)tt * ldp + r] * V[(size_t)tt * ldv + i];
         s += p, a += fabs(p);
       }
       ref[(size_t)r * hd + i] = s, mag[(size_t)r * hd + i] = a;
     }
   float *Og = fdup(O0, tot), *Ol = fdup(O0, tot);
-  G->attn_accum(Og, P, ldp, V + (size_t)vshift * hd, T, R, hd, corr);
-  if (!gen_pass) t->attn_accum(Ol, P, ldp, V, T, R, hd, corr);
+  G->attn_accum(Og, P, ldp, V + (size_t)vshift * ldv, ldv, T, R, hd, corr);
+  if (!gen_pass) t->attn_accum(Ol, P, ldp, V, ldv, T, R, hd, corr);
   const float *got = gen_pass || vshift ? Og : Ol;
   double *want = want_of(Og, ref, nn);
   if (vshift)
@@ -1478,7 +1479,15 @@ static void run_level(const k_table *t) {
     for (int a = 0; a < NELEM(RS); a++)
       for (int b = 0; b < NELEM(TA); b++) {
         int R = RS[a], ldp = rnd64() & 1 ? ((R + 7) & ~7) + 8 : R + rndi(0, 5);
-        case_accum(t, HDA[h], R, TA[b], ldp, 0);
+        case_accum(t, HDA[h], HDA[h], R, TA[b], ldp, 0);
+      }
+  /* values that are a prefix of a longer row (MLA: [latent | rope key]) */
+  static const int HDV[][2] = {{64, 96}, {256, 288}, {32, 48}, {48, 66}, {18, 26}};
+  for (int h = 0; h < NELEM(HDV); h++)
+    for (int a = 0; a < NELEM(RS); a += 3)
+      for (int b = 0; b < NELEM(TA); b += 2) {
+        int R = RS[a], ldp = rnd64() & 1 ? ((R + 7) & ~7) + 8 : R + rndi(0, 5);
+        case_accum(t, HDV[h][0], HDV[h][1], R, TA[b], ldp, 0);
       }
 
   run_level_quant(t);
@@ -1573,9 +1582,11 @@ static int self_check(void) {
   for (int b = 0; b < 3; b++) {
     static const int SHD[] = {18, 64, 128};
     char desc[96];
-    EXPECT_FAIL("sanity: a right attn_accum result failed", !case_accum(G, SHD[b], 5, 33, 16, 0));
+    EXPECT_FAIL("sanity: a right attn_accum result failed", !case_accum(G, SHD[b], SHD[b], 5, 33, 16, 0));
     snprintf(desc, sizeof desc, "attn_accum hd=%d, value row off by one", SHD[b]);
-    EXPECT_FAIL(desc, case_accum(G, SHD[b], 5, 33, 16, 1));
+    EXPECT_FAIL(desc, case_accum(G, SHD[b], SHD[b], 5, 33, 16, 1));
+    snprintf(desc, sizeof desc, "attn_accum hd=%d ldv=%d, value row off by one", SHD[b], SHD[b] + 32);
+    EXPECT_FAIL(desc, case_accum(G, SHD[b], SHD[b] + 32, 5, 33, 16, 1));
     snprintf(desc, sizeof desc, "attn_scores hd=%d, key off by one", SHD[b]);
     EXPECT_FAIL("sanity: a right attn_scores result failed", !case_scores(G, SHD[b], 16, 20, 24, 24, 0));
     EXPECT_FAIL(desc, case_scores(G, SHD[b], 16, 20, 24, 24, 1));
