@@ -1,7 +1,9 @@
 #!/usr/bin/python3
 """make_model.py: write a random-weight checkpoint in the format of
 /work/shared/spec/model-format.md (config.json + safetensors, single file or
-HF-sharded), for tests and benchmarks.
+HF-sharded), for tests and benchmarks; `--attention mla` writes DeepSeek-V2's
+MLA (DeepseekV2ForCausalLM, docs/mla-format.md: --kv-rank, --nope-dim,
+--rope-dim, --v-dim, and --q-rank as q_lora_rank, 0 for a plain q_proj).
 
 Weights are scaled so activations stay O(1): every Linear is
 normal / sqrt(fan_in), the embedding is unit normal (normal / sqrt(d) when tied, as it is then
@@ -24,7 +26,7 @@ import sys
 
 import numpy as np
 
-ATTENTIONS = ("mfa", "mfa-kr", "mha", "gqa", "mqa")
+ATTENTIONS = ("mfa", "mfa-kr", "mha", "gqa", "mqa", "mla")
 DTYPES = {"f32": ("F32", 4, "float32"), "f16": ("F16", 2, "float16"),
           "bf16": ("BF16", 2, "bfloat16")}
 
@@ -102,8 +104,16 @@ def resolve(o):
         o["kv_heads"] = max(1, H // 2) if o.get("kv_heads") is None else o["kv_heads"]
     else:
         o["kv_heads"] = 1
-    if att in ("mfa", "mfa-kr") and o.get("q_rank") is None:
+    if att in ("mfa", "mfa-kr", "mla") and o.get("q_rank") is None:
         o["q_rank"] = max(8, d // 2)
+    if att == "mla":  # defaults: latent d/2, nope and value head_dim, rope head_dim/2 (even)
+        hd = o["head_dim"]
+        o["kv_rank"] = max(16, d // 2) if o.get("kv_rank") is None else o["kv_rank"]
+        o["nope_dim"] = hd if o.get("nope_dim") is None else o["nope_dim"]
+        o["rope_dim"] = max(2, hd // 4 * 2) if o.get("rope_dim") is None else o["rope_dim"]
+        o["v_dim"] = hd if o.get("v_dim") is None else o["v_dim"]
+        if o["rope_dim"] % 2:
+            raise ValueError("rope_dim %d must be even" % o["rope_dim"])
     if o.get("intermediate") is None:
         o["intermediate"] = max(64, (8 * d // 3 + 63) // 64 * 64)
     return o
@@ -119,7 +129,19 @@ def tensor_specs(o):
         p = "model.layers.%d." % i
         specs.append((p + "input_layernorm.weight", (d,), "norm"))
         a = p + "self_attn."
-        if att in ("mfa", "mfa-kr"):
+        if att == "mla":  # DeepSeek-V2's names (HF modeling_deepseek.py)
+            C, r, dn, dr, dv = o["q_rank"], o["kv_rank"], o["nope_dim"], o["rope_dim"], o["v_dim"]
+            if C:
+                specs += [(a + "q_a_proj.weight", (C, d), "linear"),
+                          (a + "q_a_layernorm.weight", (C,), "norm"),
+                          (a + "q_b_proj.weight", (H * (dn + dr), C), "linear")]
+            else:
+                specs.append((a + "q_proj.weight", (H * (dn + dr), d), "linear"))
+            specs += [(a + "kv_a_proj_with_mqa.weight", (r + dr, d), "linear"),
+                      (a + "kv_a_layernorm.weight", (r,), "norm"),
+                      (a + "kv_b_proj.weight", (H * (dn + dv), r), "linear"),
+                      (a + "o_proj.weight", (d, H * dv), "linear")]
+        elif att in ("mfa", "mfa-kr"):
             C = o["q_rank"]
             specs += [(a + "q_proj.weight", (C, d), "linear"),
                       (a + "inter_norm.weight", (C,), "norm"),
@@ -134,7 +156,8 @@ def tensor_specs(o):
             specs += [(a + "q_proj.weight", (H * hd, d), "linear"),
                       (a + "k_proj.weight", (KV * hd, d), "linear"),
                       (a + "v_proj.weight", (KV * hd, d), "linear")]
-        specs.append((a + "o_proj.weight", (d, H * hd), "linear"))
+        if att != "mla":
+            specs.append((a + "o_proj.weight", (d, H * hd), "linear"))
         specs += [(p + "post_attention_layernorm.weight", (d,), "norm"),
                   (p + "mlp.gate_proj.weight", (I, d), "linear"),
                   (p + "mlp.up_proj.weight", (I, d), "linear"),
@@ -166,6 +189,7 @@ def size_for_params(o, target):
         t["hidden_size"], t["heads"], t["head_dim"] = d, d // hd, hd
         t["layers"] = o["layers"] if o.get("_layers_given") else min(48, max(2, round(d / 64)))
         t["intermediate"], t["q_rank"] = None, None
+        t["kv_rank"] = t["nope_dim"] = t["rope_dim"] = t["v_dim"] = None
         if t["attention"] in ("mha", "gqa"):
             t["kv_heads"] = None  # H, H/2
         n = count_params(t)
@@ -186,9 +210,14 @@ def config_dict(o):
            "rope_theta": o["rope_theta"], "max_position_embeddings": o["max_pos"],
            "tie_word_embeddings": bool(o["tie"]), "bos_token_id": o["bos_token_id"],
            "eos_token_id": o["eos_token_id"], "torch_dtype": DTYPES[o["dtype"]][2]}
-    if not (o.get("omit_head_dim") and o["head_dim"] * o["heads"] == o["hidden_size"]):
+    if att != "mla" and not (o.get("omit_head_dim") and o["head_dim"] * o["heads"] == o["hidden_size"]):
         cfg["head_dim"] = o["head_dim"]
-    if att in ("mfa", "mfa-kr"):
+    if att == "mla":  # as DeepSeek-V2's config.json writes it; dense: no routed experts
+        cfg = dict({"architectures": ["DeepseekV2ForCausalLM"], "model_type": "deepseek_v2"}, **cfg)
+        cfg.update(q_lora_rank=o["q_rank"] or None, kv_lora_rank=o["kv_rank"], qk_nope_head_dim=o["nope_dim"],
+                   qk_rope_head_dim=o["rope_dim"], v_head_dim=o["v_dim"], num_key_value_heads=o["heads"],
+                   n_routed_experts=None, attention_bias=False)
+    elif att in ("mfa", "mfa-kr"):
         cfg = dict({"architectures": ["MFAForCausalLM"], "model_type": "mfa"}, **cfg)
         cfg.update(share_q_dim=o["q_rank"], num_attention_groups=1, key_reuse=(att == "mfa-kr"))
     else:
@@ -213,6 +242,7 @@ def draw(rng, shape, kind, tie=False):
 
 DEFAULTS = dict(attention="mfa", dtype="f32", hidden_size=128, layers=2, heads=4,
                 head_dim=None, kv_heads=None, q_rank=None, intermediate=None, vocab=300,
+                kv_rank=None, nope_dim=None, rope_dim=None, v_dim=None,
                 max_pos=2048, rope_theta=10000.0, rms_norm_eps=1e-5, tie=False, shards=1,
                 seed=0, bos_token_id=1, eos_token_id=2, omit_head_dim=False)
 
@@ -220,7 +250,8 @@ DEFAULTS = dict(attention="mfa", dtype="f32", hidden_size=128, layers=2, heads=4
 def make_model(out, quiet=True, **kw):
     """Write a model directory; returns the resolved options dict."""
     o = dict(DEFAULTS)
-    o.update({k: v for k, v in kw.items() if v is not None or k in ("head_dim", "kv_heads", "q_rank")})
+    o.update({k: v for k, v in kw.items()
+              if v is not None or k in ("head_dim", "kv_heads", "q_rank", "kv_rank", "nope_dim", "rope_dim", "v_dim")})
     o = resolve(o)
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "config.json"), "w") as f:
@@ -271,7 +302,12 @@ def main(argv=None):
     ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--head-dim", type=int, default=None, help="default hidden/heads")
     ap.add_argument("--kv-heads", type=int, default=None, help="Llama KV heads (mha: H, gqa: H/2, mqa: 1)")
-    ap.add_argument("--q-rank", type=int, default=None, help="MFA share_q_dim C (default hidden/2)")
+    ap.add_argument("--q-rank", type=int, default=None,
+                    help="MFA share_q_dim C; MLA q_lora_rank, 0 for a plain q_proj (default hidden/2)")
+    ap.add_argument("--kv-rank", type=int, default=None, help="MLA kv_lora_rank, the cached latent (default hidden/2)")
+    ap.add_argument("--nope-dim", type=int, default=None, help="MLA qk_nope_head_dim (default head_dim)")
+    ap.add_argument("--rope-dim", type=int, default=None, help="MLA qk_rope_head_dim, even (default head_dim/2)")
+    ap.add_argument("--v-dim", type=int, default=None, help="MLA v_head_dim (default head_dim)")
     ap.add_argument("--intermediate", type=int, default=None, help="default ~8/3 hidden, multiple of 64")
     ap.add_argument("--vocab", type=int, default=300)
     ap.add_argument("--max-pos", type=int, default=2048)
@@ -290,6 +326,7 @@ def main(argv=None):
     o = dict(attention=a.attention, dtype=a.dtype, hidden_size=a.hidden_size,
              layers=a.layers if a.layers is not None else 2, heads=a.heads, head_dim=a.head_dim,
              kv_heads=a.kv_heads, q_rank=a.q_rank, intermediate=a.intermediate, vocab=a.vocab,
+             kv_rank=a.kv_rank, nope_dim=a.nope_dim, rope_dim=a.rope_dim, v_dim=a.v_dim,
              max_pos=a.max_pos, rope_theta=a.rope_theta, rms_norm_eps=a.rms_norm_eps, tie=a.tie,
              shards=a.shards, seed=a.seed, omit_head_dim=a.omit_head_dim)
     if a.params:
@@ -302,9 +339,9 @@ def main(argv=None):
     except ValueError as e:
         print("make_model: " + str(e), file=sys.stderr)
         return 2
-    print(json.dumps({k: r[k] for k in ("attention", "dtype", "hidden_size", "layers", "heads",
-                                         "head_dim", "kv_heads", "q_rank", "intermediate", "vocab",
-                                         "shards", "num_params")}))
+    keys = ("attention", "dtype", "hidden_size", "layers", "heads", "head_dim", "kv_heads", "q_rank")
+    keys += ("kv_rank", "nope_dim", "rope_dim", "v_dim") if r["attention"] == "mla" else ()
+    print(json.dumps({k: r[k] for k in keys + ("intermediate", "vocab", "shards", "num_params")}))
     return 0
 
 

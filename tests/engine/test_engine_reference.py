@@ -6,7 +6,9 @@ tools/make_model.py, for every attention kind x weight dtype.
 Per model (prompt of 37 tokens: more than 2 blocks of 16, 9 blocks of 4;
 two more models with 300 tokens: many KV tiles, split decode contexts;
 eps / rope_theta vary over the models, one config omits rope_theta, two
-models have sizes off the SIMD width: d 72, hd 18, I 200, V 301):
+models have sizes off the SIMD width: d 72, hd 18, I 200, V 301; MLA
+(DeepseekV2ForCausalLM) with q_lora_rank and with a plain q_proj, latent and
+head sizes off the SIMD width too):
 - `logits --kv-dtype f32` with --chunk 0, 1, 3 (--threads 3), 1 (--threads 2), 32, and
   --block-size 4 with --chunk 5 and 1, --block-size 1 with --chunk 2:
   max|C - ref| <= TOL = 1e-3 * max|ref| (relative to the largest logit);
@@ -25,8 +27,9 @@ models have sizes off the SIMD width: d 72, hd 18, I 200, V 301):
   (float64 log_softmax) within 1e-3 abs (f16 KV: 1e-2). The engine may stop
   early only on eos_token_id.
 - `info --json`: shape fields, and kv_elems_per_token_per_layer = the spec's
-  table (MFA-KR hd, MFA 2*hd, Llama 2*KV*hd) with kv_k_elems/kv_v_elems
-  (MFA-KR: hd/0, MFA: hd/hd, Llama: KV*hd each).
+  table (MFA-KR hd, MFA 2*hd, Llama 2*KV*hd, MLA kv_lora_rank +
+  qk_rope_head_dim) with kv_k_elems/kv_v_elems (MFA-KR: hd/0, MFA: hd/hd,
+  Llama: KV*hd each, MLA: r + dr/0).
 - sharded and single-file copies of the same weights: logits within 1e-6.
 --slow runs bigger models instead (d 512, 4 layers, vocab 2000, prompt 150).
 With MFASERVE_ISA set (CTest's engine_reference_<level>), every run uses that
@@ -126,6 +129,15 @@ def quick_cases():
     odd = dict(hidden_size=72, heads=4, head_dim=18, intermediate=200, vocab=301)
     c.append(dict(odd, attention="mfa-kr", dtype="f32", q_rank=36))
     c.append(dict(odd, attention="gqa", dtype="bf16", kv_heads=2))
+    # MLA (docs/mla-format.md): q_lora_rank or a plain q_proj (q_rank 0); key rows
+    # r + dr and value latents r of several sizes (80/64, 64/32, 56/48, 42/36)
+    c.append(dict(attention="mla", dtype="f32", hidden_size=96, heads=4, q_rank=48, kv_rank=64, nope_dim=16,
+                  rope_dim=16, v_dim=24))
+    c.append(dict(attention="mla", dtype="f16", hidden_size=128, heads=4, q_rank=0, kv_rank=32, nope_dim=32,
+                  rope_dim=32, v_dim=32, tie=True))
+    c.append(dict(attention="mla", dtype="bf16", hidden_size=64, heads=8, q_rank=32, kv_rank=48, nope_dim=8,
+                  rope_dim=8, v_dim=8, shards=2))
+    c.append(dict(odd, attention="mla", dtype="f32", q_rank=0, kv_rank=36, nope_dim=10, rope_dim=6, v_dim=14))
     eps = (1e-5, 1e-6, 1e-2)              # 1e-2 makes a misread eps visible
     theta = (10000.0, 500000.0, 1000.0)
     for i, x in enumerate(c):
@@ -142,6 +154,9 @@ def quick_cases():
                   layers=2, vocab=300, seed=200, prompt_len=300, rms_norm_eps=1e-5, rope_theta=10000.0))
     c.append(dict(attention="gqa", dtype="f16", hidden_size=64, heads=4, kv_heads=2, head_dim=24,
                   layers=2, vocab=300, seed=201, prompt_len=300, rms_norm_eps=1e-5, rope_theta=10000.0))
+    c.append(dict(attention="mla", dtype="bf16", hidden_size=128, heads=8, q_rank=64, kv_rank=64, nope_dim=16,
+                  rope_dim=16, v_dim=16, layers=2, vocab=300, seed=202, prompt_len=300, rms_norm_eps=1e-5,
+                  rope_theta=10000.0))
     return c
 
 
@@ -151,7 +166,9 @@ def slow_cases():
             dict(attention="gqa", dtype="f16", hidden_size=512, heads=8, kv_heads=2, layers=4,
                  vocab=2000, seed=8, prompt_len=150),
             dict(attention="mfa", dtype="f32", hidden_size=512, heads=8, head_dim=64, q_rank=256,
-                 layers=4, vocab=2000, seed=9, prompt_len=150)]
+                 layers=4, vocab=2000, seed=9, prompt_len=150),
+            dict(attention="mla", dtype="bf16", hidden_size=512, heads=16, q_rank=256, kv_rank=256, nope_dim=64,
+                 rope_dim=32, v_dim=64, layers=4, vocab=2000, seed=10, prompt_len=150)]
 
 
 def case_name(c):
@@ -168,6 +185,9 @@ def case_name(c):
         s += " I%d V%d" % (c["intermediate"], c["vocab"])
     if c.get("omit_head_dim"):
         s += " no-head_dim-key"
+    if c["attention"] == "mla":
+        s += " r%d dn%d dr%d dv%d %s" % (c["kv_rank"], c["nope_dim"], c["rope_dim"], c["v_dim"],
+                                        "q_lora%d" % c["q_rank"] if c["q_rank"] else "q_proj")
     return s
 
 
@@ -193,6 +213,8 @@ def perturb(m, how):
 
 
 def expected_kv(m):
+    if m.kind == "mla":   # the row [latent | rotated rope key]; the value is the latent
+        return m.r + m.dr, 0
     if m.kind == "mfa-kr":
         return m.hd, 0
     if m.kind == "mfa":
@@ -274,8 +296,10 @@ def run_case(rec, args, c, tmp, errs):
 
     # int8 KV: against the reference that rounds as the cache does, and the exact one
     group = info.get("kv_int8_group") if isinstance(info, dict) else None
-    if rec.check("%s: info reports kv_int8_group dividing head_dim" % name,
-                 isinstance(group, int) and group > 0 and m.hd % group == 0, "group=%s" % group):
+    vecs = (m.r, m.dr) if m.kind == "mla" else (m.hd,)   # no scale spans two cached vectors
+    if rec.check("%s: info reports kv_int8_group dividing %s" % (name, "kv_lora_rank and qk_rope_head_dim"
+                                                                if m.kind == "mla" else "head_dim"),
+                 isinstance(group, int) and group > 0 and all(n % group == 0 for n in vecs), "group=%s" % group):
         ref8 = R.logits(m, ids, kv_group=group)
         i8 = ["--kv-dtype", "int8"]
         for label, extra in [("chunk0 kv-int8", ["--chunk", "0"] + i8),

@@ -8,7 +8,11 @@ as /work/shared/spec/model-format.md asks). Config-level cases also check
 that rejects everything fails this test too.
 
 Each case starts from a fresh copy of a valid small model (MFA-KR single file,
-Llama GQA single file, or a 3-shard Llama) and breaks one thing.
+Llama GQA single file, a 3-shard Llama, or MLA (DeepseekV2ForCausalLM) with
+q_lora_rank or with a plain q_proj) and breaks one thing. Controls: the
+intact bases load (read and --mmap alike), and so do an MLA config whose
+routed experts start past the last layer and an MLA directory written by
+`mfaserve quantize`.
 """
 import json
 import os
@@ -188,6 +192,8 @@ def h_outside(h):
 
 
 UP1S = UP1 + "_scale"
+MLA0 = L0 + "self_attn."
+KVB, KVA = MLA0 + "kv_b_proj.weight", MLA0 + "kv_a_proj_with_mqa.weight"
 
 
 def set_quant(key, v):
@@ -287,6 +293,31 @@ CASES = [
     ("quantized: group_size 64", "q4", "config", edit_config(set_quant("group_size", 64)), ["group_size"]),
     ("quantized: quantization_config removed", "q8", "weights", edit_config(lambda c: c.pop("quantization_config")),
      ["quantization_config"]),
+    # MLA (DeepseekV2ForCausalLM, docs/mla-format.md)
+    ("mla: kv_lora_rank missing", "mla", "config", del_key("kv_lora_rank"), ["kv_lora_rank"]),
+    ("mla: kv_lora_rank 0", "mla", "config", set_key("kv_lora_rank", 0), ["kv_lora_rank"]),
+    ("mla: qk_nope_head_dim missing", "mla", "config", del_key("qk_nope_head_dim"), ["qk_nope_head_dim"]),
+    ("mla: qk_rope_head_dim odd", "mla", "config", set_key("qk_rope_head_dim", 7), ["qk_rope_head_dim"]),
+    ("mla: v_head_dim a string", "mla", "config", set_key("v_head_dim", "16"), ["v_head_dim"]),
+    ("mla: q_lora_rank negative", "mla", "config", set_key("q_lora_rank", -1), ["q_lora_rank"]),
+    ("mla: routed experts (MoE)", "mla", "config", set_key("n_routed_experts", 8), ["n_routed_experts"]),
+    ("mla: MoE from layer 1", "mla", "config",
+     edit_config(lambda c: c.update(n_routed_experts=4, first_k_dense_replace=1)), ["n_routed_experts"]),
+    ("mla: rope_scaling yarn", "mla", "config",
+     set_key("rope_scaling", {"type": "yarn", "factor": 40, "mscale": 0.707}), ["rope_scaling"]),
+    ("mla: attention_bias true", "mla", "config", set_key("attention_bias", True), ["attention_bias"]),
+    ("mla: missing kv_b_proj", "mla", "weights", edit_header(lambda h: h.pop(KVB)), [KVB]),
+    ("mla: missing kv_a_layernorm", "mla", "weights",
+     edit_header(lambda h: h.pop(MLA0 + "kv_a_layernorm.weight")), [MLA0 + "kv_a_layernorm.weight"]),
+    ("mla: missing q_a_layernorm", "mla", "weights",
+     edit_header(lambda h: h.pop(MLA0 + "q_a_layernorm.weight")), [MLA0 + "q_a_layernorm.weight"]),
+    ("mla: misshaped kv_a_proj_with_mqa (transposed)", "mla", "weights",
+     h_set(KVA, "shape", lambda e: e["shape"][::-1]), [KVA]),
+    ("mla: v_head_dim disagrees with kv_b_proj", "mla", "weights", set_key("v_head_dim", 20), [KVB]),
+    ("mla: q_lora_rank set, but the model has a plain q_proj", "mla_qproj", "weights", set_key("q_lora_rank", 32),
+     [MLA0 + "q_a_proj.weight"]),
+    ("mla: q_lora_rank null, but the model has q_a_proj/q_b_proj", "mla", "weights", set_key("q_lora_rank", None),
+     [MLA0 + "q_proj.weight"]),
 ]
 
 
@@ -301,9 +332,19 @@ def make_bases(tmp, binary):
     MM.make_model(b["llama_nohd"], attention="mha", hidden_size=64, heads=4, omit_head_dim=True, **small)
     b["sharded"] = os.path.join(tmp, "base_sharded")
     MM.make_model(b["sharded"], attention="gqa", hidden_size=64, heads=4, kv_heads=2, shards=3, **small)
+    b["mla"] = os.path.join(tmp, "base_mla")
+    MM.make_model(b["mla"], attention="mla", hidden_size=64, heads=4, q_rank=32, kv_rank=32, nope_dim=16,
+                  rope_dim=8, v_dim=16, **small)
+    b["mla_qproj"] = os.path.join(tmp, "base_mla_qproj")
+    MM.make_model(b["mla_qproj"], attention="mla", hidden_size=64, heads=4, q_rank=0, kv_rank=32, nope_dim=16,
+                  rope_dim=8, v_dim=16, **small)
+    b["mla_dense_moe_cfg"] = os.path.join(tmp, "base_mla_dense_moe_cfg")  # experts past the last layer: dense
+    shutil.copytree(b["mla"], b["mla_dense_moe_cfg"])
+    edit_config(lambda c: c.update(n_routed_experts=64, first_k_dense_replace=2, moe_layer_freq=1))(
+        b["mla_dense_moe_cfg"])
     b["odd_hd"] = os.path.join(tmp, "base_odd_hd")
     MM.make_model(b["odd_hd"], attention="mfa", hidden_size=64, heads=2, head_dim=15, q_rank=32, **small)
-    for q, src, t in (("q8", "kr", "q8_0"), ("q4", "llama", "q4_0")):
+    for q, src, t in (("q8", "kr", "q8_0"), ("q4", "llama", "q4_0"), ("mla_q8", "mla", "q8_0")):
         b[q] = os.path.join(tmp, "base_" + q)
         p = U.run(binary, ["quantize", b[src], b[q], "--type", t], timeout=60)
         if p.returncode != 0:
@@ -318,7 +359,8 @@ def main():
     out = os.path.join(tmp, "logits.bin")
     try:
         bases = make_bases(tmp, args.bin)
-        for k in ("kr", "llama", "llama_nohd", "sharded", "q8", "q4"):
+        for k in ("kr", "llama", "llama_nohd", "sharded", "q8", "q4", "mla", "mla_qproj", "mla_dense_moe_cfg",
+                  "mla_q8"):
             p = U.run(args.bin, ["logits", "--model", bases[k], "--prompt-ids", "1,2,3", "--out", out], timeout=60)
             rec.check("control: intact base model '%s' loads" % k, p.returncode == 0,
                       "rc=%d %s" % (p.returncode, p.stderr.strip()[-200:]))

@@ -20,7 +20,11 @@ Models (2 layers, prompt of 37 tokens): MFA-KR F32, MFA BF16 with tied
 embeddings, GQA F16 (every dimension a multiple of 32: all 16-17 matrices
 quantized), and two with dimensions that are not (MFA-KR hd 18, C 48, I 200,
 V 301: wq, o_proj and down_proj are kept; GQA d 72, I 192: only down_proj is
-quantized). Per model and type (q8_0, q4_0):
+quantized), and MLA (DeepseekV2ForCausalLM) F16 with every matrix quantized
+and BF16 with a plain q_proj and a latent of 48 (kv_b_proj kept; the engine
+reads W_UV from kv_b_proj and W_UK^T as its transpose, so both carry
+kv_b_proj's quantized values and need nothing special in the reference).
+Per model and type (q8_0, q4_0):
 - weights: `mfaserve quantize` (the same bits as --quantize at load, the
   docs say) decodes to exactly the reference's round trip, matrix by matrix;
   a NOTE counts weights where the exact quotient x / d would round the other
@@ -117,7 +121,14 @@ def cases():
                  intermediate=200, vocab=301, seed=304),
             # d 72: everything but down_proj (I 192) kept, the embedding and lm_head too
             dict(base, attention="gqa", dtype="f32", hidden_size=72, heads=4, head_dim=18, kv_heads=2,
-                 intermediate=192, vocab=301, seed=305)]
+                 intermediate=192, vocab=301, seed=305),
+            # MLA: every matrix quantized (kv_b_proj too: the engine reads W_UV from it and W_UK^T
+            # as its transpose, so both carry the quantized values)
+            dict(base, attention="mla", dtype="f16", hidden_size=128, heads=4, head_dim=32, q_rank=64, kv_rank=64,
+                 nope_dim=32, rope_dim=32, v_dim=32, vocab=300, seed=306),
+            # MLA, plain q_proj, latent 48: kv_b_proj kept
+            dict(base, attention="mla", dtype="bf16", hidden_size=128, heads=4, head_dim=32, q_rank=0, kv_rank=48,
+                 nope_dim=16, rope_dim=16, v_dim=16, vocab=300, seed=307)]
 
 
 def case_name(c):
@@ -130,6 +141,8 @@ def case_name(c):
         s += " I%d" % c["intermediate"]
     if c.get("tie"):
         s += " tie"
+    if c["attention"] == "mla":
+        s += " r%d%s" % (c["kv_rank"], "" if c["q_rank"] else " q_proj")
     return s
 
 

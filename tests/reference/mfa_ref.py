@@ -1,13 +1,17 @@
 #!/usr/bin/python3
-"""mfa_ref.py: the float64 numpy reference forward pass for MFA, MFA-KR and
-Llama (MHA/GQA/MQA) models, written directly from
-/work/shared/spec/model-format.md and independent of the C engine.
+"""mfa_ref.py: the float64 numpy reference forward pass for MFA, MFA-KR,
+Llama (MHA/GQA/MQA) and DeepSeek-V2 MLA models, written directly from
+/work/shared/spec/model-format.md and docs/mla-format.md, independent of the
+C engine.
 
 Plain, obvious code on purpose: full-sequence causal attention over the whole
 prompt, and for MFA-KR the explicit value path v = k + v_gate * (N k) with k
 the key before RoPE (not the o_proj fold the engine uses), so a comparison
-checks the engine's fold. Weights stored as F32/F16/BF16 are widened to
-float64 exactly; all arithmetic is float64.
+checks the engine's fold. MLA likewise in the explicit form: kv_b_proj expands
+the latent into every head's no-RoPE key and value, each head's key is
+[k_nope | k_rope] (not the absorbed form the engine attends in). Weights
+stored as F32/F16/BF16 are widened to float64 exactly; all arithmetic is
+float64.
 
 API:
   m = load_model(dir)              # single file or sharded
@@ -82,6 +86,14 @@ def load_model(d):
     elif arch == "LlamaForCausalLM":
         m.KV = cfg.get("num_key_value_heads", m.H)
         m.kind = "mha" if m.KV == m.H else ("mqa" if m.KV == 1 else "gqa")
+    elif arch == "DeepseekV2ForCausalLM":
+        # one cached row per token (latent + rope key): one KV "head", as the engine reports
+        m.kind = "mla"
+        m.KV = 1
+        m.qr = cfg.get("q_lora_rank") or 0
+        m.r = cfg["kv_lora_rank"]
+        m.dn, m.dr, m.dv = cfg["qk_nope_head_dim"], cfg["qk_rope_head_dim"], cfg["v_head_dim"]
+        m.hd = m.dn + m.dr        # query/key length of a head; the softmax scale is 1/sqrt(hd)
     else:
         raise ValueError("unknown architecture " + arch)
     idx = os.path.join(d, "model.safetensors.index.json")
@@ -126,6 +138,13 @@ def rope(x, cos, sin):
     return x * cos[:, None, :] + rotate_half(x) * sin[:, None, :]
 
 
+def deinterleave(x):
+    """DeepSeek-V2 stores the RoPE part of q and k as interleaved pairs
+    [x0, y0, x1, y1, ...]; its HF code regroups them into halves
+    [x0, x1, ..., y0, y1, ...] before rotate_half (docs/mla-format.md)."""
+    return np.concatenate([x[..., 0::2], x[..., 1::2]], axis=-1)
+
+
 def kv_int8(x, group):
     """x [T, heads, hd] as an int8 KV cache stores it and reads it back (the
     documented layout, kvcache.h): per token, groups of `group` consecutive
@@ -139,10 +158,38 @@ def kv_int8(x, group):
     return (q * s).reshape(x.shape)
 
 
+def mla_qkv(m, i, xn, positions, kv_group=None):
+    """MLA layer i in the explicit form: q and k [T, H, dn + dr] (each head's
+    [nope | rotated rope]), v [T, H, dv]. kv_group: the latent and the rotated
+    rope key as an int8 cache stores them (one row [latent | rope key] per
+    token, groups of kv_group consecutive elements)."""
+    w, p = m.w, "model.layers.%d.self_attn." % i
+    T, H, dn, dr, dv, r = xn.shape[0], m.H, m.dn, m.dr, m.dv, m.r
+    if m.qr:
+        q = rmsnorm(xn @ w[p + "q_a_proj.weight"].T, w[p + "q_a_layernorm.weight"], m.eps) @ w[p + "q_b_proj.weight"].T
+    else:
+        q = xn @ w[p + "q_proj.weight"].T
+    q = q.reshape(T, H, dn + dr)
+    kv_a = xn @ w[p + "kv_a_proj_with_mqa.weight"].T                  # [T, r + dr]
+    c = rmsnorm(kv_a[:, :r], w[p + "kv_a_layernorm.weight"], m.eps)   # [T, r] the cached latent
+    cos, sin = rope_cos_sin(positions, dr, m.theta)
+    q_pe = rope(deinterleave(q[:, :, dn:]), cos, sin)                 # [T, H, dr]
+    k_pe = rope(deinterleave(kv_a[:, None, r:]), cos, sin)            # [T, 1, dr] shared by the heads
+    if kv_group:
+        row = kv_int8(np.concatenate([c, k_pe[:, 0, :]], axis=-1)[:, None, :], kv_group)[:, 0, :]
+        c, k_pe = row[:, :r], row[:, None, r:]
+    kv = (c @ w[p + "kv_b_proj.weight"].T).reshape(T, H, dn + dv)
+    k = np.concatenate([kv[:, :, :dn], np.broadcast_to(k_pe, (T, H, dr))], axis=-1)
+    return np.concatenate([q[:, :, :dn], q_pe], axis=-1), k, kv[:, :, dn:]
+
+
 def attention_qkv(m, i, xn, positions, kv_group=None):
-    """Per-token q [T,H,hd], rotated k [T,KV,hd], v [T,KV,hd] of layer i.
-    kv_group: keys and values as an int8 cache with that group holds them
-    (MFA-KR: the key before RoPE, which the value is derived from)."""
+    """Per-token q [T,H,hd], rotated k [T,KV,hd], v [T,KV,hd] of layer i
+    (MLA: k [T,H,hd], v [T,H,dv]). kv_group: keys and values as an int8
+    cache with that group holds them (MFA-KR: the key before RoPE, which the
+    value is derived from; MLA: the latent and the rotated rope key)."""
+    if m.kind == "mla":
+        return mla_qkv(m, i, xn, positions, kv_group)
     kvq = (lambda x: kv_int8(x, kv_group)) if kv_group else (lambda x: x)
     w, p = m.w, "model.layers.%d.self_attn." % i
     T = xn.shape[0]
@@ -165,10 +212,11 @@ def attention_qkv(m, i, xn, positions, kv_group=None):
 
 
 def attend(m, q, k, v, qpos, kpos):
-    """q [Tq,H,hd]; k, v [Tk,KV,hd]; causal by position. Returns [Tq, H*hd]."""
-    Tq = q.shape[0]
-    group = m.H // m.KV
-    out = np.zeros((Tq, m.H, m.hd))
+    """q [Tq,H,hd]; k [Tk,KV,hd], v [Tk,KV,dv] (dv = hd but for MLA); causal by
+    position. Returns [Tq, H*dv]."""
+    Tq, dv = q.shape[0], v.shape[-1]
+    group = m.H // k.shape[1]
+    out = np.zeros((Tq, m.H, dv))
     mask = np.asarray(kpos)[None, :] <= np.asarray(qpos)[:, None]  # [Tq, Tk]
     for h in range(m.H):
         kh, vh = k[:, h // group, :], v[:, h // group, :]
@@ -178,7 +226,7 @@ def attend(m, q, k, v, qpos, kpos):
         pr = np.exp(s)
         pr /= pr.sum(axis=1, keepdims=True)
         out[:, h, :] = pr @ vh
-    return out.reshape(Tq, m.H * m.hd)
+    return out.reshape(Tq, m.H * dv)
 
 
 def mlp(m, i, x):
@@ -326,11 +374,12 @@ def quantized_model(m, qtype, divide=False):
 # ---------------------------------------------------------------- incremental
 
 class Cache:
-    """Per-layer lists of rotated k and v, as a KV cache would hold them."""
+    """Per-layer lists of rotated k and v, as a KV cache would hold them
+    (MLA: each head's expanded key and value, the explicit form)."""
 
     def __init__(self, m):
-        self.k = [np.zeros((0, m.KV, m.hd)) for _ in range(m.L)]
-        self.v = [np.zeros((0, m.KV, m.hd)) for _ in range(m.L)]
+        self.k = [None] * m.L
+        self.v = [None] * m.L
         self.n = 0
 
 
@@ -342,8 +391,8 @@ def step(m, cache, ids):
     for i in range(m.L):
         xn = rmsnorm(x, m.w["model.layers.%d.input_layernorm.weight" % i], m.eps)
         q, k, v = attention_qkv(m, i, xn, pos)
-        cache.k[i] = np.concatenate([cache.k[i], k])
-        cache.v[i] = np.concatenate([cache.v[i], v])
+        cache.k[i] = k if cache.k[i] is None else np.concatenate([cache.k[i], k])
+        cache.v[i] = v if cache.v[i] is None else np.concatenate([cache.v[i], v])
         o = attend(m, q, cache.k[i], cache.v[i], pos, np.arange(cache.n + len(ids)))
         x = x + o @ m.w["model.layers.%d.self_attn.o_proj.weight" % i].T
         x = x + mlp(m, i, x)

@@ -9,6 +9,13 @@ checkpoint writer (tools/make_model.py) on their own, without the engine:
   rotated q.k depends only on the position difference.
 - Whole-prompt forward equals incremental decode (token by token, chunks of 3).
 - GQA equals MHA with each KV head's weights repeated over its query group.
+- MLA (docs/mla-format.md): the explicit form (kv_b_proj expands the latent
+  into keys and values) equals the absorbed form the engine computes (cache
+  only [latent | rotated rope key], q_lat = W_UK^T q_nope, scores q_lat . c +
+  q_rope . k_rope, values W_UV (sum_t p_t c_t)) to ~1e-12, with q_lora_rank
+  and with a plain q_proj; de-interleave + rotate_half equals rotating the
+  stored interleaved pairs (2i, 2i+1) as complex numbers, and leaving the
+  de-interleave out changes the logits.
 - BF16 round-to-nearest-even and F16 encoding; sharded == single-file weights;
   F16/BF16 checkpoints widen exactly to the rounded float32 values.
 Exit 0 when all pass. Run: /usr/bin/python3 tests/reference/test_ref_selfcheck.py
@@ -69,6 +76,45 @@ def folded_mfakr_logits(m, ids):
     return R.rmsnorm(x, m.w["model.norm.weight"], m.eps) @ m.lm_head.T
 
 
+def absorbed_mla_logits(m, ids):
+    """MLA the way docs/mla-format.md says the engine attends: per token and
+    layer only the row [c | k_rope] is kept (c the normalized latent, k_rope
+    the rotated shared rope key); per head the no-RoPE query is mapped into
+    the latent space, q_lat = W_UK[h]^T q_nope, scores are q_lat . c_t +
+    q_rope . k_rope_t over 1/sqrt(dn + dr), and the output is W_UV[h] times
+    the probability-weighted latent, then o_proj."""
+    ids = list(ids)
+    T, H, dn, dr, dv, r = len(ids), m.H, m.dn, m.dr, m.dv, m.r
+    x = m.w["model.embed_tokens.weight"][ids]
+    cos, sin = R.rope_cos_sin(np.arange(T), dr, m.theta)
+    causal = np.tril(np.ones((T, T), bool))
+    for i in range(m.L):
+        p = "model.layers.%d.self_attn." % i
+        xn = R.rmsnorm(x, m.w["model.layers.%d.input_layernorm.weight" % i], m.eps)
+        if m.qr:
+            q = R.rmsnorm(xn @ m.w[p + "q_a_proj.weight"].T, m.w[p + "q_a_layernorm.weight"], m.eps)
+            q = q @ m.w[p + "q_b_proj.weight"].T
+        else:
+            q = xn @ m.w[p + "q_proj.weight"].T
+        q = q.reshape(T, H, dn + dr)
+        a = xn @ m.w[p + "kv_a_proj_with_mqa.weight"].T
+        c = R.rmsnorm(a[:, :r], m.w[p + "kv_a_layernorm.weight"], m.eps)           # cached
+        k_rope = R.rope(R.deinterleave(a[:, None, r:]), cos, sin)[:, 0, :]          # cached
+        q_rope = R.rope(R.deinterleave(q[:, :, dn:]), cos, sin)
+        wkv = m.w[p + "kv_b_proj.weight"].reshape(H, dn + dv, r)
+        o = np.zeros((T, H * dv))
+        for h in range(H):
+            q_lat = q[:, h, :dn] @ wkv[h, :dn, :]                                  # W_UK^T q_nope: [T, r]
+            s = (q_lat @ c.T + q_rope[:, h, :] @ k_rope.T) / np.sqrt(dn + dr)
+            s = np.where(causal, s, -np.inf)
+            pr = np.exp(s - s.max(1, keepdims=True))
+            pr /= pr.sum(1, keepdims=True)
+            o[:, h * dv:(h + 1) * dv] = (pr @ c) @ wkv[h, dn:, :].T                 # W_UV out_lat
+        x = x + o @ m.w[p + "o_proj.weight"].T
+        x = x + R.mlp(m, i, x)
+    return R.rmsnorm(x, m.w["model.norm.weight"], m.eps) @ m.lm_head.T
+
+
 def rope_complex(x, p, theta):
     """x: [hd]. Pairs (i, i+hd/2) as complex numbers times e^{i p inv_freq_i}."""
     hd = x.shape[0]
@@ -116,10 +162,37 @@ def main():
     check("rope q.k depends on p_q - p_k only", abs(dot_at(10, 3) - dot_at(107, 100)) < 1e-10)
     check("rope position 0 is identity", np.allclose(got[0], xs[0], atol=0, rtol=0))
 
+    # MLA: explicit == absorbed, with q_lora_rank and with a plain q_proj
+    for qr in (24, 0):
+        d = os.path.join(tmp, "mla%d" % qr)
+        MM.make_model(d, attention="mla", hidden_size=64, heads=4, q_rank=qr, kv_rank=40, nope_dim=12,
+                      rope_dim=10, v_dim=20, layers=2, seed=13)
+        m = R.load_model(d)
+        a, b = R.logits(m, prompt), absorbed_mla_logits(m, prompt)
+        check("mla q_lora_rank=%d: explicit == absorbed form" % qr, maxrel(a, b) < 1e-12, "maxrel=%.2e" % maxrel(a, b))
+    # the stored interleaved pairs (2i, 2i+1), rotated as complex numbers, are
+    # what de-interleave + rotate_half computes (in halves order)
+    xs = rng.standard_normal((5, hd))
+    cos, sin = R.rope_cos_sin(pos, hd, theta)
+    got = R.rope(R.deinterleave(xs[:, None, :]), cos, sin)[:, 0, :]
+    inv = np.array([theta ** (-2.0 * i / hd) for i in range(hd // 2)])
+    z = (xs[:, 0::2] + 1j * xs[:, 1::2]) * np.exp(1j * np.asarray(pos)[:, None] * inv)
+    want = np.concatenate([z.real, z.imag], axis=1)
+    check("mla rope: de-interleave + rotate_half == interleaved pairs as complex numbers",
+          np.max(np.abs(got - want)) < 1e-12, "maxabs=%.2e" % np.max(np.abs(got - want)))
+    keep = R.deinterleave
+    R.deinterleave = lambda x: x
+    try:
+        c = R.logits(m, prompt)
+    finally:
+        R.deinterleave = keep
+    check("mla: leaving the de-interleave out changes the logits", maxrel(c, a) > 1e-3,
+          "maxrel=%.2e" % maxrel(c, a))
+
     # Whole prompt vs incremental decode, every kind.
     for kind, kw in [("mfa", {}), ("mfa-kr", {}), ("mha", {}), ("gqa", dict(kv_heads=2)),
-                     ("mqa", {})]:
-        d = os.path.join(tmp, "inc_" + kind)
+                     ("mqa", {}), ("mla", {}), ("mla", dict(q_rank=0))]:
+        d = os.path.join(tmp, "inc_" + kind + str(len(kw)))
         MM.make_model(d, attention=kind, hidden_size=64, heads=4, layers=2, seed=5, **kw)
         m = R.load_model(d)
         check("kind detected %s" % kind, m.kind == kind, m.kind)
