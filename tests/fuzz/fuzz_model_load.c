@@ -21,6 +21,7 @@ static void forward_once(const eng_model *m) {
   const eng_model_info *in = eng_model_get_info(m);
   /* Keep a step cheap: skip what would take long per input. */
   if ((int64_t)in->d * in->n_layers * (in->inter + in->n_heads * in->head_dim) > (1 << 20) ||
+      (int64_t)in->n_layers * in->n_heads * (in->kv_k_elems + in->v_dim) * (in->nope_dim + in->kv_rank) > (1 << 20) ||
       (int64_t)in->vocab * in->d > (1 << 20))
     return;
   /* the step below is 3 prompt tokens then 1: a model whose context is

@@ -60,6 +60,10 @@ def main():
         "gqa-f16-tied": ["--attention", "gqa", "--dtype", "f16", "--tie", "--heads", "4", "--head-dim", "2"],
         "mha-f32-nohd": ["--attention", "mha", "--dtype", "f32", "--omit-head-dim"],
         "mqa-f16": ["--attention", "mqa", "--dtype", "f16"],
+        "mla-f16": ["--attention", "mla", "--dtype", "f16", "--q-rank", "4", "--kv-rank", "4", "--nope-dim", "2",
+                    "--rope-dim", "2", "--v-dim", "4"],
+        "mla-qproj-bf16": ["--attention", "mla", "--dtype", "bf16", "--q-rank", "0", "--kv-rank", "6",
+                           "--nope-dim", "4", "--rope-dim", "4", "--v-dim", "2"],
     }
     dirs = {name: make_model(tmp, name, *args) for name, args in models.items()}
     dirs["q8_0-mfa-kr"] = quantized(tmp, "q8_0-mfa-kr", "q8_0", "--attention", "mfa-kr", "--dtype", "f16")
@@ -137,6 +141,12 @@ def main():
     cfg("arch-empty", architectures=[])
     cfg("float-int", hidden_size=8.5)
     cfg("negative-eps", rms_norm_eps=-1)
+    mla = json.loads(open(os.path.join(CORPUS, "config", "seed-mla-f16.json")).read())
+    put("config", "mla-moe", json.dumps(dict(mla, n_routed_experts=4, first_k_dense_replace=0)))
+    put("config", "mla-moe-past-last-layer", json.dumps(dict(mla, n_routed_experts=4, first_k_dense_replace=1)))
+    put("config", "mla-rope-odd", json.dumps(dict(mla, qk_rope_head_dim=3)))
+    put("config", "mla-huge-rank", json.dumps(dict(mla, kv_lora_rank=16777216, num_attention_heads=1000)))
+    put("config", "mla-q-lora-null", json.dumps(dict(mla, q_lora_rank=None)))
     put("config", "not-json", "{\"architectures\": [")
     put("config", "empty", "")
 
