@@ -30,6 +30,15 @@ static double sgemm_rate(eng_ctx *c, int d) {
   return 2.0 * m * n * k / eng_bench_sgemm(c, m, n, k, 3);
 }
 
+/* Attention FLOPs per query token, layer and cached key: QK and PV over
+ * every head, 2 per multiply-add. MLA attends in the absorbed form: keys of
+ * kv_rank + rope_dim, values of kv_rank (the latent). */
+static double attn_flops_per_key(const eng_model_info *in) {
+  int mla = in->attn == ENG_ATTN_MLA;
+  double kd = mla ? in->kv_k_elems : in->head_dim, vd = mla ? in->kv_rank : in->head_dim;
+  return 2.0 * in->n_heads * (kd + vd);
+}
+
 static int bench_engine(int argc, char **argv) {
   cli_session_opts o = {0};
   o.block_size = 16;
@@ -76,7 +85,7 @@ static int bench_engine(int argc, char **argv) {
   /* FLOPs per prefill token: 2 per weight of the matrices (not lm_head for
    * all but the last), plus attention (QK and PV over the causal half). */
   double mat_flops = 2.0 * ((double)in->matmul_params - (double)V * in->d);
-  double attn_flops = 4.0 * in->n_heads * in->head_dim * (prompt / 2.0) * in->n_layers;
+  double attn_flops = attn_flops_per_key(in) * (prompt / 2.0) * in->n_layers;
   double flops_tok = mat_flops + attn_flops;
   for (int r = 0; r < reps && !rc; r++) {
     /* ceilings first, in the same run */
@@ -244,7 +253,7 @@ static int bench_batch(int argc, char **argv) {
   /* FLOPs per decoded token: 2 per matrix weight (lm_head included), plus
    * attention (QK and PV) at the mean context of the timed steps */
   double flops_tok = 2.0 * (double)in->matmul_params +
-                     4.0 * in->n_heads * in->head_dim * (prompt + steps / 2.0) * in->n_layers;
+                     attn_flops_per_key(in) * (prompt + steps / 2.0) * in->n_layers;
   for (int ci = 0; ci < nconc; ci++) {
     int n = conc[ci];
     for (int r = -1; r < reps; r++) { /* r = -1 warms up (page faults, sleeping workers) */

@@ -81,20 +81,27 @@ int cmd_info(int argc, char **argv) {
   size_t f16 = kvc_bytes_per_token(&g);
   eng_model_kv_geom(m, 16, KVC_I8, &g);
   size_t i8 = kvc_bytes_per_token(&g);
+  char mla[160] = ""; /* MLA's own sizes (engine.h) */
+  if (in->attn == ENG_ATTN_MLA)
+    snprintf(mla, sizeof mla, json ? "\"kv_lora_rank\":%d,\"qk_nope_head_dim\":%d,\"qk_rope_head_dim\":%d,\"v_head_dim\":%d,"
+                                   : "MLA:        kv_lora_rank=%d qk_nope_head_dim=%d qk_rope_head_dim=%d v_head_dim=%d "
+                                     "(q_lora_rank is q_rank; head_dim = nope + rope)\n",
+             in->kv_rank, in->nope_dim, in->rope_dim, in->v_dim);
   if (json) {
     printf("{\"architecture\":\"%s\",\"attention\":\"%s\",\"hidden_size\":%d,\"num_layers\":%d,"
            "\"num_heads\":%d,\"num_kv_heads\":%d,\"head_dim\":%d,\"q_rank\":%d,\"intermediate_size\":%d,"
-           "\"vocab_size\":%d,\"max_position_embeddings\":%d,\"weight_dtype\":\"%s\",\"n_params\":%lld,"
+           "\"vocab_size\":%d,\"max_position_embeddings\":%d,%s\"weight_dtype\":\"%s\",\"n_params\":%lld,"
            "\"kv_k_elems\":%d,\"kv_v_elems\":%d,\"kv_elems_per_token_per_layer\":%d,"
            "\"kv_bytes_per_token_f16\":%zu,\"kv_bytes_per_token_f32\":%zu,\"kv_bytes_per_token_int8\":%zu,"
            "\"kv_int8_group\":%d,\"isa\":\"%s\"}\n",
            in->arch, eng_attn_name(in->attn), in->d, in->n_layers, in->n_heads, in->n_kv_heads, in->head_dim,
-           in->q_rank, in->inter, in->vocab, in->max_pos, in->weight_dtype, (long long)in->n_params,
+           in->q_rank, in->inter, in->vocab, in->max_pos, mla, in->weight_dtype, (long long)in->n_params,
            in->kv_k_elems, in->kv_v_elems, per, f16, 2 * f16, i8, g.qgroup, eng_isa_name());
   } else {
     printf("model:      %s (%s attention)\n", model, eng_attn_name(in->attn));
     printf("shape:      d=%d layers=%d heads=%d kv_heads=%d head_dim=%d q_rank=%d inter=%d vocab=%d\n", in->d,
            in->n_layers, in->n_heads, in->n_kv_heads, in->head_dim, in->q_rank, in->inter, in->vocab);
+    fputs(mla, stdout);
     printf("parameters: %.2fM (%s)\n", in->n_params / 1e6, in->weight_dtype);
     printf("kernels:    %s (this CPU supports %s)\n", eng_isa_name(), eng_isa_supported());
     printf("KV cache:   %d elements per token per layer; bytes per token: %zu in F16, %zu in F32, %zu in int8 "
