@@ -7,6 +7,8 @@
  *   MFA-KR: k_elems = hd (the key before RoPE), v_elems = 0
  *   MFA:    k_elems = hd (rotated key), v_elems = hd
  *   Llama:  k_elems = v_elems = KV*hd (rotated keys, values)
+ *   MLA:    k_elems = kv_lora_rank + qk_rope_head_dim (the normalized latent,
+ *           then the rotated shared RoPE key), v_elems = 0 (docs/mla-format.md)
  * Layout: block b, layer l is one region [K: block_size][K row] followed by
  * [V: block_size][V row]; kvc_block_k/kvc_block_v return those pointers.
  * A row is a token's k_elems (v_elems) values: F32 or F16 elements, or for
