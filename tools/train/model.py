@@ -207,13 +207,18 @@ def kv_elements(cfg):
 
 
 def kv_bytes_per_token(cfg, dtype="f16"):
-    """F16: 2 bytes per cached element; int8: 1 byte per element plus one F16 scale per 64
-    elements of each cached vector (a head's k or v, MLA's latent, MLA's rope key); all layers."""
+    """F16: 2 bytes per cached element; int8 (the engine's --kv-cache-dtype int8 layout): 1 byte
+    per element plus one F16 scale per group of each cached row (a head's k or v; MLA's latent and
+    rope key are one row), the group 64 elements where 64 divides the row, else 32 where 32 does,
+    else the whole row; all layers."""
     vecs = kv_elements(cfg)
     if dtype == "f16":
         per_layer = 2 * sum(vecs)
     else:
-        per_layer = sum(n + 2 * ((n + 63) // 64) for n in vecs)
+        if cfg.get("model_type") == "deepseek_v2":
+            vecs = [sum(vecs)]
+        grp = lambda n: 64 if n % 64 == 0 else 32 if n % 32 == 0 else n
+        per_layer = sum(n + 2 * (n // grp(n)) for n in vecs)
     return per_layer * cfg["num_hidden_layers"]
 
 

@@ -7,6 +7,9 @@ bits/byte per source and run), prints the Markdown table, and draws PNG (held-ou
 against F16 KV bytes per token, log x; needs matplotlib)."""
 import csv, json, os, sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from model import kv_bytes_per_token  # noqa: E402
+
 ORDER = ["mha", "gqa", "mqa", "mla", "mfa", "mfa-kr"]
 LABEL = {"mha": "MHA", "gqa": "GQA (4 KV heads)", "mqa": "MQA", "mla": "MLA", "mfa": "MFA", "mfa-kr": "MFA-KR"}
 OUTSIDE = ["outside-handbook", "outside-history", "outside-jargon"]
@@ -22,6 +25,8 @@ def load(runs_dir):
         h = json.load(open(hp))
         f = json.load(open(fp)) if os.path.isfile(fp) else None
         meta = h["meta"]
+        # int8 bytes as the engine lays them out (model.py), also for runs that recorded an older estimate
+        meta["kv_bytes_int8"] = kv_bytes_per_token(meta["cfg"], "int8")
         r = dict(run=name, kind=meta["kind"], seed=meta["seed"], meta=meta, final=f, history=h["history"])
         if f:  # the float32 evaluation of the best (bf16-rounded) weights
             ps = {k: v["bpb"] for k, v in f["per_source"].items()}
