@@ -111,14 +111,23 @@ test('vLLM spec_decode counters: drafts accepted and rejected, and they add up',
   eq(metricIn(t, 'mfaserve:spec_decode_num_accepted_tokens_total'), acc, 'mfaserve: name');
   const pt = await (await fetch(plain.base + '/metrics')).text();
   assert(!pt.includes('spec_decode'), 'no spec_decode series when speculation is off');
-  // generation counts every emitted token once, drafts or not; the counters are published at the
-  // end of a step and may trail its last events, so read them again until they settle
-  let g = [], same = false;
-  for (let i = 0; i < 50 && !same; i++, await sleep(100)) {
-    g = [await metric(spec.base, 'vllm:generation_tokens_total'), await metric(plain.base, 'vllm:generation_tokens_total')];
-    same = g[0] === g[1];
+  // generation counts every emitted token once, drafts or not: the counter grows by the
+  // requests' completion tokens (no stop strings here: tokens past a stop string that a step
+  // made before the cancel arrived are counted but not returned). The counters are published
+  // at the end of a step and may trail its last events, so read them until they settle.
+  const settled = async (want) => {
+    let v = NaN;
+    for (let i = 0; i < 50 && v !== want; i++, await sleep(100)) v = await metric(spec.base, 'vllm:generation_tokens_total');
+    return v;
+  };
+  const g0 = await settled(await metric(spec.base, 'vllm:generation_tokens_total'));
+  let used = 0;
+  for (const prompt of [rewrite[0], rewrite[2], free[0]]) {
+    const r = await complete(spec.base, { prompt, max_tokens: 30, temperature: 0 });
+    eq(r.status, 200, r.text);
+    used += r.json.usage.completion_tokens;
   }
-  eq(g[0], g[1], 'generation_tokens_total');
+  eq(await settled(g0 + used), g0 + used, 'generation_tokens_total grew by the completion tokens');
 });
 
 test('bad speculative flags exit 2 and say why', async () => {
