@@ -484,6 +484,9 @@ static void emit_token(sched *s, sseq *q, int32_t tok, const float *logits) {
   e->choice = q->choice;
   e->token = tok;
   e->index = q->n_out;
+  e->t_arrival = r->t_arrival; /* the consumer's first-token breakdown */
+  e->t_scheduled = r->t_scheduled;
+  e->t_first_token = r->t_first_token;
   if (r->p.logprobs >= 0) {
     e->n_top = r->p.logprobs;
     e->logprob = smp_logprobs(logits, s->info->vocab, tok, r->p.logprobs, e->top_ids, e->top_logprobs);

@@ -104,7 +104,7 @@ typedef struct sched_event {
   int last;                /* last event of the request */
   int err;                 /* FINISH_ERROR: MFS_* */
   int prompt_tokens, completion_tokens, cached_tokens;
-  double t_arrival, t_scheduled, t_first_token; /* mfs_now() times */
+  double t_arrival, t_scheduled, t_first_token; /* mfs_now() times (TOKEN events carry them too) */
 } sched_event;
 
 typedef struct sched_opts {
