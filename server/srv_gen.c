@@ -7,7 +7,13 @@
  *
  * Streams hold back the tail of a choice's text that could still become a
  * stop string, so a stop string is never sent. Chunks are written once per
- * drain of the scheduler's events (several tokens may share one chunk). */
+ * drain of the scheduler's events (several tokens may share one chunk), and
+ * new tokens get a chunk even when their text is empty or held back (as
+ * vLLM's streams do), so a client sees when each token came.
+ *
+ * The first token's time is split into phases for /metrics: HTTP arrival
+ * -> tokenized (worker) -> submitted (loop) -> scheduled -> first token
+ * sampled -> its chunk handed to MHD (srv_gen_read). */
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
@@ -116,6 +122,10 @@ int srv_gen_submit(srv_gen *g, srv_error *e) {
     g->n_live++;
   }
   srv_gen_link(g);
+  if (g->t_http > 0 && g->t_tokenized >= g->t_http) {
+    srv_hist_observe(&s->h_tokenize, g->t_tokenized - g->t_http);
+    srv_hist_observe(&s->h_submit_wait, g->t_submit - g->t_tokenized);
+  }
   if (!want) finish_now(g);
   return 0;
 }
@@ -195,6 +205,12 @@ void srv_gen_event(srv_gen *g, const sched_event *ev) {
     }
     break;
   case SCHED_EV_TOKEN:
+    if (!p->first_seen) {
+      p->first_seen = 1;
+      if (ev->t_first_token > 0 && ev->t_scheduled > 0)
+        srv_hist_observe(&s->h_prefill, ev->t_first_token - ev->t_scheduled);
+      if (!g->t_first_token) g->t_first_token = ev->t;
+    }
     if (c->finished) break; /* after a stop string */
     c->n_tokens++;
     if (c->last_t > 0) srv_hist_observe(&s->h_itl, ev->t - c->last_t);
@@ -508,7 +524,8 @@ static void stream_chunks(srv_gen *g) {
     /* a failed or aborted request ends with an error event instead ("error" and
      * "abort" are no finish_reason of OpenAI's) */
     if (c->finish && (!strcmp(c->finish, "error") || !strcmp(c->finish, "abort"))) continue;
-    if (c->started && c->sent == c->text.len && !c->n_recs && !(g->done && c->finished)) continue;
+    int new_toks = c->n_tokens > c->tok_sent;
+    if (c->started && c->sent == c->text.len && !c->n_recs && !new_toks && !(g->done && c->finished)) continue;
     if (c->started == 2) continue; /* final chunk sent */
     /* the echo chunk carries the prompt's logprobs: wait for all of them */
     if (!c->started && p->plp && p->n_plp < p->n_ids && !(g->done && c->finished)) continue;
@@ -533,9 +550,9 @@ static void stream_chunks(srv_gen *g) {
         end = cut;
       if (end < c->sent) end = c->sent;
     }
-    if (c->started && end == c->sent && !c->n_recs && !fin) continue;
-    /* completions have no role chunk: nothing to say yet */
-    if (!chat && !c->started && end == c->sent && !c->n_recs && !fin && !(g->echo && p->text)) continue;
+    if (c->started && end == c->sent && !c->n_recs && !new_toks && !fin) continue;
+    /* completions have no role chunk: nothing to say before the first token */
+    if (!chat && !c->started && end == c->sent && !c->n_recs && !new_toks && !fin && !(g->echo && p->text)) continue;
     sb_puts(out, "data: ");
     head_json(g, out, chat ? "chat.completion.chunk" : "text_completion");
     sb_printf(out, ",\"choices\":[{\"index\":%d,", i);
@@ -579,6 +596,8 @@ static void stream_chunks(srv_gen *g) {
     c->sent = end;
     c->n_recs = 0;
     c->started = fin ? 2 : 1;
+    c->tok_sent = c->n_tokens;
+    if (c->n_tokens && !g->first_byte) g->first_byte = 1;
   }
   if (g->done && !g->final_written) {
     g->final_written = 1;
@@ -672,5 +691,11 @@ ssize_t srv_gen_read(srv_gen *g, char *buf, size_t max) {
   size_t n = MFS_MIN(avail, max);
   memcpy(buf, g->out.p + g->out_off, n);
   g->out_off += n;
+  if (g->first_byte == 1) { /* the first token's chunk is in these bytes */
+    g->first_byte = 2;
+    double now = mfs_now();
+    if (g->t_first_token > 0) srv_hist_observe(&g->s->h_first_byte, now - g->t_first_token);
+    if (g->t_http > 0) srv_hist_observe(&g->s->h_http_ttft, now - g->t_http);
+  }
   return (ssize_t)n;
 }

@@ -266,7 +266,7 @@ static void job_after(uv_work_t *w, int status) {
       srv_error_set(&e, SRV_E_UNAVAILABLE, NULL, "The server is shutting down.");
       srv_gen_free(j->gen);
       srv_conn_set_error(cc, &e);
-    } else if (srv_gen_submit(j->gen, &e)) {
+    } else if ((j->gen->t_http = cc->t_arrival, j->gen->t_tokenized = j->t1, srv_gen_submit(j->gen, &e))) {
       srv_gen_free(j->gen);
       srv_conn_set_error(cc, &e);
     } else {
@@ -321,6 +321,7 @@ enum MHD_Result srv_http_access(void *cls, struct MHD_Connection *mc, const char
     cc->s = s;
     cc->mc = mc;
     cc->refs = 1;
+    cc->t_arrival = mfs_now();
     cc->next = s->conns;
     if (s->conns) s->conns->prev = cc;
     s->conns = cc;

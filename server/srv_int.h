@@ -161,6 +161,8 @@ typedef struct srv_choice {
   int n_recs, cap_recs;
   size_t text_off;    /* completions text_offset running position */
   int started;        /* stream: first chunk (role / echo) written */
+  int tok_sent;       /* stream: tokens whose chunk is written (a chunk goes out for new tokens even
+                         when their text is empty or held back, as vLLM's delta_token_ids do) */
 } srv_choice;
 
 typedef struct srv_prompt {
@@ -172,6 +174,7 @@ typedef struct srv_prompt {
   int cached_tokens;
   srv_tokrec *plp; /* [n_ids] prompt logprobs (echo + logprobs), or NULL */
   int n_plp;       /* prompt logprobs received so far (they come with the prefill, maybe over several steps) */
+  int first_seen;  /* its first token event came (the prefill histogram has it) */
 } srv_prompt;
 
 typedef enum { SRV_KIND_COMPLETION = 0, SRV_KIND_CHAT } srv_kind;
@@ -217,7 +220,10 @@ typedef struct srv_gen {
   size_t oom_off;              /* bytes of oom_tail sent */
   int dirty;                   /* in srv's list of gens with new events */
   struct srv_gen *dnext;
-  double t_submit;
+  /* first-token breakdown (mfs_now() times): the HTTP request's arrival, its
+   * prompt tokenized (worker), submitted (loop), the first token sampled */
+  double t_http, t_tokenized, t_submit, t_first_token;
+  int first_byte;              /* stream: 1 once the first token's chunk is written, 2 once it was read by MHD */
 } srv_gen;
 
 /* ---- worker job ---- */
@@ -236,7 +242,7 @@ typedef struct srv_job {
   srv_error err;
   srv_gen *gen;   /* prepared generation (COMPLETIONS / CHAT) */
   sb resp;        /* ready JSON (TOKENIZE / DETOKENIZE) */
-  double t0, t1;  /* work start/end, for the log */
+  double t0, t1;  /* work start/end: the log, and t1 is when the prompt was tokenized */
 } srv_job;
 
 struct srv_conn {
@@ -262,6 +268,7 @@ struct srv_conn {
   int retry_after;
   srv_gen *gen;    /* streaming or non-streaming generation */
   int streaming;   /* SSE response queued */
+  double t_arrival; /* mfs_now() when its headers were in */
   srv_conn *next, *prev; /* srv's list of live connections */
 };
 
@@ -317,6 +324,8 @@ struct srv {
   uint64_t finished[4]; /* stop, length, abort, error */
   uint64_t http_requests;
   srv_hist h_ttft, h_itl, h_e2e, h_queue;
+  /* the first token's time by phase (srv_metrics.c names them) */
+  srv_hist h_tokenize, h_submit_wait, h_prefill, h_first_byte, h_http_ttft;
 };
 
 /* srv_loop.c */

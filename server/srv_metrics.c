@@ -35,6 +35,22 @@ void srv_metrics_init(srv *s) {
             (int)(sizeof e2e / sizeof e2e[0]));
   hist_init(&s->h_queue, "request_queue_time_seconds", "Time a request waited before it was first scheduled.", e2e,
             (int)(sizeof e2e / sizeof e2e[0]));
+  /* the first token's phases: most take well under a millisecond */
+  static const double fine[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08,
+                                0.1,    0.15,    0.2,    0.3,   0.5,    1.0,   2.5,  5.0,  10.0, 40.0, 160.0};
+  const int nf = (int)(sizeof fine / sizeof fine[0]);
+  hist_init(&s->h_tokenize, "request_tokenize_time_seconds",
+            "Time from the HTTP request's arrival to its prompt tokenized (worker queue, JSON, template, tokenizer).",
+            fine, nf);
+  hist_init(&s->h_submit_wait, "request_submit_wait_time_seconds",
+            "Time from the prompt tokenized (worker) to its submission to the scheduler (loop thread).", fine, nf);
+  hist_init(&s->h_prefill, "request_prefill_time_seconds",
+            "Time from a request's first scheduling to its first token (the prompt's computation).", fine, nf);
+  hist_init(&s->h_first_byte, "request_first_byte_time_seconds",
+            "Time from a stream's first token sampled to its chunk handed to the connection.", fine, nf);
+  hist_init(&s->h_http_ttft, "http_time_to_first_token_seconds",
+            "Time from the HTTP request's arrival to its first token's chunk handed to the connection (streams).",
+            fine, nf);
 }
 
 /* every series is written under a prefix: "mfaserve:" or "vllm:" */
@@ -134,6 +150,7 @@ static void vllm_compat(srv *s, sb *o, const sched_stats *st) {
   hist(o, P, s, &s->h_e2e, NULL);
   hist(o, P, s, &s->h_queue, NULL);
   spec_decode(o, P, s, st);
+  hist(o, P, s, &s->h_prefill, NULL);
   metric(o, P, "gauge", "cache_config_info", "Information of the KV-cache configuration (always 1).");
   sb_printf(o, "vllm:cache_config_info{block_size=\"%d\",cache_dtype=\"%s\",enable_prefix_caching=\"True\","
                "num_cpu_blocks=\"0\",num_gpu_blocks=\"%lld\"} 1\n",
@@ -197,6 +214,11 @@ void srv_metrics_text(srv *s, sb *o) {
   hist(o, "mfaserve:", s, &s->h_e2e, NULL);
   hist(o, "mfaserve:", s, &s->h_queue, NULL);
   spec_decode(o, "mfaserve:", s, &st);
+  hist(o, "mfaserve:", s, &s->h_tokenize, NULL);
+  hist(o, "mfaserve:", s, &s->h_submit_wait, NULL);
+  hist(o, "mfaserve:", s, &s->h_prefill, NULL);
+  hist(o, "mfaserve:", s, &s->h_first_byte, NULL);
+  hist(o, "mfaserve:", s, &s->h_http_ttft, NULL);
   if (s->o.metrics_vllm) vllm_compat(s, o, &st);
 }
 

@@ -277,6 +277,44 @@ test('8 concurrent streams each match their non-streamed text', async () => {
   }
 });
 
+test('a stream sends a chunk for new tokens whose text is held back; the first-token phases add up', async () => {
+  const body = { prompt: 'the held back world', max_tokens: 32, temperature: 0, ignore_eos: true };
+  const want = (await post(B, '/v1/completions', body)).json.choices[0].text;
+  assert(want.length > 0, 'some text');
+  const names = ['request_tokenize_time_seconds', 'request_submit_wait_time_seconds', 'request_queue_time_seconds',
+                 'request_prefill_time_seconds', 'request_first_byte_time_seconds',
+                 'http_time_to_first_token_seconds'];
+  const snap = async () => {
+    const t = await (await fetch(B + '/metrics')).text();
+    return Object.fromEntries(names.map((n) => [n, [metricIn(t, 'mfaserve:' + n + '_sum'),
+                                                    metricIn(t, 'mfaserve:' + n + '_count')]]));
+  };
+  const before = await snap();
+  // every prefix of the output is a prefix of this stop string, so the whole text is held back to the end
+  const r = await fetch(B + '/v1/completions', { method: 'POST', headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ ...body, stream: true, stop: [want + '\u0001'] }) });
+  const ev = (await sse(r)).filter((e) => e !== '[DONE]' && e.choices.length);
+  assert(ev.length >= 2, `chunks before the last (${ev.length} chunks)`);
+  for (const e of ev.slice(0, -1)) eq(e.choices[0].text, '', 'held-back text is not sent early');
+  eq(ev.map((e) => e.choices[0].text).join(''), want, 'the text, once');
+  await sleep(50); // the queue time is observed with the request's last event
+  const after = await snap();
+  const d = {};
+  for (const n of names) {
+    eq(after[n][1] - before[n][1], 1, n + ' observed once');
+    d[n] = after[n][0] - before[n][0];
+    assert(d[n] >= 0 && d[n] < 5, `${n}: ${d[n]} s`);
+  }
+  const parts = d.request_tokenize_time_seconds + d.request_submit_wait_time_seconds +
+    d.request_queue_time_seconds + d.request_prefill_time_seconds + d.request_first_byte_time_seconds;
+  assert(parts <= d.http_time_to_first_token_seconds + 1e-3 && parts > 0.5 * d.http_time_to_first_token_seconds,
+         `phases ${parts} s vs arrival to first byte ${d.http_time_to_first_token_seconds} s`);
+  const t = await (await fetch(B + '/metrics')).text();
+  eq(metricTypes(t)['vllm:request_prefill_time_seconds'], 'histogram', "vLLM's prefill histogram");
+  eq(metricIn(t, 'vllm:request_prefill_time_seconds_count'), metricIn(t, 'mfaserve:request_prefill_time_seconds_count'),
+     'the same under both names');
+});
+
 async function abortCount(want) { // the loop counts a request once its last event arrives
   const t = Date.now();
   let n;
