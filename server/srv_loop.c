@@ -7,8 +7,11 @@
  * never from inside an MHD callback.
  *
  * A suspended connection is not polled by MHD, so MHD cannot see its client
- * leave; while suspended, a uv_poll_t on the socket waits for UV_DISCONNECT
- * (EPOLLRDHUP) and cancels the request.
+ * leave; from its first suspension to the end of its request a uv_poll_t on
+ * the socket waits for UV_DISCONNECT (EPOLLRDHUP) and cancels the request.
+ * It stays armed while the connection is resumed (a stream is suspended and
+ * resumed once per token: stopping and starting the poll each time cost
+ * two epoll_ctl calls per token).
  *
  * The model loads on a worker (uv_queue_work) while /health answers 503.
  * The scheduler wakes the loop with uv_async_send; the loop takes every
@@ -148,15 +151,14 @@ void srv_conn_suspend(srv_conn *cc) {
       cc->watch.data = cc;
       cc->watching = 1;
       cc->refs++;
+      uv_poll_start(&cc->watch, UV_DISCONNECT, on_watch);
     }
   }
-  if (cc->watching) uv_poll_start(&cc->watch, UV_DISCONNECT, on_watch);
 }
 
 void srv_conn_resume(srv_conn *cc) {
   if (!cc->suspended) return;
   cc->suspended = 0;
-  if (cc->watching) uv_poll_stop(&cc->watch);
   MHD_resume_connection(cc->mc);
   srv_kick(cc->s);
 }
