@@ -11,7 +11,11 @@
  * request (transport error, HTTP status other than 200, an error object in
  * the stream, or no output chunk at all) is counted with its reason and the
  * run goes on. Exit status: 0, 1 when no request succeeded (or the server
- * could not be asked for its model), 2 for bad flags. */
+ * could not be asked for its model), 2 for bad flags.
+ *
+ * When the server's /metrics has mfaserve's first-token phase histograms,
+ * they are read before and after the timed run and the mean of each phase
+ * over the run is reported too ("server_phases_ms"). */
 #include "bench_serve.h"
 
 #include <cjson/cJSON.h>
@@ -544,6 +548,57 @@ static int first_model(const char *base, struct curl_slist *hdr, char *out, size
   return rc;
 }
 
+/* ---- the server's first-token phases (mfaserve's /metrics) ---- */
+
+static const struct {
+  const char *key, *metric, *label;
+} phases[] = {
+    {"arrival_to_tokenized", "request_tokenize_time_seconds", "HTTP arrival -> tokenized"},
+    {"tokenized_to_submitted", "request_submit_wait_time_seconds", "tokenized -> submitted"},
+    {"submitted_to_scheduled", "request_queue_time_seconds", "submitted -> scheduled (queue)"},
+    {"scheduled_to_first_token", "request_prefill_time_seconds", "scheduled -> first token (prefill)"},
+    {"first_token_to_first_byte", "request_first_byte_time_seconds", "first token -> its chunk sent"},
+    {"arrival_to_first_byte", "http_time_to_first_token_seconds", "HTTP arrival -> first token sent"},
+};
+#define N_PHASES (int)(sizeof phases / sizeof phases[0])
+
+/* GET <base>/metrics: the _sum and _count of each phase histogram (NAN when
+ * absent). 0 if the scrape worked, -1 if not (nothing printed). */
+static int phases_scrape(const char *base, struct curl_slist *hdr, double *sum, double *cnt) {
+  for (int i = 0; i < N_PHASES; i++) sum[i] = cnt[i] = NAN;
+  char url[2048];
+  snprintf(url, sizeof url, "%s/metrics", base);
+  CURL *h = curl_easy_init();
+  if (!h) return -1;
+  buf b = {0};
+  curl_easy_setopt(h, CURLOPT_URL, url);
+  curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdr);
+  curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, collect);
+  curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
+  curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(h, CURLOPT_TIMEOUT, 10L);
+  CURLcode res = curl_easy_perform(h);
+  long status = 0;
+  curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+  curl_easy_cleanup(h);
+  int rc = res == CURLE_OK && status == 200 && b.p ? 0 : -1;
+  for (char *line = rc ? NULL : b.p; line && *line;) {
+    char *nl = strchr(line, '\n');
+    if (nl) *nl = 0;
+    for (int i = 0; i < N_PHASES; i++) {
+      size_t ml = strlen(phases[i].metric);
+      if (strncmp(line, "mfaserve:", 9) || strncmp(line + 9, phases[i].metric, ml)) continue;
+      const char *rest = line + 9 + ml, *sp = strrchr(line, ' ');
+      if (!sp) continue;
+      if (!strncmp(rest, "_sum{", 5)) sum[i] = strtod(sp + 1, NULL);
+      else if (!strncmp(rest, "_count{", 7)) cnt[i] = strtod(sp + 1, NULL);
+    }
+    line = nl ? nl + 1 : NULL;
+  }
+  free(b.p);
+  return rc;
+}
+
 /* ---- report ---- */
 
 static void pct_word(char *out, size_t cap, double p) {
@@ -728,7 +783,16 @@ int bench_serve_main(int argc, char **argv) {
   if (!quiet)
     fprintf(stderr, "bench serve: %d requests to %s, model %s, rate %g req/s, burstiness %g, max concurrency %d\n",
             num_prompts, url, model, rate, burst, max_conc);
+  double ph_sum0[N_PHASES], ph_cnt0[N_PHASES], ph_sum1[N_PHASES], ph_cnt1[N_PHASES], ph_ms[N_PHASES];
+  int have_phases = phases_scrape(base_trim, hdr, ph_sum0, ph_cnt0) == 0;
   if (run_requests(&run, tq, at + warmup, num_prompts, max_conc, &t0, &t1)) goto curl_failed;
+  have_phases = have_phases && phases_scrape(base_trim, hdr, ph_sum1, ph_cnt1) == 0;
+  int n_phases = 0;
+  for (int i = 0; i < N_PHASES; i++) {
+    double c = ph_cnt1[i] - ph_cnt0[i];
+    ph_ms[i] = have_phases && c > 0 ? 1e3 * (ph_sum1[i] - ph_sum0[i]) / c : NAN; /* NAN - x stays NAN */
+    n_phases += !isnan(ph_ms[i]);
+  }
   for (int i = 0; i < num_prompts; i++) {
     bsv_req *r = &tq[i];
     res[i] = (bsv_result){.ok = r->ok, .prompt_len = r->prompt_len};
@@ -771,6 +835,11 @@ int bench_serve_main(int argc, char **argv) {
     print_dist("Time per Output Token (excl. 1st token)", "TPOT", &m.tpot, pcts, npct);
     print_dist("Inter-token Latency", "ITL", &m.itl, pcts, npct);
     print_dist("End-to-end Latency", "E2EL", &m.e2el, pcts, npct);
+    if (n_phases) {
+      printf("-----First token in the server (mean ms)-----------\n");
+      for (int i = 0; i < N_PHASES; i++)
+        if (!isnan(ph_ms[i])) printf("%-40s %-10.3f\n", phases[i].label, ph_ms[i]);
+    }
     printf("==================================================\n");
     for (int k = 0; k < nreason; k++) printf("failed x%d: %s\n", rcount[k], tq[rfirst[k]].err);
     fflush(stdout);
@@ -817,6 +886,11 @@ int bench_serve_main(int argc, char **argv) {
   json_dist(out, "tpot", &m.tpot, pcts, npct);
   json_dist(out, "itl", &m.itl, pcts, npct);
   json_dist(out, "e2el", &m.e2el, pcts, npct);
+  if (n_phases) {
+    cJSON *ph = cJSON_AddObjectToObject(out, "server_phases_ms");
+    for (int i = 0; i < N_PHASES; i++)
+      if (!isnan(ph_ms[i])) cJSON_AddNumberToObject(ph, phases[i].key, ph_ms[i]);
+  }
   cJSON *il = cJSON_AddArrayToObject(out, "input_lens"), *ol = cJSON_AddArrayToObject(out, "output_lens");
   cJSON *tt = cJSON_AddArrayToObject(out, "ttfts"), *ee = cJSON_AddArrayToObject(out, "e2els");
   cJSON *it = cJSON_AddArrayToObject(out, "itls"), *er = cJSON_AddArrayToObject(out, "errors");

@@ -3,7 +3,7 @@
 loopback port with the tiny random model and runs `bench serve` against it
 briefly (8 prompts, twice: all at once under a cap with warm-up, then Poisson
 arrivals with a shared prefix), checking every request succeeds and the JSON
-has the report's fields. This is what CI runs to show the tool works; the
+has the report's fields and the server's first-token phases. This is what CI runs to show the tool works; the
 figures themselves mean nothing on a 131k-parameter model."""
 import json
 import os
@@ -19,6 +19,8 @@ FIELDS = ["duration", "completed", "failed", "total_input_tokens", "total_output
           "request_goodput", "output_throughput", "total_token_throughput", "max_concurrent_requests", "model_id",
           "input_lens", "output_lens", "ttfts", "itls", "e2els", "errors"] + [
           "%s_%s_ms" % (s, m) for m in ("ttft", "tpot", "itl", "e2el") for s in ("mean", "median", "std", "p99")]
+PHASES = ["arrival_to_tokenized", "tokenized_to_submitted", "submitted_to_scheduled", "scheduled_to_first_token",
+          "first_token_to_first_byte", "arrival_to_first_byte"]  # the last spans the others
 FAILS = []
 
 
@@ -82,6 +84,15 @@ def main():
             check(r.get("total_input_tokens") == sum(r.get("input_lens", [])), "input tokens add up")
             check(all(t > 0 for t in r.get("ttfts", [0])), "TTFTs positive")
             check(r.get("median_e2el_ms", -1) >= r.get("median_ttft_ms", 0), "E2EL >= TTFT")
+            # the server's first-token phases, from its /metrics before and after the run
+            ph = r.get("server_phases_ms", {})
+            check(sorted(ph) == sorted(PHASES), "server_phases_ms has the phases (%s)" % sorted(ph))
+            check(all(v >= 0 for v in ph.values()), "phases non-negative")
+            parts = sum(ph.get(k, 0) for k in PHASES[:-1])
+            check(0 < parts <= ph.get(PHASES[-1], 0) + 0.01, "phases (%.3f ms) within arrival -> first byte (%.3f ms)"
+                  % (parts, ph.get(PHASES[-1], 0)))
+            check(ph.get(PHASES[-1], 1e9) <= r.get("mean_ttft_ms", 0),
+                  "the server's arrival -> first byte is within the client's TTFT")
     finally:
         srv.terminate()
         try:
