@@ -42,7 +42,12 @@ static uint64_t default_kv_bytes(void) {
 int cmd_serve(int argc, char **argv) {
   const char *model = cli_default_model(), *host = "127.0.0.1", *served = NULL, *api_key = NULL;
   const char *kv_dtype = "f16", *chat_template = "auto", *log_level = "info", *metrics_compat = "vllm";
-  int port = 8000, max_num_seqs = 64, max_batched = 2048, max_queued = 256, max_model_len = 0, block_size = 16;
+  /* 512 tokens per step (vLLM's chunked-prefill default before V1): on a few
+   * CPU cores a 2048-token step takes ~0.45 s (74M model, 2 cores), every
+   * running stream stalls that long, and prompts arriving together finish
+   * together and keep arriving together; at 512 a step's prefill stays near
+   * its peak rate (BENCHMARKS.md, issue 17) */
+  int port = 8000, max_num_seqs = 64, max_batched = 512, max_queued = 256, max_model_len = 0, block_size = 16;
   int threads = 0, use_mmap = 0;
   const char *quant = "none";
   const char *isa = NULL;
