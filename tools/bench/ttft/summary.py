@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Medians of tools/bench/ttft/run.sh's results, grouped by binary label,
 prompt length and client count (the file name without -<TAG>-r<round>),
-as a Markdown table; quiet/BUSY per run from tools/bench/results/load.log.
+as a Markdown table, over every run (--quiet-only: over the runs that
+check_load found quiet when they started, where there is one); each run's
+figures and quiet/BUSY state (tools/bench/results/load.log) follow its row.
 
     python3 tools/bench/ttft/summary.py tools/bench/results/ttft/*.json
 """
@@ -28,6 +30,8 @@ def load_states():
 
 
 def main(paths):
+    quiet_only = "--quiet-only" in paths
+    paths = [p for p in paths if p != "--quiet-only"]
     states = load_states()
     groups = collections.OrderedDict()
     for p in sorted(paths):
@@ -40,7 +44,7 @@ def main(paths):
           " server phases, mean ms (tokenize / submit / queue / prefill / first byte) |")
     print("|---|---|---|---|---|---|---|---|")
     for key, runs in groups.items():
-        quiet = [r for r in runs if r["_state"] == "quiet"] or runs
+        quiet = ([r for r in runs if r["_state"] == "quiet"] if quiet_only else []) or runs
         med = lambda f: statistics.median(f(r) for r in quiet)
         ph = [r.get("server_phases_ms") for r in quiet if r.get("server_phases_ms")]
         phs = ""
