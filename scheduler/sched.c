@@ -97,6 +97,7 @@ struct sched {
   uint32_t *gmask;     /* [ceil(V/32)] the constrained sequence's allowed ids */
   int *step_draft_n;   /* draft tokens of each step's sequence (0: none) */
   int32_t *step_draft; /* [max_num_seqs][SCHED_MAX_SPEC] the drafts */
+  int step_drafted;    /* draft tokens planned so far in this step */
 
   /* events */
   pthread_mutex_t ev_mu;
@@ -681,22 +682,32 @@ static int ngram_propose(const int32_t *t, int n, int gmin, int gmax, int k, int
 }
 
 /* How long a draft pays. A draft token is kept with probability a (the
- * sequence's recent acceptance rate, from a prior of 1/2), so a draft of d
- * tokens yields E(d) = 1 + a + ... + a^d tokens, while each token more in
- * the step costs c (sched_opts.spec_row_cost) of a one-token step (on the 2-core machine
- * BENCHMARKS.md describes, a 5-row step of the bundled model takes ~2x a
- * one-row one). With B sequences in the step the rate is
- * (B - 1 + E(d)) / (1 + c (B - 1 + d)); the d that maximizes it, at most k.
- * At batch 1 a draft pays from a = c; with many sequences only drafts
- * that are nearly always right do, as a verified row then delays them all. */
-static int spec_len(const sched *s, const sseq *q, int k, int batch) {
-  double a = (q->spec_hit + 1.0) / (q->spec_try + 2.0), e = 1, term = 1, c = s->o.spec_row_cost;
-  double best = (batch - 1 + e) / (1 + c * (batch - 1));
+ * sequence's recent acceptance rate, from a prior of 0.8), so a draft of d
+ * tokens yields E(d) = 1 + a + ... + a^d tokens. It costs the step time of
+ * d more rows: with R rows planned in the step so far, the rate is
+ * (R - 1 + E(d)) / T(R + d), and the d that maximizes it (at most k) is
+ * taken. T(n), in one-token steps, is 1 + c (n - 1) plus c more once a
+ * step has two rows or more (c = sched_opts.spec_row_cost): the shape
+ * measured on the 2-core development machine with the bundled model
+ * (`bench batch`: 2 rows 1.2-1.8x a one-row step, the one-row product
+ * being a faster kernel; 5 rows ~2.3x, 8 rows ~3.5x; c = 0.3). So at batch
+ * 1 a one-token draft does not pay below a = 0.6, a long one is worth it
+ * from a ~ 0.65, and with many sequences a verified row delays them all:
+ * only drafts nearly always right are tried. */
+static double step_cost(const sched *s, int n) {
+  double c = s->o.spec_row_cost;
+  return 1 + c * (n - 1) + (n >= 2 ? c : 0);
+}
+
+static int spec_len(const sched *s, const sseq *q, int k, int rows) {
+  /* an optimistic prior (0.8): a sequence tries a draft early, and again once its record has faded */
+  double a = (q->spec_hit + 2.0) / (q->spec_try + 2.5), e = 1, term = 1;
+  double best = rows / step_cost(s, rows);
   int d = 0;
   for (int j = 1; j <= k; j++) {
     term *= a;
     e += term;
-    double v = (batch - 1 + e) / (1 + c * (batch - 1 + j));
+    double v = (rows - 1 + e) / step_cost(s, rows + j);
     if (v > best) best = v, d = j;
   }
   return d;
@@ -715,7 +726,7 @@ static int seq_draft(sched *s, sseq *q, int room, int32_t *out) {
   /* no point drafting past the last token the request may emit or the context */
   int k = MFS_MIN(MFS_MIN(s->o.spec_tokens, room), r->p.max_tokens - q->n_out - 1);
   k = MFS_MIN(k, s->o.max_model_len - q->n_toks - 1);
-  if (k > 0) k = spec_len(s, q, k, s->running.n);
+  if (k > 0) k = spec_len(s, q, k, s->running.n + s->step_drafted);
   if (k <= 0) return 0;
   int m = ngram_propose(q->toks, q->n_toks, s->o.spec_ngram_min, s->o.spec_ngram_max, k, out);
   if (m <= 0) return 0;
@@ -759,6 +770,7 @@ static void step(sched *s) {
   int V = s->info->vocab;
   /* 1. running sequences, oldest admitted first */
   int visited = 0;
+  s->step_drafted = 0;
   for (sseq *q = s->running.head, *next; q && budget > 0 && ns < s->o.max_num_seqs; q = next) {
     next = q->next;
     int n = MFS_MIN(q->n_toks - q->n_computed, budget);
@@ -787,6 +799,7 @@ static void step(sched *s) {
       continue;
     }
     s->step_draft_n[ns] = nd;
+    s->step_drafted += nd;
     n += nd;
     s->step_n[ns] = n;
     s->step_seqs[ns++] = q;
@@ -1007,7 +1020,7 @@ int sched_new(sched **out, const eng_model *m, const sched_opts *o) {
   s->m = m;
   s->info = in;
   s->o = *o;
-  if (s->o.spec_row_cost == 0) s->o.spec_row_cost = 0.25;
+  if (s->o.spec_row_cost == 0) s->o.spec_row_cost = 0.3;
   if (s->o.max_model_len <= 0 || s->o.max_model_len > in->max_pos) s->o.max_model_len = in->max_pos;
   pthread_mutex_init(&s->mu, NULL);
   pthread_cond_init(&s->cv, NULL);

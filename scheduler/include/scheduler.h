@@ -139,10 +139,12 @@ typedef struct sched_opts {
   int spec_tokens;            /* 0..SCHED_MAX_SPEC */
   int spec_ngram_min, spec_ngram_max; /* 1 <= min <= max */
   /* The time one more token in a step adds, as a fraction of a one-token
-   * step (0: 0.25, measured on the bundled model at batch 1): the draft's
-   * length is chosen per sequence from it, the batch size and the
-   * sequence's recent acceptance rate (sched.c spec_len); near 0 every
-   * draft is as long as the match allows. */
+   * step (a step of two rows or more pays it once more: the one-row
+   * product is a faster kernel); 0: 0.3, measured on the bundled model at
+   * batch 1 on 2 cores. The draft's length is chosen per sequence from it,
+   * the rows in the step and the sequence's recent acceptance rate
+   * (sched.c spec_len); near 0 every draft is as long as the match
+   * allows (tests). */
   double spec_row_cost;
 } sched_opts;
 
