@@ -258,6 +258,7 @@ test('errors: bodies, parameters, model, route, method, key, size, context', asy
 // Limits and shutdown on a server of their own: 429 past the queue, then
 // SIGTERM: 503 for new requests and a stream cut by --shutdown-timeout.
 test('429, 503 while draining, and the error event that ends a stream at shutdown', async () => {
+  let fresh = null; // the request sent while draining (set once SIGTERM went out)
   const s = await startServer(bin, model, ['--max-num-seqs', '1', '--max-queued-requests', '1',
                                            '--max-model-len', '4096', '--shutdown-timeout', '0.2']);
   try {
@@ -267,7 +268,7 @@ test('429, 503 while draining, and the error event that ends a stream at shutdow
     assert(busy.length >= 1, 'some 429: ' + rs.map((r) => r.status));
     for (const r of busy) isError(r, 429, 'queue full');
     for (const r of rs.filter((x) => x.status === 200)) check(CMPL, r.json, 'a request that got in');
-    let fresh = null;
+
     const cut = { messages: msgs, max_tokens: 4000, ignore_eos: true };
     const { chunks, errors } = await stream('/v1/chat/completions', cut, CHAT_CHUNK, 'stream cut at shutdown', {
       base: s.base, allowErrors: true,
@@ -286,6 +287,9 @@ test('429, 503 while draining, and the error event that ends a stream at shutdow
     assert(chunks.length >= 1, 'chunks before the cut');
     assert(chunks.every((c) => c.choices.every((x) => x.finish_reason === null)), 'no finish_reason on a cut stream');
   } finally {
+    // SIGTERM was sent once already (a second one stops the server at once, by design): give the
+    // drain time to end before stop() sends another
+    if (fresh) await Promise.race([s.exit, sleep(10000)]);
     eq((await s.stop()).code, 0, 'exit status');
   }
 });
