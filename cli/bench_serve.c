@@ -510,23 +510,29 @@ static size_t collect(char *data, size_t size, size_t nmemb, void *ud) {
   return size * nmemb;
 }
 
+/* GET url into b (at most 1 MiB), the HTTP status into *status. */
+static CURLcode http_get(const char *url, struct curl_slist *hdr, long timeout_s, buf *b, long *status) {
+  CURL *h = curl_easy_init();
+  if (!h) return CURLE_FAILED_INIT;
+  curl_easy_setopt(h, CURLOPT_URL, url);
+  curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdr);
+  curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, collect);
+  curl_easy_setopt(h, CURLOPT_WRITEDATA, b);
+  curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(h, CURLOPT_TIMEOUT, timeout_s);
+  CURLcode res = curl_easy_perform(h);
+  curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, status);
+  curl_easy_cleanup(h);
+  return res;
+}
+
 /* The first model GET <base>/v1/models lists, into out[cap]. 0 or -1 (printed). */
 static int first_model(const char *base, struct curl_slist *hdr, char *out, size_t cap) {
   char url[2048];
   snprintf(url, sizeof url, "%s/v1/models", base);
-  CURL *h = curl_easy_init();
-  if (!h) return -1;
   buf b = {0};
-  curl_easy_setopt(h, CURLOPT_URL, url);
-  curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdr);
-  curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, collect);
-  curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
-  curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(h, CURLOPT_TIMEOUT, 30L);
-  CURLcode res = curl_easy_perform(h);
   long status = 0;
-  curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-  curl_easy_cleanup(h);
+  CURLcode res = http_get(url, hdr, 30, &b, &status);
   int rc = -1;
   if (res != CURLE_OK) {
     fprintf(stderr, "mfaserve bench serve: GET %s: %s\n", url, curl_easy_strerror(res));
@@ -568,19 +574,9 @@ static int phases_scrape(const char *base, struct curl_slist *hdr, double *sum, 
   for (int i = 0; i < N_PHASES; i++) sum[i] = cnt[i] = NAN;
   char url[2048];
   snprintf(url, sizeof url, "%s/metrics", base);
-  CURL *h = curl_easy_init();
-  if (!h) return -1;
   buf b = {0};
-  curl_easy_setopt(h, CURLOPT_URL, url);
-  curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdr);
-  curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, collect);
-  curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
-  curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(h, CURLOPT_TIMEOUT, 10L);
-  CURLcode res = curl_easy_perform(h);
   long status = 0;
-  curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-  curl_easy_cleanup(h);
+  CURLcode res = http_get(url, hdr, 10, &b, &status);
   int rc = res == CURLE_OK && status == 200 && b.p ? 0 : -1;
   for (char *line = rc ? NULL : b.p; line && *line;) {
     char *nl = strchr(line, '\n');
