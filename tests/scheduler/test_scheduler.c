@@ -498,11 +498,17 @@ static void test_constrained(void) {
 static int32_t spec_prompts[NSPEC][64];
 static int spec_plen[NSPEC];
 
-static void run_set(result *rs, const sched_request_params *ps, int n, int max_seqs, uint64_t kv, sched_stats *st) {
+/* Runs n requests on s (all submitted at once) until they end. */
+static void run_on(sched *s, result *rs, const sched_request_params *ps, int n) {
   memset(rs, 0, (size_t)n * sizeof *rs);
-  sched *s = mk(max_seqs, 256, kv, 16);
   for (int i = 0; i < n; i++) CHECK(sched_request_submit(s, &ps[i], &rs[i].id) == 0, "submit %d", i);
   run_until_done(s, rs, n, 120);
+}
+
+/* The same on a scheduler of its own; its stats when idle into st. */
+static void run_set(result *rs, const sched_request_params *ps, int n, int max_seqs, uint64_t kv, sched_stats *st) {
+  sched *s = mk(max_seqs, 256, kv, 16);
+  run_on(s, rs, ps, n);
   if (st) stats_when_idle(s, st);
   sched_free(s);
 }
@@ -594,6 +600,7 @@ static void test_speculative(void) {
     spec_k = side ? 4 : 0;
     static result rs[BATCH];
     static sched_request_params bp[BATCH];
+    sched *sc = mk(16, 256, pool_bytes(512, 16), 16); /* one scheduler a side, batches in turn */
     for (int b0 = 0; b0 < NS; b0 += BATCH) {
       for (int i = 0; i < BATCH; i++) {
         params(&bp[i], rep, 40, 3);
@@ -605,15 +612,12 @@ static void test_speculative(void) {
         bp[i].sampling.has_seed = 1;
         bp[i].sampling.seed = (uint64_t)(side * 1000000 + b0 + i);
       }
-      sched_stats one;
-      run_set(rs, bp, BATCH, 16, pool_bytes(512, 16), &one);
+      run_on(sc, rs, bp, BATCH);
       for (int i = 0; i < BATCH; i++)
         if (rs[i].ntok[0] >= 3 && rs[i].toks[0][2] >= 0 && rs[i].toks[0][2] < 4096) cnt[side][rs[i].toks[0][2]]++;
-      if (side) {
-        sst.spec_draft_tokens_total += one.spec_draft_tokens_total;
-        sst.spec_accepted_tokens_total += one.spec_accepted_tokens_total;
-      }
     }
+    if (side) stats_when_idle(sc, &sst);
+    sched_free(sc);
   }
   spec_k = 0;
   /* chi-square test of homogeneity over the tokens seen >= 10 times in all, the rest pooled */
