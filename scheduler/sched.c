@@ -97,7 +97,6 @@ struct sched {
   uint32_t *gmask;     /* [ceil(V/32)] the constrained sequence's allowed ids */
   int *step_draft_n;   /* draft tokens of each step's sequence (0: none) */
   int32_t *step_draft; /* [max_num_seqs][SCHED_MAX_SPEC] the drafts */
-  int step_drafted;    /* draft tokens planned so far in this step */
 
   /* events */
   pthread_mutex_t ev_mu;
@@ -283,14 +282,20 @@ static void free_dead(sched *s) {
   }
 }
 
-static int seq_push_token(sseq *q, int32_t t) {
-  if (q->n_toks == q->cap_toks) {
+/* Room in q->toks for at least `need` tokens (doubling). 0 or MFS_ENOMEM. */
+static int seq_toks_room(sseq *q, int need) {
+  while (need > q->cap_toks) {
     int cap = q->cap_toks * 2;
     int32_t *n = realloc(q->toks, (size_t)cap * sizeof *n);
     if (!n) return MFS_ENOMEM;
     q->toks = n;
     q->cap_toks = cap;
   }
+  return 0;
+}
+
+static int seq_push_token(sseq *q, int32_t t) {
+  if (seq_toks_room(q, q->n_toks + 1)) return MFS_ENOMEM;
   q->toks[q->n_toks++] = t;
   return 0;
 }
@@ -713,10 +718,10 @@ static int spec_len(const sched *s, const sseq *q, int k, int rows) {
   return d;
 }
 
-/* A draft for q, a decoding sequence, of at most `room` tokens; it is
- * written into q->toks past n_toks (so the batch copies it with the pending
- * token) and into out. Returns its length. */
-static int seq_draft(sched *s, sseq *q, int room, int32_t *out) {
+/* A draft for q, a decoding sequence, of at most `room` tokens, in a step
+ * of `rows` rows so far; it is written into q->toks past n_toks (so the
+ * batch copies it with the pending token) and into out. Returns its length. */
+static int seq_draft(sched *s, sseq *q, int room, int rows, int32_t *out) {
   sreq *r = q->r;
   if (s->o.spec_tokens <= 0 || !r->forked || q->n_out == 0 || q->n_toks - q->n_computed != 1) return 0;
   /* what the sequence's draft record says has faded a little: one that
@@ -726,17 +731,10 @@ static int seq_draft(sched *s, sseq *q, int room, int32_t *out) {
   /* no point drafting past the last token the request may emit or the context */
   int k = MFS_MIN(MFS_MIN(s->o.spec_tokens, room), r->p.max_tokens - q->n_out - 1);
   k = MFS_MIN(k, s->o.max_model_len - q->n_toks - 1);
-  if (k > 0) k = spec_len(s, q, k, s->running.n + s->step_drafted);
+  if (k > 0) k = spec_len(s, q, k, rows);
   if (k <= 0) return 0;
   int m = ngram_propose(q->toks, q->n_toks, s->o.spec_ngram_min, s->o.spec_ngram_max, k, out);
-  if (m <= 0) return 0;
-  while (q->n_toks + m > q->cap_toks) {
-    int cap = q->cap_toks * 2;
-    int32_t *nt = realloc(q->toks, (size_t)cap * sizeof *nt);
-    if (!nt) return 0;
-    q->toks = nt;
-    q->cap_toks = cap;
-  }
+  if (m <= 0 || seq_toks_room(q, q->n_toks + m)) return 0;
   memcpy(q->toks + q->n_toks, out, (size_t)m * sizeof *out);
   return m;
 }
@@ -769,13 +767,13 @@ static void step(sched *s) {
   int budget = s->o.max_num_batched_tokens, ns = 0, rows = 0, ntok = 0;
   int V = s->info->vocab;
   /* 1. running sequences, oldest admitted first */
-  int visited = 0;
-  s->step_drafted = 0;
+  int visited = 0, drafted = 0; /* drafted: draft tokens planned so far in this step */
   for (sseq *q = s->running.head, *next; q && budget > 0 && ns < s->o.max_num_seqs; q = next) {
     next = q->next;
     int n = MFS_MIN(q->n_toks - q->n_computed, budget);
     /* a draft takes only budget left after one token for each running sequence */
-    int nd = seq_draft(s, q, budget - 1 - (s->running.n - ++visited), s->step_draft + (size_t)ns * SCHED_MAX_SPEC);
+    int nd = seq_draft(s, q, budget - 1 - (s->running.n - ++visited), s->running.n + drafted,
+                       s->step_draft + (size_t)ns * SCHED_MAX_SPEC);
     int rc;
     /* a draft never preempts anyone: without room for it, the step goes without */
     if (nd && kvc_seq_reserve(s->kv, q->kv, q->n_computed + n + nd) != 0) nd = 0;
@@ -799,7 +797,7 @@ static void step(sched *s) {
       continue;
     }
     s->step_draft_n[ns] = nd;
-    s->step_drafted += nd;
+    drafted += nd;
     n += nd;
     s->step_n[ns] = n;
     s->step_seqs[ns++] = q;
@@ -1010,10 +1008,9 @@ void sched_free(sched *s) {
 
 int sched_new(sched **out, const eng_model *m, const sched_opts *o) {
   const eng_model_info *in = eng_model_get_info(m);
-  if (o && o->spec_tokens && !(o->spec_row_cost >= 0)) return MFS_EINVAL;
   if (!o || o->max_num_seqs < 1 || o->max_num_batched_tokens < 1 || o->max_queued < 0 || o->block_size < 1 ||
       o->spec_tokens < 0 || o->spec_tokens > SCHED_MAX_SPEC ||
-      (o->spec_tokens && (o->spec_ngram_min < 1 || o->spec_ngram_max < o->spec_ngram_min)))
+      (o->spec_tokens && (o->spec_ngram_min < 1 || o->spec_ngram_max < o->spec_ngram_min || !(o->spec_row_cost >= 0))))
     return MFS_EINVAL;
   sched *s = calloc(1, sizeof *s);
   if (!s) return MFS_ENOMEM;
