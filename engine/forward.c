@@ -99,7 +99,8 @@ typedef struct {
   mm_part parts[3];
   int blas;         /* F32 weights through OpenBLAS's sgemm (the bench's ceiling) */
   _Atomic int next; /* next unclaimed output column (or row panel, packing A) */
-  const float *ap;  /* in, packed (rows > few_max) */
+  int rl;           /* rows on lanes (K()->gemm_rl) */
+  const float *ap;  /* in, packed (rows > few_max, or rl: K_RL_MR-row panels) */
   const uint8_t *aq; /* in, quantized for the level's int8 product (qgemm_cols; quantized weights) */
   const float *da;
   float **bp;       /* per-thread weight panels */
@@ -118,6 +119,8 @@ static void mm_cols(const mm_job *j, const mm_part *pt, int a, int e, float *bp)
     kt->gemv(pt->out + a, w, e - a, j->k, j->in, j->beta, pt->w.dt);
   else if (j->aq)
     kt->qgemm_cols(pt->out + a, (size_t)pt->n, j->aq, j->da, j->rows, w, e - a, j->k, pt->w.dt, j->beta, bp);
+  else if (j->rl)
+    kt->gemm_rl(pt->out + a, pt->n, w, e - a, j->k, j->ap, j->rows, j->beta, pt->w.dt, bp);
   else if (j->rows <= kt->few_max)
     kt->gemm_few(pt->out + a, pt->n, w, e - a, j->k, j->in, j->rows, j->beta, pt->w.dt);
   else
@@ -136,10 +139,11 @@ static void mm_worker(void *arg, int ith, int nth) {
    * thread; a late worker still only loses its chunk to the caller); a few
    * rows (the blocked GEMV): 4 per thread balance best; more rows: big
    * chunks so each sgemm call amortises packing its input */
-  int few = j->rows <= K()->few_max && !j->aq, packed = !few && !j->blas;
+  int few = (j->rows <= K()->few_max || j->rl) && !j->aq, packed = !few && !j->blas;
   int parts_per_thread = j->rows == 1 ? 1 : few ? 4 : 2;
   int chunk = (total + parts_per_thread * nth - 1) / (parts_per_thread * nth);
   chunk = MFS_MAX(few ? 16 : 64, (chunk + 15) & ~15);
+  if (j->rl) chunk = MFS_MAX(48, (chunk + 23) / 24 * 24); /* whole blocks of 24 (or 12) weight rows */
   if (packed) chunk = k_gemm_chunk(); /* many rows: small chunks balance, the panels are reused across rows */
   for (;;) {
     int c0 = atomic_fetch_add(&j->next, chunk);
@@ -158,9 +162,9 @@ static void mm_worker(void *arg, int ith, int nth) {
 static void pack_worker(void *arg, int ith, int nth) {
   (void)ith, (void)nth;
   mm_job *j = arg;
-  int MR = K()->gemm_mr, nrb = (j->rows + MR - 1) / MR;
+  int MR = j->rl ? K_RL_MR : K()->gemm_mr, nrb = (j->rows + MR - 1) / MR;
   for (int rb; (rb = atomic_fetch_add(&j->next, 4)) < nrb;)
-    k_gemm_pack_a((float *)j->ap, j->in, j->rows, j->k, rb, MFS_MIN(nrb, rb + 4));
+    k_pack_a((float *)j->ap, j->in, j->rows, j->k, MR, rb, MFS_MIN(nrb, rb + 4));
 }
 
 /* row runs of the input quantized for qgemm_cols, claimed like columns */
@@ -169,6 +173,16 @@ static void quant_worker(void *arg, int ith, int nth) {
   mm_job *j = arg;
   for (int r; (r = atomic_fetch_add(&j->next, 4)) < j->rows;)
     K()->qgemm_quant_a((uint8_t *)j->aq, (float *)j->da, j->in, r, MFS_MIN(j->rows, r + 4), j->k);
+}
+
+/* rows on lanes: the level has it, the row count is in its range, and every
+ * part's weights are F32 / F16 / BF16 */
+static int rl_ok(const mm_job *j) {
+  const k_table *kt = K();
+  if (!kt->gemm_rl || j->blas || j->rows < kt->rl_min || j->rows > kt->rl_max || j->k % 16) return 0;
+  for (int p = 0; p < j->n_parts; p++)
+    if (st_is_quant(j->parts[p].w.dt)) return 0;
+  return 1;
 }
 
 static void mm_run(eng_ctx *c, mm_job *j) {
@@ -180,7 +194,7 @@ static void mm_run(eng_ctx *c, mm_job *j) {
     j->da = (const float *)(void *)((uint8_t *)c->apack + MFS_ALIGN_UP((size_t)j->rows * j->k, 64));
     tp_pool_run(c->tp, quant_worker, j);
     atomic_store(&j->next, 0);
-  } else if (j->rows > K()->few_max && !j->blas) {
+  } else if ((j->rl = rl_ok(j)) || (j->rows > K()->few_max && !j->blas)) {
     j->ap = c->apack;
     tp_pool_run(c->tp, pack_worker, j);
     atomic_store(&j->next, 0);
@@ -766,8 +780,8 @@ int eng_ctx_new(eng_ctx **out, const eng_model *m, const eng_ctx_opts *o) {
   c->hbuf = calloc((size_t)c->nth, sizeof(float *));
   if (!c->kbuf || !c->vbuf || !c->sbuf || !c->qbuf || !c->obuf || !c->bpack || !c->hbuf) goto fail;
   size_t kmax = MFS_MAX(MFS_MAX(d, (size_t)in->inter), MFS_MAX(MFS_MAX(H * hd, H * dv), C));
-  size_t MR = (size_t)K()->gemm_mr;
-  if (!(c->apack = falloc((T + MR - 1) / MR * MR * kmax))) goto fail;
+  size_t MR = (size_t)K()->gemm_mr, mr_pad = MFS_MAX(MR, (size_t)K_RL_MR); /* panels of either height */
+  if (!(c->apack = falloc((T + mr_pad - 1) / MR * MR * kmax + mr_pad * kmax))) goto fail;
   c->hm_k = MFS_MAX(in->nope_dim, in->kv_rank);
   for (int t = 0; t < c->nth; t++)
     if (!(c->kbuf[t] = falloc((size_t)KV_TILE * kd)) || !(c->vbuf[t] = falloc((size_t)KV_TILE * hd)) ||

@@ -30,7 +30,10 @@ int k_gemm_chunk(void) {
 }
 
 void k_gemm_pack_a(float *ap, const float *a, int rows, int k, int rb0, int rb1) {
-  const int MR = K()->gemm_mr;
+  k_pack_a(ap, a, rows, k, K()->gemm_mr, rb0, rb1);
+}
+
+void k_pack_a(float *ap, const float *a, int rows, int k, int MR, int rb0, int rb1) {
   for (int rb = rb0; rb < rb1; rb++) {
     float *dst = ap + (size_t)rb * k * MR;
     int r0 = rb * MR, nr = rows - r0 < MR ? rows - r0 : MR;

@@ -37,11 +37,20 @@ typedef struct k_table {
   int gemm_mr;       /* packed GEMM register tile: rows ... */
   int gemm_nr;       /* ... and columns (a multiple of the vector width) */
   int few_max;       /* up to this many rows gemm_few beats packing (measured per level) */
+  int rl_min, rl_max; /* rows for which gemm_rl beats both (0, 0 and NULL: a level without it) */
 
   void (*gemv)(float *y, const void *w, int n, int k, const float *x, float beta, st_dtype dt);
   /* 2 <= M <= few_max input rows */
   void (*gemm_few)(float *out, int ldo, const void *w, int n, int k, const float *in, int M, float beta,
                    st_dtype dt);
+  /* Rows on lanes: out[m][i] (ldo) = beta * out + W[i] . A[m] for
+   * rl_min <= M <= rl_max, A packed by k_pack_a(.., K_RL_MR, ..) into panels
+   * ap[M / 16][k][16] (zero past the last row); dt F32 / F16 / BF16,
+   * k % 16 == 0; scratch: k_gemm_scratch_floats(). Each weight is widened
+   * once and broadcast against a vector of 16 rows, so there are no
+   * horizontal sums and the weights cross the memory bus once. */
+  void (*gemm_rl)(float *out, int ldo, const void *w, int n, int k, const float *ap, int M, float beta,
+                  st_dtype dt, float *scratch);
   /* bp[p][j] = W[j][p] for p < kc, j < ncols (<= NR), 0 for ncols <= j < NR;
    * w points at W[j0][p0], ldw is k */
   void (*gemm_pack_b)(float *bp, const void *w, size_t ldw, int ncols, int kc, st_dtype dt);
@@ -111,8 +120,10 @@ const k_table *k_level_by_name(const char *name);
 int k_gemm_chunk(void);            /* columns per chunk at the running level */
 size_t k_gemm_scratch_floats(void); /* bp scratch k_gemm_cols needs per worker */
 /* Row panels [rb0, rb1) of A[rows][k] into ap[rb][k][MR] (zero past rows);
- * ap holds ceil(rows / MR) * MR * k floats. */
+ * ap holds ceil(rows / MR) * MR * k floats. k_gemm_pack_a: MR = gemm_mr. */
+void k_pack_a(float *ap, const float *a, int rows, int k, int MR, int rb0, int rb1);
 void k_gemm_pack_a(float *ap, const float *a, int rows, int k, int rb0, int rb1);
+#define K_RL_MR 16 /* gemm_rl's panel height */
 /* C[rows][ncols] (ldc) = beta C + A W^T for W[ncols][k] at w (a row range of
  * the weights), A packed by k_gemm_pack_a; bp: k_gemm_scratch_floats(). */
 void k_gemm_cols(float *c, size_t ldc, const float *ap, int rows, const void *w, int ncols, int k, st_dtype dt,

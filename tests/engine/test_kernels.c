@@ -220,14 +220,14 @@ static void q_fill(uint8_t *b, size_t nblocks, st_dtype dt) {
 enum {
   KS_GEMV, KS_FEW, KS_PACK, KS_TILE, KS_GEMM, KS_GEMM_BLAS, KS_FEW_BLAS, KS_WIDEN, KS_F16, KS_ROPE,
   KS_SWIGLU, KS_SCORES, KS_SCORES_FEW, KS_SOFTMAX, KS_ACCUM, KS_BURN, KS_KVQ, KS_KVDQ, KS_QROW, KS_QWIDEN,
-  KS_GEMM_F64, KS_QGEMM_A, KS_QGEMM, KS_N
+  KS_GEMM_F64, KS_QGEMM_A, KS_QGEMM, KS_RL, KS_N
 };
 static const char *ks_name[KS_N] = {"gemv", "gemm_few", "gemm_pack_b", "gemm_tile", "k_gemm vs generic",
                                     "k_gemm vs cblas", "gemm_few vs cblas", "widen", "f32_to_f16", "rope_to",
                                     "swiglu", "attn_scores", "attn_scores_few", "attn_softmax", "attn_accum",
                                     "fma_burn", "k_kv_quant", "kv_dequant", "k_quantize_row",
                                     "widen q8_0/q4_0", "k_gemm vs float64", "qgemm_quant_a",
-                                    "qgemm_cols"};
+                                    "qgemm_cols", "gemm_rl"};
 typedef struct {
   long cases, failed, printed;
   double worst; /* max |err| / tol over the passing comparisons */
@@ -539,6 +539,64 @@ static void case_few_blas(const k_table *t, st_dtype dt, int M, int n, int k, fl
   case_end();
   free(want), free(mag), free(c0), free(cb), free(cl), free(in);
   wmat_free(&W);
+}
+
+/* ----------------------------------------------------------- gemm_rl */
+
+/* Rows on lanes (levels that have it): A packed into K_RL_MR-row panels by
+ * k_pack_a, against float64 and the generic gemm_few on the same rows;
+ * ashift: the panels handed over one position late (the self-check: must
+ * fail). Returns the elements out of tolerance. */
+static long case_rl(const k_table *t, st_dtype dt, int M, int n, int k, float beta, int ashift) {
+  case_begin(KS_RL, "%s M=%d n=%d k=%d beta=%g%s", dt_name(dt), M, n, k, beta, ashift ? " (A shifted)" : "");
+  wmat W = wmat_new(dt, n, k, 1);
+  fbuf xb = fbuf_new((size_t)M * k);
+  for (size_t j = 0; j < (size_t)M * k; j++) xb.p[j] = rndf(1.0f);
+  int np = (M + K_RL_MR - 1) / K_RL_MR;
+  float *ap = xmalloc(((size_t)np * k + 1) * K_RL_MR * sizeof *ap);
+  fill_sent(ap, ((size_t)np * k + 1) * K_RL_MR);
+  k_pack_a(ap, xb.p, M, k, K_RL_MR, 0, np);
+  int ldo = n + rndi(0, 5);
+  size_t tot = (size_t)M * ldo + 16;
+  float *o0 = xmalloc(tot * sizeof *o0);
+  fill_sent(o0, tot);
+  for (int m = 0; m < M; m++)
+    for (int i = 0; i < n; i++) o0[(size_t)m * ldo + i] = beta == 0.0f ? bits_f(NAN_BITS) : rndf(2.0f);
+  size_t nn = (size_t)M * n;
+  double *ref = xmalloc(nn * sizeof *ref), *mag = xmalloc(nn * sizeof *mag);
+  for (int m = 0; m < M; m++)
+    for (int i = 0; i < n; i++) {
+      double sum = 0, a = 0;
+      for (int j = 0; j < k; j++) {
+        double p = (double)W.wf[(size_t)i * k + j] * xb.p[(size_t)m * k + j];
+        sum += p, a += fabs(p);
+      }
+      double yb = beta == 0.0f ? 0 : (double)beta * o0[(size_t)m * ldo + i];
+      ref[(size_t)m * n + i] = yb + sum;
+      mag[(size_t)m * n + i] = fabs(yb) + a;
+    }
+  float *og = fdup(o0, tot), *ol = fdup(o0, tot);
+  for (int m = 0; m < M; m += 8) { /* generic's gemm_few, in runs its few_max allows */
+    int mm = M - m < 8 ? M - m : 8;
+    if (mm == 1) G->gemv(og + (size_t)m * ldo, W.p, n, k, xb.p + (size_t)m * k, beta, dt);
+    else G->gemm_few(og + (size_t)m * ldo, ldo, W.p, n, k, xb.p + (size_t)m * k, mm, beta, dt);
+  }
+  float *scratch = xmalloc(k_gemm_scratch_floats() * sizeof *scratch);
+  t->gemm_rl(ol, ldo, W.p, n, k, ap + (ashift ? K_RL_MR : 0), M, beta, dt, scratch);
+  float *got = xmalloc(nn * sizeof *got), *gen = xmalloc(nn * sizeof *gen);
+  for (int m = 0; m < M; m++) {
+    memcpy(got + (size_t)m * n, ol + (size_t)m * ldo, (size_t)n * sizeof *got);
+    memcpy(gen + (size_t)m * n, og + (size_t)m * ldo, (size_t)n * sizeof *gen);
+  }
+  double *want = want_of(gen, ref, nn);
+  cmp("out", got, want, mag, nn, tol_chain(k + 2), TINY);
+  untouched("out", ol, tot, M, n, ldo);
+  long bad = case_bad;
+  case_end();
+  free(want), free(got), free(gen), free(og), free(ol), free(ref), free(mag), free(o0), free(xb.base), free(ap);
+  free(scratch);
+  wmat_free(&W);
+  return bad;
 }
 
 /* -------------------------------------------------------- gemm_pack_b */
@@ -1429,6 +1487,29 @@ static void run_level(const k_table *t) {
   }
   char err[128];
   eng_isa_select("auto", err, sizeof err);
+
+  /* gemm_rl (levels that have it): every M of its range, n across blocks of
+   * 12 / 24 weight rows (and short of one), k multiples of 16; a deliberately
+   * shifted A panel must fail */
+  if (t->gemm_rl) {
+    static const int RN[] = {1, 5, 11, 12, 13, 23, 24, 25, 47, 48, 49, 100, 300};
+    static const int RK[] = {16, 32, 48, 64, 512, 1408, 2064};
+    for (int d = 0; d < 3; d++)
+      for (int M = t->rl_min; M <= t->rl_max; M++)
+        case_rl(t, DTS[d], M, PICK(RN), PICK(RK), M % 3 == 0 ? 0.5f : (float)(M % 2), 0);
+    for (int d = 0; d < 3; d++) {
+      case_rl(t, DTS[d], 16, 50, 4096, 1.0f, 0);
+      case_rl(t, DTS[d], t->rl_max, 300, 512, 0.0f, 0);
+    }
+    quiet = 1;
+    long shifted = case_rl(t, ST_F16, 16, 30, 64, 0.0f, 1);
+    quiet = 0;
+    ks[KS_RL].cases++;
+    if (!shifted) {
+      ks[KS_RL].failed++;
+      fprintf(stderr, "FAIL %s gemm_rl: an A panel shifted by one position passed the comparison\n", t->name);
+    }
+  }
 
   /* widen and f32_to_f16: lengths 0..70 (unaligned), every 16-bit value, bulk */
   for (int d = 0; d < 3; d++)
