@@ -262,7 +262,7 @@ static int bench_batch(int argc, char **argv) {
         kvc_seq_reserve(pool, seqs[i], prompt);
         int nb;
         eng_seq_step one = {0, prompt, kvc_seq_blocks(seqs[i], &nb), ENG_LOGITS_NONE};
-        eng_batch b = {1, &one, toks, pool, NULL};
+        eng_batch b = {1, &one, toks, pool, NULL, NULL};
         if ((rc = eng_forward(c, &b))) goto out;
         kvc_seq_commit(pool, seqs[i], toks, prompt);
       }
@@ -273,7 +273,7 @@ static int bench_batch(int argc, char **argv) {
           kvc_seq_reserve(pool, seqs[i], len + 1);
           st[i] = (eng_seq_step){len, 1, kvc_seq_blocks(seqs[i], &nb), ENG_LOGITS_LAST};
         }
-        eng_batch b = {n, st, toks, pool, logits};
+        eng_batch b = {n, st, toks, pool, logits, NULL};
         if ((rc = eng_forward(c, &b))) goto out;
         for (int i = 0; i < n; i++) kvc_seq_commit(pool, seqs[i], toks + i, 1);
       }

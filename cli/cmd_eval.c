@@ -444,7 +444,7 @@ int cmd_eval(int argc, char **argv) {
       rows += w->len;
     }
     if (!rc) {
-      eng_batch b = {nw, steps, toks, s.kv, logits};
+      eng_batch b = {nw, steps, toks, s.kv, logits, NULL};
       rc = eng_forward(s.c, &b);
     }
     for (int i = 0; i < nw; i++) {

@@ -151,7 +151,7 @@ int cli_session_feed(cli_session *s, const int32_t *toks, int n, eng_logits_mode
       st.logits = ENG_LOGITS_LAST;
       out = logits;
     }
-    eng_batch b = {1, &st, toks + i, s->kv, out};
+    eng_batch b = {1, &st, toks + i, s->kv, out, NULL};
     if ((rc = eng_forward(s->c, &b))) return rc;
     if ((rc = kvc_seq_commit(s->kv, s->seq, toks + i, k))) return rc;
     i += k;

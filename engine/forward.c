@@ -65,6 +65,8 @@ struct eng_ctx {
   int hm_k;
   int32_t *row_seq, *row_pos;  /* [max_tokens] */
   int32_t *lrows;              /* [max_tokens] rows needing logits */
+  float *amax_v;               /* [nth][max_tokens]: mm_job's per-thread argmax (eng_batch.argmax) */
+  int32_t *amax_i;
   int *seq_row0;               /* [max_seqs] */
   att_item *items;             /* [max_items] */
   int max_items;
@@ -104,6 +106,8 @@ typedef struct {
   const uint8_t *aq; /* in, quantized for the level's int8 product (qgemm_cols; quantized weights) */
   const float *da;
   float **bp;       /* per-thread weight panels */
+  float *amax_v;    /* or NULL: per thread and row, the largest value and ... */
+  int32_t *amax_i;  /* ... its first column (-1: none yet) over the thread's chunks (one part) */
 } mm_job;
 
 /* out[rows][a..e) (+)= in W[a..e)^T for one part's column range: one row is
@@ -125,6 +129,39 @@ static void mm_cols(const mm_job *j, const mm_part *pt, int a, int e, float *bp)
     kt->gemm_few(pt->out + a, pt->n, w, e - a, j->k, j->in, j->rows, j->beta, pt->w.dt);
   else
     k_gemm_cols(pt->out + a, (size_t)pt->n, j->ap, j->rows, w, e - a, j->k, pt->w.dt, j->beta, bp);
+}
+
+/* The rows' argmax over columns [c0, c1) just computed (in cache), folded
+ * into this thread's running best: a thread claims its chunks in increasing
+ * order, so a strictly larger value (or the first non-NaN one) is the first
+ * index of the thread's maximum; threads are merged in amax_merge. */
+static void amax_chunk(const mm_job *j, int ith, int c0, int c1) {
+  const mm_part *pt = &j->parts[0];
+  float *bv = j->amax_v + (size_t)ith * j->rows;
+  int32_t *bi = j->amax_i + (size_t)ith * j->rows;
+  for (int r = 0; r < j->rows; r++) {
+    const float *x = pt->out + (size_t)r * pt->n;
+    float m = K()->vmax(x + c0, c1 - c0);
+    if (bi[r] >= 0 && !(m > bv[r])) continue;
+    for (int i = c0; i < c1; i++)
+      if (x[i] == m) { /* absent only when every value is NaN */
+        bv[r] = m, bi[r] = i;
+        break;
+      }
+  }
+}
+
+static void amax_merge(const mm_job *j, int nth, int32_t *out) {
+  for (int r = 0; r < j->rows; r++) {
+    int32_t best = -1;
+    float bv = 0;
+    for (int t = 0; t < nth; t++) {
+      int32_t i = j->amax_i[(size_t)t * j->rows + r];
+      float v = j->amax_v[(size_t)t * j->rows + r];
+      if (i >= 0 && (best < 0 || v > bv || (v == bv && i < best))) best = i, bv = v;
+    }
+    out[r] = best < 0 ? 0 : best;
+  }
 }
 
 /* Output columns are claimed in chunks from a shared counter, so a worker
@@ -155,6 +192,7 @@ static void mm_worker(void *arg, int ith, int nth) {
       base += pt->n;
       if (a < e) mm_cols(j, pt, a, e, j->bp[ith]);
     }
+    if (j->amax_v) amax_chunk(j, ith, c0, c1);
   }
 }
 
@@ -678,7 +716,13 @@ int eng_forward(eng_ctx *c, const eng_batch *b) {
   if (lrows) {
     c->n_lrows = lrows;
     phase(c, PH_FINAL_NORM);
-    mm1(c, b->logits, c->hrows, m->lm_head, lrows, d, in->vocab, 0.0f);
+    mm_job j = {.in = c->hrows, .rows = lrows, .k = d, .n_parts = 1, .parts = {{m->lm_head, b->logits, in->vocab}}};
+    if (b->argmax) {
+      j.amax_v = c->amax_v, j.amax_i = c->amax_i;
+      for (size_t i = 0; i < (size_t)c->nth * lrows; i++) c->amax_i[i] = -1;
+    }
+    mm_run(c, &j);
+    if (b->argmax) amax_merge(&j, c->nth, b->argmax);
   }
   c->b = NULL;
   return 0;
@@ -706,6 +750,8 @@ void eng_ctx_free(eng_ctx *c) {
   free(c->row_seq);
   free(c->row_pos);
   free(c->lrows);
+  free(c->amax_v);
+  free(c->amax_i);
   free(c->seq_row0);
   free(c->items);
   free(c->base);
@@ -757,6 +803,8 @@ int eng_ctx_new(eng_ctx **out, const eng_model *m, const eng_ctx_opts *o) {
   c->row_seq = malloc(T * sizeof(int32_t));
   c->row_pos = malloc(T * sizeof(int32_t));
   c->lrows = malloc(T * sizeof(int32_t));
+  c->amax_v = malloc((size_t)c->nth * T * sizeof(float));
+  c->amax_i = malloc((size_t)c->nth * T * sizeof(int32_t));
   c->seq_row0 = malloc((size_t)c->max_seqs * sizeof(int));
   /* items: token tiles (at most one per token plus one per sequence), or
    * when split (fewer items than workers) at most 2 nth parts */
@@ -765,7 +813,7 @@ int eng_ctx_new(eng_ctx **out, const eng_model *m, const eng_ctx_opts *o) {
   c->base = malloc((size_t)c->nth * sizeof *c->base);
   c->groups = calloc((size_t)c->nth, sizeof *c->groups);
   c->part = calloc(2 * (size_t)c->nth, sizeof(float *));
-  if (!c->row_seq || !c->row_pos || !c->lrows || !c->seq_row0 || !c->items || !c->base || !c->groups || !c->part)
+  if (!c->row_seq || !c->row_pos || !c->lrows || !c->amax_v || !c->amax_i || !c->seq_row0 || !c->items || !c->base || !c->groups || !c->part)
     goto fail;
   c->item_rows_max = (int)(MFS_MIN((size_t)ITEM_TOKENS, T) * H); /* one item: tokens x heads */
   size_t rows8 = ((size_t)c->item_rows_max + 7) & ~(size_t)7;

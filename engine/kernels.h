@@ -82,6 +82,9 @@ typedef struct k_table {
   void (*kv_dequant)(float *out, const int8_t *q, const uint16_t *s, int n, int group);
   /* g[n] = silu(g) * u */
   void (*swiglu)(float *g, const float *u, int n);
+  /* the largest non-NaN value of x[0..n) (-inf when there is none): the
+   * greedy argmax over logits rows (forward.c) */
+  float (*vmax)(const float *x, int n);
 
   void (*attn_scores)(float *S, int lds, const float *Qt, int ldq, int R8, const float *K, int T4, int hd);
   void (*attn_scores_few)(float *S, int lds, const float *const *q, int R, float scale, const float *K, int T,
@@ -179,6 +182,8 @@ float k_f16_to_f32_1(uint16_t h);
 uint16_t k_f32_to_f16_1(float f);
 float k_bf16_to_f32_1(uint16_t h);
 void k_rmsnorm(float *out, const float *x, const float *w, int n, float eps);
+/* the portable vmax */
+float k_gen_vmax(const float *x, int n);
 /* The portable kernels other levels may reuse where the compiler's
  * vectorisation of them is as good as hand-written code. */
 void k_gen_swiglu(float *g, const float *u, int n);

@@ -33,6 +33,8 @@ typedef struct smp_input {
   int n_suppress;
   const uint32_t *allow;      /* NULL, or a bit per id (bit i%32 of word i/32): only set ids may be
                                  chosen (structured outputs); at least one must be set */
+  const int32_t *argmax;      /* NULL, or the logits' argmax already found (eng_batch.argmax):
+                                 plain greedy returns it without reading the logits */
 } smp_input;
 
 /* splitmix64: one draw per sampled token, so a seeded sequence's output

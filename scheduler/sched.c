@@ -88,6 +88,7 @@ struct sched {
   uint64_t arrival_counter, admit_counter;
   int64_t prefix_queries, prefix_hits; /* tokens, counted at admission */
   float *logits;       /* [max_num_batched_tokens][V] */
+  int32_t *argmax;     /* [max_num_batched_tokens]: each logits row's argmax (eng_batch.argmax) */
   eng_seq_step *steps; /* [max_num_seqs] */
   sseq **step_seqs;
   int *step_row;       /* first logits row of each step's sequence */
@@ -554,8 +555,10 @@ static void sample_and_emit(sched *s, sseq *q, const float *logits) {
       for (int i = 0; i < s->info->n_eos; i++) s->suppress[ns++] = s->info->eos_ids[i];
     for (int i = 0; i < r->p.n_stop_ids; i++) s->suppress[ns++] = r->p.stop_ids[i];
   }
+  /* the engine found every logits row's argmax while it was in cache */
+  const int32_t *am = s->argmax + (logits - s->logits) / s->info->vocab;
   smp_input in = {logits, &r->p.sampling, r->prompt, r->p.n_prompt, q->toks + r->p.n_prompt, q->n_out,
-                  s->suppress, ns, allow};
+                  s->suppress, ns, allow, am};
   int32_t tok = smp_sample(&s->smp, &in, &q->rng);
   int done_grammar = 0;
   if (allow) {
@@ -638,6 +641,8 @@ static void publish_stats(sched *s, int force_snapshot) {
   s->st.generation_tokens_total = s->ctr.generation_tokens_total;
   s->st.preemptions_total = s->ctr.preemptions_total;
   s->st.steps_total = s->ctr.steps_total;
+  s->st.step_seconds_total = s->ctr.step_seconds_total;
+  s->st.forward_seconds_total = s->ctr.forward_seconds_total;
   s->st.spec_drafts_total = s->ctr.spec_drafts_total;
   s->st.spec_draft_tokens_total = s->ctr.spec_draft_tokens_total;
   s->st.spec_accepted_tokens_total = s->ctr.spec_accepted_tokens_total;
@@ -857,8 +862,10 @@ static void step(sched *s) {
     memcpy(s->step_tokens + ntok, q->toks + q->n_computed, (size_t)n * sizeof(int32_t));
     ntok += n;
   }
-  eng_batch b = {ns, s->steps, s->step_tokens, s->kv, s->logits};
+  eng_batch b = {ns, s->steps, s->step_tokens, s->kv, s->logits, s->argmax};
+  double t_fwd = mfs_now();
   int rc = mfs_fault("sched_step") ? MFS_ENOMEM : eng_forward(s->eng, &b); /* test hook: a failed step */
+  s->ctr.forward_seconds_total += mfs_now() - t_fwd;
   if (rc) {
     mfs_log(MFS_LOG_ERROR, "sched", "engine step failed (%s); ending its %d sequences", mfs_strerror(rc), ns);
     for (int i = 0; i < ns; i++) seq_finish(s, s->step_seqs[i], SCHED_FINISH_ERROR, rc);
@@ -902,7 +909,10 @@ static void *sched_main(void *arg) {
   sched *s = arg;
   for (;;) {
     if (take_inbox(s)) break;
+    int64_t n0 = s->ctr.steps_total;
+    double t0 = mfs_now();
     step(s);
+    if (s->ctr.steps_total != n0) s->ctr.step_seconds_total += mfs_now() - t0;
     free_dead(s);
     publish_stats(s, 0);
     if (s->o.notify) {
@@ -982,6 +992,7 @@ void sched_free(sched *s) {
   kvc_pool_free(s->kv);
   smp_scratch_deinit(&s->smp);
   free(s->logits);
+  free(s->argmax);
   free(s->steps);
   free(s->step_seqs);
   free(s->step_row);
@@ -1034,6 +1045,7 @@ int sched_new(sched **out, const eng_model *m, const sched_opts *o) {
   rc = MFS_ENOMEM;
   if (smp_scratch_init(&s->smp, in->vocab)) goto fail;
   s->logits = malloc((size_t)o->max_num_batched_tokens * in->vocab * sizeof *s->logits);
+  s->argmax = malloc((size_t)o->max_num_batched_tokens * sizeof *s->argmax);
   s->steps = calloc((size_t)o->max_num_seqs, sizeof *s->steps);
   s->step_seqs = calloc((size_t)o->max_num_seqs, sizeof *s->step_seqs);
   s->step_row = calloc((size_t)o->max_num_seqs, sizeof *s->step_row);
@@ -1055,7 +1067,7 @@ int sched_new(sched **out, const eng_model *m, const sched_opts *o) {
   s->snap_tables = malloc((size_t)o->max_num_seqs * s->snap_max_table * sizeof *s->snap_tables);
   s->snap_hashes = malloc((size_t)ks.blocks_total * sizeof *s->snap_hashes);
   if (!s->snap_hashes) goto fail;
-  if (!s->logits || !s->steps || !s->step_seqs || !s->step_row || !s->step_n || !s->step_tokens || !s->suppress || !s->gmask || !s->ring ||
+  if (!s->logits || !s->argmax || !s->steps || !s->step_seqs || !s->step_row || !s->step_n || !s->step_tokens || !s->suppress || !s->gmask || !s->ring ||
       !s->snap_state || !s->snap_refs || !s->snap_seqs || !s->snap_tables)
     goto fail;
   s->st.max_model_len = s->o.max_model_len;

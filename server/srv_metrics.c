@@ -193,6 +193,13 @@ void srv_metrics_text(srv *s, sb *o) {
   counter(o, "mfaserve:", s, "generation_tokens_total", "Generated tokens.", (double)st.generation_tokens_total);
   counter(o, "mfaserve:", s, "num_preemptions_total", "Sequences preempted (blocks freed, recomputed later).",
           (double)st.preemptions_total);
+  counter(o, "mfaserve:", s, "engine_steps_total", "Engine steps (forward passes over a batch) run.",
+          (double)st.steps_total);
+  counter(o, "mfaserve:", s, "engine_step_seconds_total",
+          "Wall time of those steps on the scheduler thread, from planning the batch to sampling its tokens.",
+          st.step_seconds_total);
+  counter(o, "mfaserve:", s, "engine_forward_seconds_total",
+          "The engine's part of engine_step_seconds_total (the forward pass alone).", st.forward_seconds_total);
   counter(o, "mfaserve:", s, "prefix_cache_queries_total", "Prompt tokens looked up in the prefix cache.",
           (double)kv->prefix_queries_tokens);
   counter(o, "mfaserve:", s, "prefix_cache_hits_total", "Prompt tokens found in the prefix cache.", (double)kv->prefix_hits_tokens);

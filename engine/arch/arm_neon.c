@@ -335,6 +335,16 @@ static double n_fma_burn(long iters) {
   return 2.0 * 4 * 12 * (double)iters;
 }
 
+/* FMAXNM returns the number when one operand is NaN */
+static float n_vmax(const float *x, int n) {
+  float32x4_t m0 = vdupq_n_f32(-INFINITY), m1 = m0;
+  int i = 0;
+  for (; i + 8 <= n; i += 8) m0 = vmaxnmq_f32(vld1q_f32(x + i), m0), m1 = vmaxnmq_f32(vld1q_f32(x + i + 4), m1);
+  float mx = vmaxnmvq_f32(vmaxnmq_f32(m0, m1));
+  for (; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+  return mx;
+}
+
 const k_table k_table_neon = {
     .name = "neon",
     .gemm_mr = N_MR,
@@ -350,6 +360,7 @@ const k_table k_table_neon = {
     .rope_to = n_rope_to,
     /* the portable kernels below vectorise well at -O3 */
     .swiglu = k_gen_swiglu,
+    .vmax = n_vmax,
     .attn_scores = k_gen_attn_scores,
     .attn_scores_few = k_gen_attn_scores_few,
     .attn_softmax = k_gen_attn_softmax,

@@ -71,6 +71,12 @@ static inline const float *f16_lut(void) {
 
 const float *k_f16_lut(void) { return f16_lut(); }
 
+float k_gen_vmax(const float *x, int n) {
+  float mx = -INFINITY;
+  for (int i = 0; i < n; i++) mx = x[i] > mx ? x[i] : mx; /* a NaN compares false */
+  return mx;
+}
+
 void k_rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
   double ss = 0;
   for (int i = 0; i < n; i++) ss += (double)x[i] * x[i];
@@ -401,6 +407,7 @@ const k_table k_table_generic = {
     .f32_to_f16 = g_f32_to_f16,
     .rope_to = g_rope_to,
     .swiglu = k_gen_swiglu,
+    .vmax = k_gen_vmax,
     .attn_scores = k_gen_attn_scores,
     .attn_scores_few = k_gen_attn_scores_few,
     .attn_softmax = k_gen_attn_softmax,

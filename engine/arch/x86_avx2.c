@@ -564,6 +564,20 @@ static void a2_gemm_few(float *out, int ldo, const void *w, int n, int k, const 
 }
 
 /* g[n] = silu(g) u = g u / (1 + e^-g), 8 at a time with exp8 */
+/* MAXPS returns its second operand when either is NaN: m never becomes NaN */
+static float a2_vmax(const float *x, int n) {
+  __m256 m0 = _mm256_set1_ps(-INFINITY), m1 = m0;
+  int i = 0;
+  for (; i + 16 <= n; i += 16)
+    m0 = _mm256_max_ps(_mm256_loadu_ps(x + i), m0), m1 = _mm256_max_ps(_mm256_loadu_ps(x + i + 8), m1);
+  float t[8], mx;
+  _mm256_storeu_ps(t, _mm256_max_ps(m0, m1));
+  mx = t[0];
+  for (int k = 1; k < 8; k++) mx = t[k] > mx ? t[k] : mx;
+  for (; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+  return mx;
+}
+
 static void a2_swiglu(float *g, const float *u, int n) {
   int i = 0;
   const __m256 one = _mm256_set1_ps(1.0f);
@@ -686,6 +700,7 @@ const k_table k_table_avx2 = {
     .f32_to_f16 = a2_f32_to_f16,
     .rope_to = a2_rope_to,
     .swiglu = a2_swiglu,
+    .vmax = a2_vmax,
     .attn_scores = a2_attn_scores,
     .attn_scores_few = a2_attn_scores_few,
     .attn_softmax = a2_attn_softmax,

@@ -127,6 +127,17 @@ static inline __m512 exp16(__m512 x) {
   return _mm512_mul_ps(y, _mm512_castsi512_ps(e));
 }
 
+/* MAXPS returns its second operand when either is NaN: m never becomes NaN */
+static float z_vmax(const float *x, int n) {
+  __m512 m0 = _mm512_set1_ps(-INFINITY), m1 = m0;
+  int i = 0;
+  for (; i + 32 <= n; i += 32)
+    m0 = _mm512_max_ps(_mm512_loadu_ps(x + i), m0), m1 = _mm512_max_ps(_mm512_loadu_ps(x + i + 16), m1);
+  if (i + 16 <= n) m0 = _mm512_max_ps(_mm512_loadu_ps(x + i), m0), i += 16;
+  if (i < n) m1 = _mm512_max_ps(_mm512_mask_loadu_ps(m1, (__mmask16)((1u << (n - i)) - 1), x + i), m1);
+  return _mm512_reduce_max_ps(_mm512_max_ps(m0, m1));
+}
+
 static void z_swiglu(float *g, const float *u, int n) {
   int i = 0;
   const __m512 one = _mm512_set1_ps(1.0f);
@@ -946,6 +957,7 @@ const k_table TABLE = {
     .f32_to_f16 = z_f32_to_f16,
     .rope_to = z_rope_to,
     .swiglu = z_swiglu,
+    .vmax = z_vmax,
     .attn_scores = z_attn_scores,
     .attn_scores_few = z_attn_scores_few,
     .attn_softmax = z_attn_softmax,

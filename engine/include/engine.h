@@ -159,6 +159,10 @@ typedef struct eng_batch {
   kvc_pool *kv;
   float *logits;         /* out: [rows][vocab], rows in sequence order: 1 per
                             LAST, n_new per ALL */
+  int32_t *argmax;       /* out, or NULL: [rows] each row's first index of its
+                            largest non-NaN logit (0 when there is none), as a
+                            scan of logits would give, found while the output
+                            projection's columns are still in cache */
 } eng_batch;
 
 /* Runs one step. Writes the new tokens' KV into the pool and the requested

@@ -192,7 +192,9 @@ typedef struct sched_stats {
   int64_t prompt_tokens_total;     /* prompt tokens computed (not cached) */
   int64_t generation_tokens_total;
   int64_t preemptions_total;
-  int64_t steps_total;
+  int64_t steps_total;             /* engine steps run */
+  double step_seconds_total;       /* wall time of those steps, planning to sampling */
+  double forward_seconds_total;    /* the engine's part of it (eng_forward) */
   int64_t finished_total[SCHED_FINISH_N];
   int max_model_len, max_num_seqs, block_size;
   /* speculative decoding (vLLM's spec_decode_* counters): sequence-steps

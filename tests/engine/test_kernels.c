@@ -220,14 +220,14 @@ static void q_fill(uint8_t *b, size_t nblocks, st_dtype dt) {
 enum {
   KS_GEMV, KS_FEW, KS_PACK, KS_TILE, KS_GEMM, KS_GEMM_BLAS, KS_FEW_BLAS, KS_WIDEN, KS_F16, KS_ROPE,
   KS_SWIGLU, KS_SCORES, KS_SCORES_FEW, KS_SOFTMAX, KS_ACCUM, KS_BURN, KS_KVQ, KS_KVDQ, KS_QROW, KS_QWIDEN,
-  KS_GEMM_F64, KS_QGEMM_A, KS_QGEMM, KS_RL, KS_N
+  KS_GEMM_F64, KS_QGEMM_A, KS_QGEMM, KS_RL, KS_VMAX, KS_N
 };
 static const char *ks_name[KS_N] = {"gemv", "gemm_few", "gemm_pack_b", "gemm_tile", "k_gemm vs generic",
                                     "k_gemm vs cblas", "gemm_few vs cblas", "widen", "f32_to_f16", "rope_to",
                                     "swiglu", "attn_scores", "attn_scores_few", "attn_softmax", "attn_accum",
                                     "fma_burn", "k_kv_quant", "kv_dequant", "k_quantize_row",
                                     "widen q8_0/q4_0", "k_gemm vs float64", "qgemm_quant_a",
-                                    "qgemm_cols", "gemm_rl"};
+                                    "qgemm_cols", "gemm_rl", "vmax"};
 typedef struct {
   long cases, failed, printed;
   double worst; /* max |err| / tol over the passing comparisons */
@@ -597,6 +597,31 @@ static long case_rl(const k_table *t, st_dtype dt, int M, int n, int k, float be
   free(scratch);
   wmat_free(&W);
   return bad;
+}
+
+/* -------------------------------------------------------------- vmax */
+
+/* the largest non-NaN value, bit-exact (-inf when none); mode 0 plain,
+ * 1 NaNs mixed in, 2 -infs, 3 all NaN, 4 all negative (a tail must not
+ * bring in zeros) */
+static void case_vmax(const k_table *t, int n, int mode) {
+  case_begin(KS_VMAX, "n=%d mode=%d", n, mode);
+  fbuf xb = fbuf_new((size_t)n + 1);
+  float *x = xb.p + (rnd64() & 1); /* misaligned too */
+  double want = -INFINITY;
+  for (int i = 0; i < n; i++) {
+    x[i] = mode == 4 ? -1.0f - rndf(1.0f) * rndf(1.0f) : rndf(100.0f);
+    if (mode == 1 && rnd64() % 5 == 0) x[i] = bits_f(NAN_BITS);
+    if (mode == 2 && rnd64() % 3 == 0) x[i] = -INFINITY;
+    if (mode == 3) x[i] = bits_f(NAN_BITS);
+    if (x[i] == x[i] && x[i] > want) want = x[i];
+  }
+  float got = t->vmax(x, n);
+  if (!(got == (float)want) && report())
+    printf("FAIL level %s vmax [%s]: got %.9g want %.9g\n", level_name, case_desc, got, want);
+  if (!(got == (float)want)) case_bad++;
+  case_end();
+  free(xb.base);
 }
 
 /* -------------------------------------------------------- gemm_pack_b */
@@ -1510,6 +1535,10 @@ static void run_level(const k_table *t) {
       fprintf(stderr, "FAIL %s gemm_rl: an A panel shifted by one position passed the comparison\n", t->name);
     }
   }
+
+  for (int n = 0; n <= 70; n++)
+    for (int mode = 0; mode < 5; mode++) case_vmax(t, n, mode);
+  for (int mode = 0; mode < 5; mode++) case_vmax(t, 8192 + 13, mode);
 
   /* widen and f32_to_f16: lengths 0..70 (unaligned), every 16-bit value, bulk */
   for (int d = 0; d < 3; d++)

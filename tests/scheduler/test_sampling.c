@@ -33,7 +33,7 @@ static sched_sampling base(void) {
 }
 
 static int draw(const sched_sampling *p, uint64_t *rng) {
-  smp_input in = {logits, p, NULL, 0, NULL, 0, NULL, 0};
+  smp_input in = {logits, p, NULL, 0, NULL, 0, NULL, 0, NULL, NULL};
   return smp_sample(&sc, &in, rng);
 }
 
@@ -58,6 +58,37 @@ int main(void) {
   p.temperature = 1.0f;
   p.top_k = 1;
   CHECK(draw(&p, &rng) == best, "top_k=1 is not argmax");
+
+  /* greedy over other vocabulary sizes (the vector passes and their tails):
+   * the first index of the largest non-NaN value, ties, NaN and -inf mixed in;
+   * only NaNs (or nothing above -inf) gives index 0 */
+  static const int GV[] = {1, 2, 3, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100, 8192, 8193, 50257};
+  for (int gi = 0; gi < (int)(sizeof GV / sizeof GV[0]); gi++)
+    for (int rep = 0; rep < 40; rep++) {
+      int n = GV[gi];
+      smp_scratch gs;
+      smp_scratch_init(&gs, n);
+      float *x = malloc((size_t)n * sizeof *x);
+      int mode = rep % 5; /* 0 plain, 1 few values (ties), 2 NaNs, 3 -infs, 4 all NaN / -inf */
+      for (int i = 0; i < n; i++) {
+        uint64_t r = smp_rng_next(&seed);
+        x[i] = mode == 1 ? (float)(r % 4) : (float)((r >> 40) % 100000) / 1000.0f - 50.0f;
+        if (mode == 2 && r % 7 == 0) x[i] = NAN;
+        if (mode == 3 && r % 5 == 0) x[i] = -INFINITY;
+        if (mode == 4) x[i] = r % 2 ? NAN : -INFINITY;
+      }
+      if (mode == 2 && n > 1) x[n - 1] = 1e9f, x[(int)(smp_rng_next(&seed) % (uint64_t)n)] = 1e9f; /* a late winner */
+      int want = -1;
+      for (int i = 0; i < n; i++)
+        if (!isnan(x[i]) && (want < 0 || x[i] > x[want])) want = i;
+      if (want < 0) want = 0;
+      sched_sampling gp = base();
+      smp_input in = {x, &gp, NULL, 0, NULL, 0, NULL, 0, NULL, NULL};
+      int got = smp_sample(&gs, &in, &rng);
+      CHECK(got == want, "greedy argmax over %d ids (mode %d): got %d want %d", n, mode, got, want);
+      free(x);
+      smp_scratch_deinit(&gs);
+    }
 
   /* top-k: only the k best appear, in proportion */
   double pr[V];
@@ -123,7 +154,7 @@ int main(void) {
   CHECK(draw(&p, &rng) == order[1], "logit bias -100 on the best should give the second");
   p = base();
   int32_t sup[1] = {best};
-  smp_input in = {logits, &p, NULL, 0, NULL, 0, sup, 1};
+  smp_input in = {logits, &p, NULL, 0, NULL, 0, sup, 1, NULL, NULL};
   CHECK(smp_sample(&sc, &in, &rng) == order[1], "suppressed token chosen");
 
   /* presence / frequency: second best (gap g) beats best after 2 repeats of best */
@@ -131,7 +162,7 @@ int main(void) {
   float gap = logits[best] - logits[order[1]];
   int32_t out[2] = {best, best};
   p.frequency_penalty = gap / 2 + 0.01f; /* 2 occurrences: 2 * (g/2 + .01) > g */
-  smp_input in2 = {logits, &p, NULL, 0, out, 2, NULL, 0};
+  smp_input in2 = {logits, &p, NULL, 0, out, 2, NULL, 0, NULL, NULL};
   CHECK(smp_sample(&sc, &in2, &rng) == order[1], "frequency penalty not applied per occurrence");
   p.frequency_penalty = 0;
   p.presence_penalty = gap + 0.01f;
@@ -143,7 +174,7 @@ int main(void) {
   p = base();
   p.repetition_penalty = logits[best] / logits[order[1]] + 0.05f;
   int32_t prompt[3] = {best, best, 3};
-  smp_input in3 = {logits, &p, prompt, 3, NULL, 0, NULL, 0};
+  smp_input in3 = {logits, &p, prompt, 3, NULL, 0, NULL, 0, NULL, NULL};
   CHECK(smp_sample(&sc, &in3, &rng) == order[1], "repetition penalty not applied");
   for (int i = 0; i < V; i++) CHECK(sc.seen[i] == 0, "seen[] not cleared");
 

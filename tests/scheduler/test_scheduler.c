@@ -330,7 +330,7 @@ static void test_fork_and_prompt_logprobs(void) {
   float *lg = malloc((size_t)plen[6] * info->vocab * sizeof *lg);
   int nb;
   eng_seq_step stp = {0, plen[6], kvc_seq_blocks(q, &nb), ENG_LOGITS_ALL};
-  eng_batch b = {1, &stp, prompts[6], kv, lg};
+  eng_batch b = {1, &stp, prompts[6], kv, lg, NULL};
   CHECK(eng_forward(c, &b) == 0, "forward");
   double maxerr = 0;
   for (int i = 1; i < plen[6]; i++) {
@@ -345,6 +345,46 @@ static void test_fork_and_prompt_logprobs(void) {
   free(lg);
   eng_ctx_free(c);
   kvc_seq_free(kv, q);
+  kvc_pool_free(kv);
+}
+
+/* eng_batch.argmax (what greedy sampling reads instead of the logits) equals
+ * a scan of the logits it wrote, for row counts through every product path
+ * of the level (one row, a few, rows on lanes, packed) */
+static void test_engine_argmax(void) {
+  static const int LROWS[] = {1, 2, 5, 12, 16, 33, 64, 129, 200};
+  enum { T = 200 };
+  kvc_geom g;
+  eng_model_kv_geom(model, 16, KVC_F32, &g);
+  kvc_pool *kv;
+  kvc_pool_new(&kv, &g, (T / 16 + 2) * kvc_block_bytes(&g));
+  eng_ctx *c;
+  eng_ctx_opts eo = {2, T, 1, 512};
+  CHECK(eng_ctx_new(&c, model, &eo) == 0, "eng_ctx_new");
+  float *lg = malloc((size_t)T * info->vocab * sizeof *lg);
+  int32_t toks[T], am[T];
+  for (int i = 0; i < T; i++) toks[i] = (int32_t)((i * 7919u + 13) % (unsigned)info->vocab);
+  for (size_t li = 0; li < sizeof LROWS / sizeof LROWS[0]; li++) {
+    int L = LROWS[li], nb, bad = 0;
+    kvc_seq *q;
+    kvc_seq_new(kv, &q);
+    kvc_seq_reserve(kv, q, L);
+    eng_seq_step stp = {0, L, kvc_seq_blocks(q, &nb), ENG_LOGITS_ALL};
+    eng_batch b = {1, &stp, toks, kv, lg, am};
+    for (int r = 0; r < L; r++) am[r] = -7;
+    CHECK(eng_forward(c, &b) == 0, "forward %d rows", L);
+    for (int r = 0; r < L; r++) {
+      const float *row = lg + (size_t)r * info->vocab;
+      int want = 0;
+      for (int v = 1; v < info->vocab; v++)
+        if (row[v] > row[want]) want = v;
+      if (am[r] != want && bad++ < 3)
+        CHECK(0, "%d rows: row %d argmax %d, the logits' is %d", L, r, am[r], want);
+    }
+    kvc_seq_free(kv, q);
+  }
+  free(lg);
+  eng_ctx_free(c);
   kvc_pool_free(kv);
 }
 
@@ -671,6 +711,7 @@ int main(int argc, char **argv) {
   test_queue_full();
   test_fork_and_prompt_logprobs();
   test_cancel_one_choice();
+  test_engine_argmax();
   test_constrained();
   test_speculative();
   eng_model_free(model);

@@ -413,9 +413,15 @@ test('/metrics: names, types, histograms; promtool check metrics', async () => {
     num_preemptions_total: 'counter', prefix_cache_queries_total: 'counter', prefix_cache_hits_total: 'counter',
     request_success_total: 'counter', time_to_first_token_seconds: 'histogram',
     inter_token_latency_seconds: 'histogram', e2e_request_latency_seconds: 'histogram',
-    request_queue_time_seconds: 'histogram',
+    request_queue_time_seconds: 'histogram', engine_steps_total: 'counter', engine_step_seconds_total: 'counter',
+    engine_forward_seconds_total: 'counter',
   };
   for (const [k, v] of Object.entries(want)) eq(types['mfaserve:' + k], v, 'type of ' + k);
+  // the step clock: steps ran, each took time, and the forward pass is a part of a step's time
+  const steps = metricIn(t, 'mfaserve:engine_steps_total'), stepS = metricIn(t, 'mfaserve:engine_step_seconds_total');
+  const fwdS = metricIn(t, 'mfaserve:engine_forward_seconds_total');
+  assert(steps > 0 && stepS > 0 && fwdS > 0, `step counters ${steps} ${stepS} ${fwdS}`);
+  assert(fwdS <= stepS, `forward ${fwdS} s within the steps' ${stepS} s`);
   assert((await metric(B, 'mfaserve:time_to_first_token_seconds_count')) > 0, 'ttft observed');
   assert((await metric(B, 'mfaserve:inter_token_latency_seconds_count')) > 0, 'itl observed');
   assert((await metric(B, 'mfaserve:generation_tokens_total')) > 0, 'generation counted');
