@@ -613,13 +613,7 @@ static inline __attribute__((always_inline)) void rl_panel(float *out, int ldo, 
     }
     float t[A2_RL_NB][16];
     for (int j = 0; j < NB; j++) _mm256_storeu_ps(t[j], lo[j]), _mm256_storeu_ps(t[j] + 8, hi[j]);
-    for (int m = 0; m < M; m++) {
-      float *o = out + (size_t)m * ldo + n0;
-      if (beta == 0.0f)
-        for (int j = 0; j < nc; j++) o[j] = t[j][m];
-      else
-        for (int j = 0; j < nc; j++) o[j] = beta * o[j] + t[j][m];
-    }
+    rl_store(out + n0, ldo, (const float(*)[16])t, M, nc, beta);
   }
 }
 

@@ -483,14 +483,8 @@ static inline __attribute__((always_inline)) void rl_pass(float *out, int ldo, c
       float t[RL_ACC][16] __attribute__((aligned(64)));
 #pragma GCC unroll 24
       for (int j = 0; j < NB; j++) _mm512_store_ps(t[j], pn ? acc1[j] : acc0[j]);
-      int mr = M - 16 * pn < 16 ? M - 16 * pn : 16;
-      for (int m = 0; m < mr; m++) {
-        float *o = out + (size_t)(16 * pn + m) * ldo + n0;
-        if (beta == 0.0f)
-          for (int j = 0; j < nc; j++) o[j] = t[j][m];
-        else
-          for (int j = 0; j < nc; j++) o[j] = beta * o[j] + t[j][m];
-      }
+      rl_store(out + (size_t)16 * pn * ldo + n0, ldo, (const float(*)[16])t, M - 16 * pn < 16 ? M - 16 * pn : 16,
+               nc, beta);
     }
   }
 }

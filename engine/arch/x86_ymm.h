@@ -82,4 +82,17 @@ static inline void transpose8(__m256 r[8]) {
   }
 }
 
+/* The rows-on-lanes GEMMs' store (gemm_rl): t[j][m] is weight row j's
+ * product with panel row m; out[m][0..nc) = (beta *) out + t[..][m] for the
+ * panel's mr rows */
+static inline void rl_store(float *out, int ldo, const float (*t)[16], int mr, int nc, float beta) {
+  for (int m = 0; m < mr; m++) {
+    float *o = out + (size_t)m * ldo;
+    if (beta == 0.0f)
+      for (int j = 0; j < nc; j++) o[j] = t[j][m];
+    else
+      for (int j = 0; j < nc; j++) o[j] = beta * o[j] + t[j][m];
+  }
+}
+
 #endif

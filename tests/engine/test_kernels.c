@@ -472,6 +472,47 @@ static void case_gemv(const k_table *t, st_dtype dt, int n, int k, float beta) {
 
 /* ----------------------------------------------------------- gemm_few */
 
+/* A product of M rows for gemm_few / gemm_rl: the output block o0 (ldo,
+ * sentinels around it, NaN where beta 0 must not read) and the float64
+ * reference with its magnitudes (ref, mag: [M][n]) */
+static float *rows_case(const wmat *W, const float *x, int M, int n, int k, float beta, int ldo, size_t tot,
+                        double **ref, double **mag) {
+  float *o0 = xmalloc(tot * sizeof *o0);
+  fill_sent(o0, tot);
+  for (int m = 0; m < M; m++)
+    for (int i = 0; i < n; i++) o0[(size_t)m * ldo + i] = beta == 0.0f ? bits_f(NAN_BITS) : rndf(2.0f);
+  size_t nn = (size_t)M * n;
+  *ref = xmalloc(nn * sizeof **ref), *mag = xmalloc(nn * sizeof **mag);
+  for (int m = 0; m < M; m++)
+    for (int i = 0; i < n; i++) {
+      double s = 0, a = 0;
+      for (int j = 0; j < k; j++) {
+        double p = (double)W->wf[(size_t)i * k + j] * x[(size_t)m * k + j];
+        s += p, a += fabs(p);
+      }
+      double yb = beta == 0.0f ? 0 : (double)beta * o0[(size_t)m * ldo + i];
+      (*ref)[(size_t)m * n + i] = yb + s;
+      (*mag)[(size_t)m * n + i] = fabs(yb) + a;
+    }
+  return o0;
+}
+
+/* rows_case's product checked: gotb (ldo) against the generic level's genb
+ * or the float64 reference, nothing written outside the block */
+static void rows_check(const float *gotb, const float *genb, const double *ref, const double *mag, int M, int n,
+                       int k, int ldo, size_t tot) {
+  size_t nn = (size_t)M * n;
+  float *got = xmalloc(nn * sizeof *got), *gen = xmalloc(nn * sizeof *gen);
+  for (int m = 0; m < M; m++) {
+    memcpy(got + (size_t)m * n, gotb + (size_t)m * ldo, (size_t)n * sizeof *got);
+    memcpy(gen + (size_t)m * n, genb + (size_t)m * ldo, (size_t)n * sizeof *gen);
+  }
+  double *want = want_of(gen, ref, nn);
+  cmp("out", got, want, mag, nn, tol_chain(k + 2), TINY);
+  untouched("out", gotb, tot, M, n, ldo);
+  free(want), free(got), free(gen);
+}
+
 static void case_few(const k_table *t, st_dtype dt, int M, int n, int k, float beta) {
   case_begin(KS_FEW, "%s M=%d n=%d k=%d beta=%g", dt_name(dt), M, n, k, beta);
   wmat W = wmat_new(dt, n, k, 1);
@@ -479,40 +520,17 @@ static void case_few(const k_table *t, st_dtype dt, int M, int n, int k, float b
   for (size_t j = 0; j < (size_t)M * k; j++) xb.p[j] = rndf(1.0f);
   int ldo = n + rndi(0, 5);
   size_t tot = (size_t)M * ldo + 16;
-  float *o0 = xmalloc(tot * sizeof *o0);
-  fill_sent(o0, tot);
-  for (int m = 0; m < M; m++)
-    for (int i = 0; i < n; i++) o0[(size_t)m * ldo + i] = beta == 0.0f ? bits_f(NAN_BITS) : rndf(2.0f);
-  size_t nn = (size_t)M * n;
-  double *ref = xmalloc(nn * sizeof *ref), *mag = xmalloc(nn * sizeof *mag);
-  for (int m = 0; m < M; m++)
-    for (int i = 0; i < n; i++) {
-      double s = 0, a = 0;
-      for (int j = 0; j < k; j++) {
-        double p = (double)W.wf[(size_t)i * k + j] * xb.p[(size_t)m * k + j];
-        s += p, a += fabs(p);
-      }
-      double yb = beta == 0.0f ? 0 : (double)beta * o0[(size_t)m * ldo + i];
-      ref[(size_t)m * n + i] = yb + s;
-      mag[(size_t)m * n + i] = fabs(yb) + a;
-    }
+  double *ref, *mag;
+  float *o0 = rows_case(&W, xb.p, M, n, k, beta, ldo, tot, &ref, &mag);
   float *og = fdup(o0, tot), *ol = NULL;
   G->gemm_few(og, ldo, W.p, n, k, xb.p, M, beta, dt);
   if (!gen_pass) {
     ol = fdup(o0, tot);
     t->gemm_few(ol, ldo, W.p, n, k, xb.p, M, beta, dt);
   }
-  const float *gotb = gen_pass ? og : ol;
-  float *got = xmalloc(nn * sizeof *got), *gen = xmalloc(nn * sizeof *gen);
-  for (int m = 0; m < M; m++) {
-    memcpy(got + (size_t)m * n, gotb + (size_t)m * ldo, (size_t)n * sizeof *got);
-    memcpy(gen + (size_t)m * n, og + (size_t)m * ldo, (size_t)n * sizeof *gen);
-  }
-  double *want = want_of(gen, ref, nn);
-  cmp("out", got, want, mag, nn, tol_chain(k + 2), TINY);
-  untouched("out", gotb, tot, M, n, ldo);
+  rows_check(gen_pass ? og : ol, og, ref, mag, M, n, k, ldo, tot);
   case_end();
-  free(want), free(got), free(gen), free(og), free(ol), free(ref), free(mag), free(o0), free(xb.base);
+  free(og), free(ol), free(ref), free(mag), free(o0), free(xb.base);
   wmat_free(&W);
 }
 
@@ -558,23 +576,8 @@ static long case_rl(const k_table *t, st_dtype dt, int M, int n, int k, float be
   k_pack_a(ap, xb.p, M, k, K_RL_MR, 0, np);
   int ldo = n + rndi(0, 5);
   size_t tot = (size_t)M * ldo + 16;
-  float *o0 = xmalloc(tot * sizeof *o0);
-  fill_sent(o0, tot);
-  for (int m = 0; m < M; m++)
-    for (int i = 0; i < n; i++) o0[(size_t)m * ldo + i] = beta == 0.0f ? bits_f(NAN_BITS) : rndf(2.0f);
-  size_t nn = (size_t)M * n;
-  double *ref = xmalloc(nn * sizeof *ref), *mag = xmalloc(nn * sizeof *mag);
-  for (int m = 0; m < M; m++)
-    for (int i = 0; i < n; i++) {
-      double sum = 0, a = 0;
-      for (int j = 0; j < k; j++) {
-        double p = (double)W.wf[(size_t)i * k + j] * xb.p[(size_t)m * k + j];
-        sum += p, a += fabs(p);
-      }
-      double yb = beta == 0.0f ? 0 : (double)beta * o0[(size_t)m * ldo + i];
-      ref[(size_t)m * n + i] = yb + sum;
-      mag[(size_t)m * n + i] = fabs(yb) + a;
-    }
+  double *ref, *mag;
+  float *o0 = rows_case(&W, xb.p, M, n, k, beta, ldo, tot, &ref, &mag);
   float *og = fdup(o0, tot), *ol = fdup(o0, tot);
   for (int m = 0; m < M; m += 8) { /* generic's gemm_few, in runs its few_max allows */
     int mm = M - m < 8 ? M - m : 8;
@@ -583,17 +586,10 @@ static long case_rl(const k_table *t, st_dtype dt, int M, int n, int k, float be
   }
   float *scratch = xmalloc(k_gemm_scratch_floats() * sizeof *scratch);
   t->gemm_rl(ol, ldo, W.p, n, k, ap + (ashift ? K_RL_MR : 0), M, beta, dt, scratch);
-  float *got = xmalloc(nn * sizeof *got), *gen = xmalloc(nn * sizeof *gen);
-  for (int m = 0; m < M; m++) {
-    memcpy(got + (size_t)m * n, ol + (size_t)m * ldo, (size_t)n * sizeof *got);
-    memcpy(gen + (size_t)m * n, og + (size_t)m * ldo, (size_t)n * sizeof *gen);
-  }
-  double *want = want_of(gen, ref, nn);
-  cmp("out", got, want, mag, nn, tol_chain(k + 2), TINY);
-  untouched("out", ol, tot, M, n, ldo);
+  rows_check(ol, og, ref, mag, M, n, k, ldo, tot);
   long bad = case_bad;
   case_end();
-  free(want), free(got), free(gen), free(og), free(ol), free(ref), free(mag), free(o0), free(xb.base), free(ap);
+  free(og), free(ol), free(ref), free(mag), free(o0), free(xb.base), free(ap);
   free(scratch);
   wmat_free(&W);
   return bad;
