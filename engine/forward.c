@@ -131,6 +131,18 @@ static void mm_cols(const mm_job *j, const mm_part *pt, int a, int e, float *bp)
     k_gemm_cols(pt->out + a, (size_t)pt->n, j->ap, j->rows, w, e - a, j->k, pt->w.dt, j->beta, bp);
 }
 
+/* the first i < n with x[i] == v, or -1 */
+static int first_eq(const float *x, int n, float v) {
+  for (int i = 0; i < n; i++)
+    if (x[i] == v) return i;
+  return -1;
+}
+
+int32_t eng_argmax(const float *x, int n) {
+  int i = first_eq(x, n, K()->vmax(x, n));
+  return i < 0 ? 0 : i; /* every value NaN */
+}
+
 /* The rows' argmax over columns [c0, c1) just computed (in cache), folded
  * into this thread's running best: a thread claims its chunks in increasing
  * order, so a strictly larger value (or the first non-NaN one) is the first
@@ -140,14 +152,11 @@ static void amax_chunk(const mm_job *j, int ith, int c0, int c1) {
   float *bv = j->amax_v + (size_t)ith * j->rows;
   int32_t *bi = j->amax_i + (size_t)ith * j->rows;
   for (int r = 0; r < j->rows; r++) {
-    const float *x = pt->out + (size_t)r * pt->n;
-    float m = K()->vmax(x + c0, c1 - c0);
+    const float *x = pt->out + (size_t)r * pt->n + c0;
+    float m = K()->vmax(x, c1 - c0);
     if (bi[r] >= 0 && !(m > bv[r])) continue;
-    for (int i = c0; i < c1; i++)
-      if (x[i] == m) { /* absent only when every value is NaN */
-        bv[r] = m, bi[r] = i;
-        break;
-      }
+    int i = first_eq(x, c1 - c0, m); /* absent only when every value is NaN */
+    if (i >= 0) bv[r] = m, bi[r] = c0 + i;
   }
 }
 

@@ -6,82 +6,7 @@
 #include <string.h>
 
 #include "common.h"
-
-/* The first index of the largest value (NaNs never win), as the plain loop
- * `if (x[i] > x[best]) best = i` gives: a max over 16 lanes, then a scan for
- * its first occurrence. Greedy decoding runs it once per row and step over
- * the whole vocabulary (256 rows x 8192 ids: ~1.4 ms a step as scalar code,
- * which -O2 leaves it as), so both passes are written with the baseline
- * vector instructions of the architecture: SSE2 on x86-64 (MAXPS keeps the
- * second operand when one is NaN, so m never becomes NaN), Advanced SIMD on
- * aarch64 (FMAXNM returns the number when one operand is NaN). */
-#if defined(__SSE2__)
-#include <emmintrin.h>
-static float vmax16(const float *x, int n) {
-  __m128 m0 = _mm_set1_ps(-INFINITY), m1 = m0, m2 = m0, m3 = m0;
-  for (int i = 0; i < n; i += 16) {
-    m0 = _mm_max_ps(_mm_loadu_ps(x + i), m0), m1 = _mm_max_ps(_mm_loadu_ps(x + i + 4), m1);
-    m2 = _mm_max_ps(_mm_loadu_ps(x + i + 8), m2), m3 = _mm_max_ps(_mm_loadu_ps(x + i + 12), m3);
-  }
-  float m[4];
-  _mm_storeu_ps(m, _mm_max_ps(_mm_max_ps(m0, m1), _mm_max_ps(m2, m3)));
-  float mx = m[0];
-  for (int k = 1; k < 4; k++) mx = m[k] > mx ? m[k] : mx;
-  return mx;
-}
-static int vfind16(const float *x, int n, float v) { /* first i < n (n % 16 == 0) with x[i] == v, or n */
-  __m128 t = _mm_set1_ps(v);
-  for (int i = 0; i < n; i += 16) {
-    int b = _mm_movemask_ps(_mm_cmpeq_ps(_mm_loadu_ps(x + i), t)) | _mm_movemask_ps(_mm_cmpeq_ps(_mm_loadu_ps(x + i + 4), t)) << 4 |
-            _mm_movemask_ps(_mm_cmpeq_ps(_mm_loadu_ps(x + i + 8), t)) << 8 |
-            _mm_movemask_ps(_mm_cmpeq_ps(_mm_loadu_ps(x + i + 12), t)) << 12;
-    if (b) return i + __builtin_ctz((unsigned)b);
-  }
-  return n;
-}
-#elif defined(__aarch64__)
-#include <arm_neon.h>
-static float vmax16(const float *x, int n) {
-  float32x4_t m0 = vdupq_n_f32(-INFINITY), m1 = m0, m2 = m0, m3 = m0;
-  for (int i = 0; i < n; i += 16) {
-    m0 = vmaxnmq_f32(vld1q_f32(x + i), m0), m1 = vmaxnmq_f32(vld1q_f32(x + i + 4), m1);
-    m2 = vmaxnmq_f32(vld1q_f32(x + i + 8), m2), m3 = vmaxnmq_f32(vld1q_f32(x + i + 12), m3);
-  }
-  return vmaxnmvq_f32(vmaxnmq_f32(vmaxnmq_f32(m0, m1), vmaxnmq_f32(m2, m3)));
-}
-static int vfind16(const float *x, int n, float v) {
-  float32x4_t t = vdupq_n_f32(v);
-  for (int i = 0; i < n; i += 16) {
-    uint32x4_t e = vorrq_u32(vorrq_u32(vceqq_f32(vld1q_f32(x + i), t), vceqq_f32(vld1q_f32(x + i + 4), t)),
-                             vorrq_u32(vceqq_f32(vld1q_f32(x + i + 8), t), vceqq_f32(vld1q_f32(x + i + 12), t)));
-    if (vmaxvq_u32(e))
-      for (int j = i;; j++)
-        if (x[j] == v) return j;
-  }
-  return n;
-}
-#else
-static float vmax16(const float *x, int n) {
-  float mx = -INFINITY;
-  for (int i = 0; i < n; i++) mx = x[i] > mx ? x[i] : mx;
-  return mx;
-}
-static int vfind16(const float *x, int n, float v) {
-  for (int i = 0; i < n; i++)
-    if (x[i] == v) return i;
-  return n;
-}
-#endif
-
-static int argmax_first(const float *x, int n) {
-  int n16 = n & ~15;
-  float mx = n16 ? vmax16(x, n16) : -INFINITY;
-  for (int i = n16; i < n; i++) mx = x[i] > mx ? x[i] : mx;
-  int i = vfind16(x, n16, mx);
-  for (; i < n; i++)
-    if (x[i] == mx) return i;
-  return 0; /* every value NaN or -inf: the plain loop also answers 0 */
-}
+#include "engine.h" /* eng_argmax */
 
 int smp_scratch_init(smp_scratch *s, int V) {
   s->V = V;
@@ -130,7 +55,7 @@ int32_t smp_sample(smp_scratch *s, const smp_input *in, uint64_t *rng) {
   if ((p->temperature <= 0 || p->top_k == 1) && !p->n_bias && !in->n_suppress &&
       (p->repetition_penalty <= 0 || p->repetition_penalty == 1.0f) && p->presence_penalty == 0 &&
       p->frequency_penalty == 0 && !in->allow)
-    return in->argmax ? *in->argmax : argmax_first(in->logits, V);
+    return in->argmax ? *in->argmax : eng_argmax(in->logits, V);
   float *w = s->work;
   memcpy(w, in->logits, (size_t)V * sizeof *w);
   for (int i = 0; i < p->n_bias; i++)
@@ -174,7 +99,7 @@ int32_t smp_sample(smp_scratch *s, const smp_input *in, uint64_t *rng) {
       if (!(in->allow[i >> 5] >> (i & 31) & 1)) w[i] = -INFINITY;
       else if (first_allowed < 0) first_allowed = i;
   }
-  int best = argmax_first(w, V);
+  int best = eng_argmax(w, V);
   /* every allowed id at -inf or NaN (a bias of -inf, broken logits): the
    * constraint still holds */
   if (in->allow && first_allowed >= 0 && !(in->allow[best >> 5] >> (best & 31) & 1)) return first_allowed;

@@ -563,7 +563,6 @@ static void a2_gemm_few(float *out, int ldo, const void *w, int n, int k, const 
   }
 }
 
-/* g[n] = silu(g) u = g u / (1 + e^-g), 8 at a time with exp8 */
 /* ------------------------------------ rows on lanes (batched decode) */
 
 /* The AVX-512 level's rows-on-lanes product (x86_avx512.c) in 8-float
@@ -643,6 +642,7 @@ static float a2_vmax(const float *x, int n) {
   return mx;
 }
 
+/* g[n] = silu(g) u = g u / (1 + e^-g), 8 at a time with exp8 */
 static void a2_swiglu(float *g, const float *u, int n) {
   int i = 0;
   const __m256 one = _mm256_set1_ps(1.0f);

@@ -430,7 +430,7 @@ static void z_gemm_few(float *out, int ldo, const void *w, int n, int k, const f
   }
 }
 
-/* ------------------------------------ rows on lanes (batched decode, 12..64) */
+/* ----------------------------------- rows on lanes (batched decode, 12..128) */
 
 /* out[m][i] = beta * out + W[i] . A[m] for RL_NB / NP weight rows at a time
  * and NP panels of 16 input rows (ap: [NP][k][16], the rows on the lanes,

@@ -165,6 +165,12 @@ typedef struct eng_batch {
                             projection's columns are still in cache */
 } eng_batch;
 
+/* The first index of the largest non-NaN value of x[0..n) (0 when there is
+ * none), as the loop `if (x[i] > x[best]) best = i` over the non-NaN values
+ * gives; the max runs on the kernel level in use. eng_batch.argmax is this
+ * for each logits row. */
+int32_t eng_argmax(const float *x, int n);
+
 /* Runs one step. Writes the new tokens' KV into the pool and the requested
  * logits. Returns 0, or MFS_EINVAL (batch beyond the context's limits, token
  * id out of range, position beyond max_ctx) with nothing written. */
